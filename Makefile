@@ -1,0 +1,29 @@
+# image-reflector: build, run, test, bench. `make help` lists the targets.
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: help build release test test-deps lint fmt demo certs manifests \
+        bench bench-webhook bench-scan bench-scale bench-policy
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+build: ## debug build of the workspace
+	$(CARGO) build --workspace
+
+release: ## optimised binary at target/release/image-reflector
+	$(CARGO) build --release --bin image-reflector
+
+test-deps: ## install what the tests need (apt packages), idempotently
+	./scripts/install-test-deps.sh
+
+test: test-deps ## install test dependencies, then run every test (unit, integration, end to end)
+	$(CARGO) build --workspace --all-targets
+	$(CARGO) test --workspace --no-fail-fast
+
+lint: ## formatting and clippy, as CI expects
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,4 @@
+//! image-reflector: Flux's ImageRepository and ImagePolicy, reimplemented in Rust.
+//!
+//! The pure parts (`reference`, `policy`, `admission::rules`) know nothing of HTTP or
+//! Kubernetes clients; the rest wires them to the API server, registries and HTTPS.

@@ -1,0 +1,4 @@
+//! Test harness shared by the integration test binaries. Each binary uses only part of it.
+#![allow(dead_code)]
+
+pub mod certs;
