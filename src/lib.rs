@@ -4,3 +4,4 @@
 //! Kubernetes clients; the rest wires them to the API server, registries and HTTPS.
 
 pub mod reference;
+pub mod scanner;
