@@ -2,3 +2,5 @@
 //!
 //! The pure parts (`reference`, `policy`, `admission::rules`) know nothing of HTTP or
 //! Kubernetes clients; the rest wires them to the API server, registries and HTTPS.
+
+pub mod store;
