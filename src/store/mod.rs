@@ -49,8 +49,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub(crate) use format::Corruption;
-use format::ReadFailure;
+use format::{Corruption, ReadFailure};
 
 const ENTRY_SUFFIX: &str = ".tags";
 const TEMP_SUFFIX: &str = ".tmp";
@@ -340,14 +339,27 @@ impl TagStore {
     /// The entry of `key`, read from disk and verified; `Ok(None)` if there is none or
     /// it was corrupt (then it is logged and removed, and [`TagStore::meta`] forgets it).
     pub fn get(&self, key: &ObjectKey) -> Result<Option<Entry>, StoreError> {
+        // A bad read of a file that a writer has replaced meanwhile says nothing about
+        // the new file: read again.
+        for _ in 0..3 {
+            match self.read_once(key)? {
+                ReadOnce::Found(entry) => return Ok(Some(entry)),
+                ReadOnce::Absent => return Ok(None),
+                ReadOnce::ReplacedWhileReading => continue,
+            }
+        }
+        Ok(None)
+    }
+
+    fn read_once(&self, key: &ObjectKey) -> Result<ReadOnce, StoreError> {
         if !self.lock().entries.contains_key(key) {
-            return Ok(None);
+            return Ok(ReadOnce::Absent);
         }
         let path = self.inner.root.join(key.file_name());
         let mut file = match File::open(&path) {
             Ok(file) => file,
             // Removed between the index check and the open.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadOnce::Absent),
             Err(e) => return Err(io_err("open", &path)(e)),
         };
         let stat = file.metadata().map_err(io_err("stat", &path))?;
@@ -370,19 +382,24 @@ impl TagStore {
                 })
             });
         match read {
-            Ok(entry) => Ok(Some(entry)),
+            Ok(entry) => Ok(ReadOnce::Found(entry)),
             Err(ReadFailure::Io(e)) => Err(io_err("read", &path)(e)),
             Err(ReadFailure::Corrupt(problem)) => {
                 // `file` stays open until here, so its inode cannot be reused meanwhile.
                 let mut index = self.lock();
-                if index.entries.get(key).is_some_and(|e| e.ino == stat.ino()) {
-                    self.inner.metrics.corrupt.inc();
-                    discard_file(&path, Some(key), &problem);
-                    index.remove(key);
-                    self.refresh_gauges(&index);
-                }
+                let outcome = match index.entries.get(key) {
+                    Some(indexed) if indexed.ino == stat.ino() => {
+                        self.inner.metrics.corrupt.inc();
+                        discard_file(&path, Some(key), &problem);
+                        index.remove(key);
+                        self.refresh_gauges(&index);
+                        ReadOnce::Absent
+                    }
+                    Some(_) => ReadOnce::ReplacedWhileReading,
+                    None => ReadOnce::Absent,
+                };
                 drop(file);
-                Ok(None)
+                Ok(outcome)
             }
         }
     }
@@ -492,6 +509,12 @@ impl TagStore {
         m.entries
             .set(i64::try_from(index.entries.len()).unwrap_or(i64::MAX));
     }
+}
+
+enum ReadOnce {
+    Found(Entry),
+    Absent,
+    ReplacedWhileReading,
 }
 
 fn is_entry_name(name: &str) -> bool {
