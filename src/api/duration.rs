@@ -25,6 +25,20 @@ pub enum DurationError {
     Overflow(String),
 }
 
+impl DurationError {
+    /// What is wrong and the fix, without repeating the value (for messages that already
+    /// show it).
+    pub fn explanation(&self) -> String {
+        match self {
+            DurationError::Empty => "is empty; write a number and a unit, e.g. \"5m\"".into(),
+            DurationError::Invalid { detail, .. } => format!(
+                "is not a duration: {detail}; write numbers with units ms, s, m or h, e.g. \"1m30s\""
+            ),
+            DurationError::Overflow(_) => "is too large a duration".into(),
+        }
+    }
+}
+
 /// Parses a Flux duration (`1m30s`, `500ms`, `1.5h`).
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     if s.is_empty() {
