@@ -6,8 +6,9 @@
 pub mod admission;
 pub mod api;
 pub mod cli;
-pub mod telemetry;
+pub mod controller;
+pub mod policy;
 pub mod reference;
 pub mod scanner;
 pub mod store;
-pub mod policy;
+pub mod telemetry;
