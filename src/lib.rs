@@ -6,4 +6,6 @@
 pub mod admission;
 pub mod api;
 pub mod cli;
+pub mod metrics;
+pub mod server;
 pub mod telemetry;

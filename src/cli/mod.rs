@@ -1,6 +1,7 @@
 //! The command line: `image-reflector <command>`. Each subcommand lives in its own file.
 
 pub mod crds;
+pub mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +19,8 @@ pub struct Cli {
 /// What to do.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Serve the admission webhooks, health probes and metrics (and the controllers).
+    Serve(serve::ServeArgs),
     /// Print the CustomResourceDefinitions (all served versions) as YAML.
     Crds(crds::CrdsArgs),
 }
@@ -25,6 +28,7 @@ pub enum Command {
 /// Runs the parsed command line; the process exit code is the result.
 pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
+        Command::Serve(args) => serve::run(args).await,
         Command::Crds(args) => crds::run(args),
     }
 }
