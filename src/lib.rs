@@ -9,3 +9,6 @@ pub mod cli;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;
+pub mod reference;
+pub mod store;
+pub mod policy;
