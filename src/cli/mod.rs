@@ -2,6 +2,7 @@
 
 pub mod crds;
 pub mod serve;
+pub mod validate;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve the admission webhooks, health probes and metrics (and the controllers).
     Serve(serve::ServeArgs),
+    /// Check ImageRepository and ImagePolicy files offline with the webhooks' rules.
+    Validate(validate::ValidateArgs),
     /// Print the CustomResourceDefinitions (all served versions) as YAML.
     Crds(crds::CrdsArgs),
 }
@@ -29,6 +32,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Validate(args) => validate::run(args),
         Command::Crds(args) => crds::run(args),
     }
 }
