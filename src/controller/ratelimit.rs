@@ -3,7 +3,7 @@
 //! once, then `qps` per second. Applied as a tower layer on the kube client, so every
 //! request of every controller shares the one bucket.
 
-use std::future::Future;
+use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -90,39 +90,54 @@ impl<S> Layer<S> for RateLimitLayer {
         RateLimited {
             inner,
             bucket: self.bucket.clone(),
+            sleep: None,
+            permitted: false,
         }
     }
 }
 
-#[derive(Clone, Debug)]
+/// The rate-limited service: `poll_ready` waits for a token, then for the inner service.
+/// (The kube client drives it through a buffer, which calls `poll_ready` before each
+/// request, so the inner service need not be `Clone`.)
 pub struct RateLimited<S> {
     inner: S,
     bucket: TokenBucket,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    permitted: bool,
 }
 
 impl<S, Req> Service<Req> for RateLimited<S>
 where
-    S: Service<Req> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    Req: Send + 'static,
+    S: Service<Req>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        if !self.permitted {
+            if self.sleep.is_none() {
+                let wait = self.bucket.reserve();
+                if wait.is_zero() {
+                    self.permitted = true;
+                } else {
+                    self.sleep = Some(Box::pin(tokio::time::sleep(wait)));
+                }
+            }
+            if let Some(sleep) = self.sleep.as_mut() {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.sleep = None;
+                self.permitted = true;
+            }
+        }
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        // The readied service goes into the future; a fresh clone stays for the next call.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let bucket = self.bucket.clone();
-        Box::pin(async move {
-            bucket.acquire().await;
-            inner.call(req).await
-        })
+        self.permitted = false;
+        self.inner.call(req)
     }
 }
 
@@ -156,5 +171,26 @@ mod tests {
             bucket.acquire().await;
         }
         assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_layer_paces_requests_through_any_service() {
+        use tower::ServiceExt;
+        let svc =
+            tower::service_fn(|n: u32| async move { Ok::<u32, std::convert::Infallible>(n * 2) });
+        let mut limited = RateLimitLayer::new(4.0, 2).layer(svc);
+        let start = Instant::now();
+        for n in 0..6u32 {
+            let out = limited
+                .ready()
+                .await
+                .expect("ready")
+                .call(n)
+                .await
+                .expect("call");
+            assert_eq!(out, n * 2);
+        }
+        // Two at once, then four more at 4 per second.
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
     }
 }

@@ -134,7 +134,11 @@ impl StandIn {
 
     /// Path and query of every `tags/list` request, in order.
     pub fn uris(&self) -> Vec<String> {
-        self.shared.uris.lock().map(|v| v.clone()).unwrap_or_default()
+        self.shared
+            .uris
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     /// Waits until the task ends (never, unless it fails): for the benchmark binary.
@@ -232,7 +236,12 @@ async fn v2(
         return error(500, "UNKNOWN", "try again");
     }
     if opts.malformed {
-        return (StatusCode::OK, [("content-type", "application/json")], r#"{"name":"x","tags":["a","#).into_response();
+        return (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            r#"{"name":"x","tags":["a","#,
+        )
+            .into_response();
     }
     let n = match q.get("n") {
         Some(v) => match v.parse::<usize>() {
@@ -251,7 +260,10 @@ async fn v2(
             return error(status, code, "page size too large");
         }
     }
-    let ignore_last = matches!(opts.link, LinkStyle::RepeatSameUrl | LinkStyle::RepeatContent);
+    let ignore_last = matches!(
+        opts.link,
+        LinkStyle::RepeatSameUrl | LinkStyle::RepeatContent
+    );
     let start = match q.get("last") {
         Some(last) if !ignore_last => shared.tags.partition_point(|t| t.as_str() <= last.as_str()),
         _ => 0,
