@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the admission webhooks, health probes and metrics (and the controllers).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Check ImageRepository and ImagePolicy files offline with the webhooks' rules.
     Validate(validate::ValidateArgs),
     /// Print the CustomResourceDefinitions (all served versions) as YAML.
@@ -31,7 +31,7 @@ pub enum Command {
 /// Runs the parsed command line; the process exit code is the result.
 pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Validate(args) => validate::run(args),
         Command::Crds(args) => crds::run(args),
     }

@@ -190,7 +190,7 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
         default_service_account: c.default_service_account.clone().filter(|s| !s.is_empty()),
         no_cross_namespace_refs: args.no_cross_namespace_refs,
         requeue_dependency: c.requeue_dependency,
-        instance: std::env::var("POD_NAME").ok().or_else(|| hostname()),
+        instance: std::env::var("POD_NAME").ok().or_else(hostname),
         ..ControllerOptions::default()
     };
 
