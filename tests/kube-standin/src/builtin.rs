@@ -173,6 +173,20 @@ pub fn normalise(rt: &ResourceType, obj: &mut Value) {
             obj["type"] = json!("Opaque");
         }
     }
+    if rt.group.is_empty() && rt.plural == "namespaces" {
+        if let Some(name) = obj["metadata"]["name"].as_str().map(str::to_string) {
+            if !obj["metadata"]["labels"].is_object() {
+                obj["metadata"]["labels"] = json!({});
+            }
+            obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(name);
+        }
+        if obj["spec"]["finalizers"].is_null() {
+            obj["spec"]["finalizers"] = json!(["kubernetes"]);
+        }
+        if obj["status"]["phase"].is_null() {
+            obj["status"]["phase"] = json!("Active");
+        }
+    }
     if rt.store == "events" && obj.get("firstTimestamp").is_none() {
         if let Some(t) = obj.get("eventTime").and_then(Value::as_str) {
             // eventTime is a MicroTime; firstTimestamp is whole seconds.

@@ -73,12 +73,30 @@ impl ApiError {
         } else {
             format!("[{}]", causes.join(", "))
         };
-        ApiError::new(
+        let causes: Vec<Value> = causes
+            .iter()
+            .map(|c| {
+                let (field, message) = c.split_once(": ").unwrap_or(("", c.as_str()));
+                let reason = if message.starts_with("Required value") {
+                    "FieldValueRequired"
+                } else if message.starts_with("Unsupported value") {
+                    "FieldValueNotSupported"
+                } else if message.starts_with("Forbidden") {
+                    "FieldValueForbidden"
+                } else {
+                    "FieldValueInvalid"
+                };
+                json!({"reason": reason, "message": message, "field": field})
+            })
+            .collect();
+        let mut e = ApiError::new(
             422,
             "Invalid",
             format!("{} \"{name}\" is invalid: {list}", rt.qualified_kind()),
-        )
-        .with_details(rt, name)
+        );
+        // kubectl prints `The KIND "NAME" is invalid: FIELD: MESSAGE` from these details.
+        e.details = Some(json!({"name": name, "group": rt.group, "kind": rt.kind, "causes": causes}));
+        e
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {

@@ -759,8 +759,22 @@ fn crd_status(obj: &mut Value) {
     });
 }
 
+/// The stand-in speaks JSON (and YAML for apply) only.
+fn check_content_type(headers: &HeaderMap) -> ApiResult<()> {
+    let ctype = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if ctype.contains("protobuf") || ctype.contains("cbor") {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("kube-standin accepts JSON request bodies only, not {ctype:?} (kubectl's `create secret|configmap|namespace` send protobuf: use `kubectl apply -f` or `kubectl create ... --dry-run=client -o yaml | kubectl apply -f -`)"),
+        ));
+    }
+    Ok(())
+}
+
 async fn create(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body: &Bytes) -> ApiResult<Response> {
     app.shared.lock().count_request(&write_key(t));
+    check_content_type(headers)?;
     let obj = decode_body(body, false)?;
     let (stored, warnings) = create_object(app, t, q, headers, obj).await?;
     Ok(json_response(201, &present(&t.rt, &t.version, &stored), &warnings))
@@ -883,6 +897,7 @@ fn check_name(t: &Target, obj: &Value) -> ApiResult<()> {
 
 async fn update(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body: &Bytes) -> ApiResult<Response> {
     app.shared.lock().count_request(&write_key(t));
+    check_content_type(headers)?;
     let mut obj = decode_body(body, false)?;
     if !obj.is_object() || !obj["metadata"].is_object() {
         return Err(ApiError::bad_request("the request body must be an object with metadata"));
