@@ -87,10 +87,17 @@ fn selector_matches(sel: &Value, labels: &Value) -> Result<bool, String> {
     Ok(LabelSelector::from_object(sel)?.matches(labels))
 }
 
-fn hooks_for(shared: &Shared, store: &str, a: &Attributes, object: Option<&Value>) -> ApiResult<Vec<Hook>> {
+fn hooks_for(
+    shared: &Shared,
+    store: &str,
+    a: &Attributes,
+    object: Option<&Value>,
+) -> ApiResult<Vec<Hook>> {
     let state = shared.lock();
     let ns_labels = if a.rt.group.is_empty() && a.rt.plural == "namespaces" {
-        object.or(a.old_object.as_ref()).map(|o| o["metadata"]["labels"].clone())
+        object
+            .or(a.old_object.as_ref())
+            .map(|o| o["metadata"]["labels"].clone())
     } else if a.rt.namespaced {
         Some(
             state
@@ -112,13 +119,12 @@ fn hooks_for(shared: &Shared, store: &str, a: &Attributes, object: Option<&Value
             let Some(version) = rules_match(hook, a) else {
                 continue;
             };
-            let bad = |e: String| {
-                ApiError::internal(format!("failed calling webhook \"{name}\": {e}"))
-            };
-            if let Some(labels) = &ns_labels {
-                if !selector_matches(&hook["namespaceSelector"], labels).map_err(bad)? {
-                    continue;
-                }
+            let bad =
+                |e: String| ApiError::internal(format!("failed calling webhook \"{name}\": {e}"));
+            if let Some(labels) = &ns_labels
+                && !selector_matches(&hook["namespaceSelector"], labels).map_err(bad)?
+            {
+                continue;
             }
             let sel = &hook["objectSelector"];
             let new_ok = object
@@ -201,7 +207,10 @@ fn error_chain(e: &reqwest::Error) -> String {
 
 async fn call(shared: &Shared, hook: &Hook, body: &Value, uid: &str) -> Result<Value, CallFailure> {
     let cc = &hook.config["clientConfig"];
-    let timeout = hook.config["timeoutSeconds"].as_u64().unwrap_or(10).clamp(1, 30);
+    let timeout = hook.config["timeoutSeconds"]
+        .as_u64()
+        .unwrap_or(10)
+        .clamp(1, 30);
     let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_secs(timeout))
         .no_proxy();
@@ -244,8 +253,11 @@ async fn call(shared: &Shared, hook: &Hook, body: &Value, uid: &str) -> Result<V
     let certs = if ca.is_empty() {
         vec![]
     } else {
-        reqwest::Certificate::from_pem_bundle(&ca)
-            .map_err(|e| fail(format!("clientConfig.caBundle holds no PEM certificate: {e}")))?
+        reqwest::Certificate::from_pem_bundle(&ca).map_err(|e| {
+            fail(format!(
+                "clientConfig.caBundle holds no PEM certificate: {e}"
+            ))
+        })?
     };
     let client = builder
         .tls_certs_only(certs)
@@ -266,9 +278,8 @@ async fn call(shared: &Shared, hook: &Hook, body: &Value, uid: &str) -> Result<V
             String::from_utf8_lossy(&bytes)
         )));
     }
-    let review: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        CallFailure(format!("received invalid webhook response: {e}"))
-    })?;
+    let review: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| CallFailure(format!("received invalid webhook response: {e}")))?;
     if review["apiVersion"] != "admission.k8s.io/v1" || review["kind"] != "AdmissionReview" {
         return Err(CallFailure(format!(
             "received invalid webhook response: expected webhook response of admission.k8s.io/v1, Kind=AdmissionReview, got {}, Kind={}",
@@ -291,7 +302,10 @@ fn denial(hook: &Hook, response: &Value) -> ApiError {
     let code = status["code"].as_u64().filter(|c| *c >= 400).unwrap_or(400) as u16;
     let reason = status["reason"].as_str().unwrap_or("");
     let message = match status["message"].as_str().filter(|m| !m.is_empty()) {
-        Some(m) => format!("admission webhook \"{}\" denied the request: {m}", hook.name),
+        Some(m) => format!(
+            "admission webhook \"{}\" denied the request: {m}",
+            hook.name
+        ),
         None => format!(
             "admission webhook \"{}\" denied the request without explanation",
             hook.name
@@ -362,28 +376,28 @@ pub async fn mutate(
         if response["allowed"].as_bool() != Some(true) {
             return Err(denial(&hook, &response));
         }
-        if let Some(obj) = object.as_mut() {
-            if response["patchType"].as_str() == Some("JSONPatch") || !response["patch"].is_null() {
-                let applied = decode_patch(&response).and_then(|p| {
-                    let mut patched = with_version(a, Some(obj), &hook.version);
-                    crate::patch::json_patch(&mut patched, &p)?;
-                    Ok(patched)
-                });
-                match applied {
-                    Ok(mut patched) => {
-                        patched["apiVersion"] = json!(a.rt.api_version(&a.version));
-                        fixup(&mut patched);
-                        *obj = patched;
-                    }
-                    Err(e) if fails_open(&hook) => {
-                        tracing::warn!(webhook = %hook.name, error = %e, "bad patch ignored");
-                    }
-                    Err(e) => {
-                        return Err(ApiError::internal(format!(
-                            "failed calling webhook \"{}\": {e}",
-                            hook.name
-                        )));
-                    }
+        if let Some(obj) = object.as_mut()
+            && (response["patchType"].as_str() == Some("JSONPatch") || !response["patch"].is_null())
+        {
+            let applied = decode_patch(&response).and_then(|p| {
+                let mut patched = with_version(a, Some(obj), &hook.version);
+                crate::patch::json_patch(&mut patched, &p)?;
+                Ok(patched)
+            });
+            match applied {
+                Ok(mut patched) => {
+                    patched["apiVersion"] = json!(a.rt.api_version(&a.version));
+                    fixup(&mut patched);
+                    *obj = patched;
+                }
+                Err(e) if fails_open(&hook) => {
+                    tracing::warn!(webhook = %hook.name, error = %e, "bad patch ignored");
+                }
+                Err(e) => {
+                    return Err(ApiError::internal(format!(
+                        "failed calling webhook \"{}\": {e}",
+                        hook.name
+                    )));
                 }
             }
         }
@@ -400,7 +414,11 @@ fn collect_warnings(response: &Value, warnings: &mut Vec<String>) {
 }
 
 /// Runs the validating webhooks in parallel; the first error (in configuration order) wins.
-pub async fn validate(shared: &Shared, a: &Attributes, object: Option<&Value>) -> ApiResult<Vec<String>> {
+pub async fn validate(
+    shared: &Shared,
+    a: &Attributes,
+    object: Option<&Value>,
+) -> ApiResult<Vec<String>> {
     let hooks = hooks_for(shared, VALIDATING, a, object)?;
     for hook in &hooks {
         check_dry_run(hook, a)?;

@@ -47,7 +47,14 @@ pub fn builtin_types() -> Vec<ResourceType> {
         namespaces,
         builtin("", "secrets", "secret", "Secret", true, &[]),
         builtin("", "configmaps", "configmap", "ConfigMap", true, &["cm"]),
-        builtin("", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"]),
+        builtin(
+            "",
+            "serviceaccounts",
+            "serviceaccount",
+            "ServiceAccount",
+            true,
+            &["sa"],
+        ),
         core_events,
         events_v1,
         builtin("coordination.k8s.io", "leases", "lease", "Lease", true, &[]),
@@ -79,10 +86,10 @@ pub fn builtin_types() -> Vec<ResourceType> {
 }
 
 fn move_field(from: &mut Map<String, Value>, to: &mut Map<String, Value>, a: &str, b: &str) {
-    if let Some(v) = from.remove(a) {
-        if !v.is_null() {
-            to.insert(b.to_string(), v);
-        }
+    if let Some(v) = from.remove(a)
+        && !v.is_null()
+    {
+        to.insert(b.to_string(), v);
     }
 }
 
@@ -108,16 +115,31 @@ pub fn event_from_v1(v1: Value) -> Value {
     }
     move_field(&mut src, &mut out, "regarding", "involvedObject");
     move_field(&mut src, &mut out, "note", "message");
-    move_field(&mut src, &mut out, "reportingController", "reportingComponent");
+    move_field(
+        &mut src,
+        &mut out,
+        "reportingController",
+        "reportingComponent",
+    );
     move_field(&mut src, &mut out, "deprecatedSource", "source");
     move_field(&mut src, &mut out, "deprecatedCount", "count");
-    move_field(&mut src, &mut out, "deprecatedFirstTimestamp", "firstTimestamp");
-    move_field(&mut src, &mut out, "deprecatedLastTimestamp", "lastTimestamp");
+    move_field(
+        &mut src,
+        &mut out,
+        "deprecatedFirstTimestamp",
+        "firstTimestamp",
+    );
+    move_field(
+        &mut src,
+        &mut out,
+        "deprecatedLastTimestamp",
+        "lastTimestamp",
+    );
     // kubectl describe shows `source.component` in its "From" column.
-    if out.get("source").is_none() {
-        if let Some(c) = out.get("reportingComponent").cloned() {
-            out.insert("source".into(), json!({"component": c}));
-        }
+    if out.get("source").is_none()
+        && let Some(c) = out.get("reportingComponent").cloned()
+    {
+        out.insert("source".into(), json!({"component": c}));
     }
     Value::Object(out)
 }
@@ -145,11 +167,26 @@ pub fn event_to_v1(core: &Value) -> Value {
     }
     move_field(&mut src, &mut out, "involvedObject", "regarding");
     move_field(&mut src, &mut out, "message", "note");
-    move_field(&mut src, &mut out, "reportingComponent", "reportingController");
+    move_field(
+        &mut src,
+        &mut out,
+        "reportingComponent",
+        "reportingController",
+    );
     move_field(&mut src, &mut out, "source", "deprecatedSource");
     move_field(&mut src, &mut out, "count", "deprecatedCount");
-    move_field(&mut src, &mut out, "firstTimestamp", "deprecatedFirstTimestamp");
-    move_field(&mut src, &mut out, "lastTimestamp", "deprecatedLastTimestamp");
+    move_field(
+        &mut src,
+        &mut out,
+        "firstTimestamp",
+        "deprecatedFirstTimestamp",
+    );
+    move_field(
+        &mut src,
+        &mut out,
+        "lastTimestamp",
+        "deprecatedLastTimestamp",
+    );
     Value::Object(out)
 }
 
@@ -187,12 +224,13 @@ pub fn normalise(rt: &ResourceType, obj: &mut Value) {
             obj["status"]["phase"] = json!("Active");
         }
     }
-    if rt.store == "events" && obj.get("firstTimestamp").is_none() {
-        if let Some(t) = obj.get("eventTime").and_then(Value::as_str) {
-            // eventTime is a MicroTime; firstTimestamp is whole seconds.
-            let secs = t.split('.').next().unwrap_or(t).trim_end_matches('Z');
-            obj["firstTimestamp"] = json!(format!("{secs}Z"));
-        }
+    if rt.store == "events"
+        && obj.get("firstTimestamp").is_none()
+        && let Some(t) = obj.get("eventTime").and_then(Value::as_str)
+    {
+        // eventTime is a MicroTime; firstTimestamp is whole seconds.
+        let secs = t.split('.').next().unwrap_or(t).trim_end_matches('Z');
+        obj["firstTimestamp"] = json!(format!("{secs}Z"));
     }
 }
 
@@ -205,9 +243,7 @@ pub fn builtin_columns(rt: &ResourceType) -> Vec<(Value, CellFn)> {
         json!({"name": name, "type": ty, "format": "", "description": name, "priority": 0})
     }
     match (rt.group.as_str(), rt.plural.as_str()) {
-        ("", "namespaces") => vec![(col("Status", "string"), |o| {
-            o["status"]["phase"].clone()
-        })],
+        ("", "namespaces") => vec![(col("Status", "string"), |o| o["status"]["phase"].clone())],
         ("", "secrets") => vec![
             (col("Type", "string"), |o| o["type"].clone()),
             (col("Data", "integer"), |o| {

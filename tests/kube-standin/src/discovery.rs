@@ -54,7 +54,16 @@ fn resource_list(app: &App, group: &str, version: &str) -> Option<Value> {
     }
     let mut resources = vec![];
     for t in &types {
-        let mut verbs = vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+        let mut verbs = vec![
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ];
         verbs.sort();
         resources.push(json!({
             "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced,
@@ -68,8 +77,14 @@ fn resource_list(app: &App, group: &str, version: &str) -> Option<Value> {
             }));
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn openapi_path_key(group: &str, version: &str) -> String {
@@ -90,7 +105,11 @@ fn openapi_doc(app: &App, group: &str, version: &str) -> Option<Value> {
     }
     let mut paths = serde_json::Map::new();
     let mut schemas = serde_json::Map::new();
-    let prefix = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+    let prefix = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
     for t in &types {
         let gvk = json!({"group": t.group, "version": version, "kind": t.kind});
         let params = json!([
@@ -142,7 +161,10 @@ pub fn serve(app: &App, segs: &[&str], _uri: &Uri) -> Option<Response> {
         }),
         ["healthz" | "readyz" | "livez"] => {
             let mut r = Response::new(axum::body::Body::from("ok"));
-            r.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("text/plain"));
+            r.headers_mut().insert(
+                "content-type",
+                axum::http::HeaderValue::from_static("text/plain"),
+            );
             return Some(r);
         }
         ["api"] => json!({

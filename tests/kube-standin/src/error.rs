@@ -37,8 +37,12 @@ impl ApiError {
     }
 
     pub fn not_found(rt: &ResourceType, name: &str) -> ApiError {
-        ApiError::new(404, "NotFound", format!("{} \"{name}\" not found", rt.qualified()))
-            .with_details(rt, name)
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", rt.qualified()),
+        )
+        .with_details(rt, name)
     }
 
     pub fn namespace_not_found(ns: &str) -> ApiError {
@@ -95,7 +99,8 @@ impl ApiError {
             format!("{} \"{name}\" is invalid: {list}", rt.qualified_kind()),
         );
         // kubectl prints `The KIND "NAME" is invalid: FIELD: MESSAGE` from these details.
-        e.details = Some(json!({"name": name, "group": rt.group, "kind": rt.kind, "causes": causes}));
+        e.details =
+            Some(json!({"name": name, "group": rt.group, "kind": rt.kind, "causes": causes}));
         e
     }
 

@@ -52,7 +52,11 @@ pub struct ServiceRoute {
 impl FromStr for ServiceRoute {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("--service {s:?}: expected NAMESPACE/NAME=IP:PORT, e.g. flux-system/image-reflector-webhook=127.0.0.1:9443");
+        let bad = || {
+            format!(
+                "--service {s:?}: expected NAMESPACE/NAME=IP:PORT, e.g. flux-system/image-reflector-webhook=127.0.0.1:9443"
+            )
+        };
         let (svc, addr) = s.split_once('=').ok_or_else(bad)?;
         let (namespace, name) = svc.split_once('/').ok_or_else(bad)?;
         if namespace.is_empty() || name.is_empty() {
@@ -98,7 +102,10 @@ pub struct StandIn {
     addr: SocketAddr,
     kubeconfig: PathBuf,
     _tempdir: Option<tempfile::TempDir>,
-    server: Option<(tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    server: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 impl StandIn {
@@ -143,12 +150,11 @@ impl StandIn {
             shared: self.shared.clone(),
             addr: self.addr,
         });
-        let router = axum::Router::new().fallback(
-            move |method, uri, headers, body: bytes::Bytes| {
+        let router =
+            axum::Router::new().fallback(move |method, uri, headers, body: bytes::Bytes| {
                 let app = app.clone();
                 async move { server::handle(app, method, uri, headers, body).await }
-            },
-        );
+            });
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
@@ -244,7 +250,10 @@ impl StandIn {
     /// The stored object (as the storage version shows it), for assertions.
     pub fn object(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
         let state = self.shared.lock();
-        let rt = state.types.get(&(group.to_string(), plural.to_string()))?.clone();
+        let rt = state
+            .types
+            .get(&(group.to_string(), plural.to_string()))?
+            .clone();
         let stored = state.get(&rt.store, namespace, name)?;
         Some(server::present(&rt, rt.preferred_version(), stored))
     }

@@ -11,7 +11,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "kube-standin", about = "An in-memory Kubernetes API server for tests and demos")]
+#[command(
+    name = "kube-standin",
+    about = "An in-memory Kubernetes API server for tests and demos"
+)]
 struct Args {
     /// Address to listen on (plain HTTP); port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]

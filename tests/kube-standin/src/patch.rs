@@ -163,6 +163,9 @@ mod tests {
         let mut doc = json!({"metadata": {"labels": {"a": "1"}}, "data": {"x": "eA=="}});
         let patch = json!({"$setElementOrder/finalizers": [], "metadata": {"labels": {"a": null, "b": "2"}}});
         strategic_merge(&mut doc, &patch);
-        assert_eq!(doc, json!({"metadata": {"labels": {"b": "2"}}, "data": {"x": "eA=="}}));
+        assert_eq!(
+            doc,
+            json!({"metadata": {"labels": {"b": "2"}}, "data": {"x": "eA=="}})
+        );
     }
 }

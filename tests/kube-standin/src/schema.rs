@@ -181,10 +181,10 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
         Value::Object(map) => {
             if let Some(props) = schema["properties"].as_object() {
                 for (k, sub) in props {
-                    if !map.contains_key(k) {
-                        if let Some(d) = sub.get("default") {
-                            map.insert(k.clone(), d.clone());
-                        }
+                    if !map.contains_key(k)
+                        && let Some(d) = sub.get("default")
+                    {
+                        map.insert(k.clone(), d.clone());
                     }
                     if let Some(v) = map.get_mut(k) {
                         apply_defaults(sub, v);
@@ -261,15 +261,15 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errs: &mut Vec<String
             return;
         }
     }
-    if let Some(options) = schema["enum"].as_array() {
-        if !options.contains(value) {
-            let list: Vec<String> = options.iter().map(|o| o.to_string()).collect();
-            errs.push(format!(
-                "{here}: Unsupported value: {}: supported values: {}",
-                value,
-                list.join(", ")
-            ));
-        }
+    if let Some(options) = schema["enum"].as_array()
+        && !options.contains(value)
+    {
+        let list: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+        errs.push(format!(
+            "{here}: Unsupported value: {}: supported values: {}",
+            value,
+            list.join(", ")
+        ));
     }
     match value {
         Value::String(s) => {
@@ -293,7 +293,10 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errs: &mut Vec<String
                     "{here}: Invalid value: {s:?}: {here} in body should be at least {min} chars long"
                 ));
             }
-            if schema["format"] == "date-time" && jiff::Timestamp::strptime("%+", s).is_err() && s.parse::<jiff::Timestamp>().is_err() {
+            if schema["format"] == "date-time"
+                && jiff::Timestamp::strptime("%+", s).is_err()
+                && s.parse::<jiff::Timestamp>().is_err()
+            {
                 errs.push(format!(
                     "{here}: Invalid value: {s:?}: {here} in body must be of type date-time: {s:?}"
                 ));
@@ -304,7 +307,11 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errs: &mut Vec<String
             if let Some(min) = schema["minimum"].as_f64() {
                 let excl = schema["exclusiveMinimum"].as_bool() == Some(true);
                 if x < min || (excl && x == min) {
-                    let rel = if excl { "greater than" } else { "greater than or equal to" };
+                    let rel = if excl {
+                        "greater than"
+                    } else {
+                        "greater than or equal to"
+                    };
                     errs.push(format!(
                         "{here}: Invalid value: {n}: {here} in body should be {rel} {min}"
                     ));
@@ -313,7 +320,11 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errs: &mut Vec<String
             if let Some(max) = schema["maximum"].as_f64() {
                 let excl = schema["exclusiveMaximum"].as_bool() == Some(true);
                 if x > max || (excl && x == max) {
-                    let rel = if excl { "less than" } else { "less than or equal to" };
+                    let rel = if excl {
+                        "less than"
+                    } else {
+                        "less than or equal to"
+                    };
                     errs.push(format!(
                         "{here}: Invalid value: {n}: {here} in body should be {rel} {max}"
                     ));
@@ -321,10 +332,19 @@ pub fn validate(schema: &Value, value: &Value, path: &str, errs: &mut Vec<String
             }
         }
         Value::Array(items) => {
-            if let Some(max) = schema["maxItems"].as_u64().filter(|m| items.len() as u64 > *m) {
-                errs.push(format!("{here}: Too many: {}: must have at most {max} items", items.len()));
+            if let Some(max) = schema["maxItems"]
+                .as_u64()
+                .filter(|m| items.len() as u64 > *m)
+            {
+                errs.push(format!(
+                    "{here}: Too many: {}: must have at most {max} items",
+                    items.len()
+                ));
             }
-            if let Some(min) = schema["minItems"].as_u64().filter(|m| (items.len() as u64) < *m) {
+            if let Some(min) = schema["minItems"]
+                .as_u64()
+                .filter(|m| (items.len() as u64) < *m)
+            {
                 errs.push(format!(
                     "{here}: Invalid value: {}: {here} in body should have at least {min} items",
                     items.len()
@@ -350,17 +370,26 @@ fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, errs: &
         }
     };
     for req in schema["required"].as_array().into_iter().flatten() {
-        if let Some(k) = req.as_str() {
-            if !map.contains_key(k) {
-                errs.push(format!("{}: Required value", join(k)));
-            }
+        if let Some(k) = req.as_str()
+            && !map.contains_key(k)
+        {
+            errs.push(format!("{}: Required value", join(k)));
         }
     }
     let here = if path.is_empty() { "<root>" } else { path };
-    if let Some(max) = schema["maxProperties"].as_u64().filter(|m| map.len() as u64 > *m) {
-        errs.push(format!("{here}: Too many: {}: must have at most {max} items", map.len()));
+    if let Some(max) = schema["maxProperties"]
+        .as_u64()
+        .filter(|m| map.len() as u64 > *m)
+    {
+        errs.push(format!(
+            "{here}: Too many: {}: must have at most {max} items",
+            map.len()
+        ));
     }
-    if let Some(min) = schema["minProperties"].as_u64().filter(|m| (map.len() as u64) < *m) {
+    if let Some(min) = schema["minProperties"]
+        .as_u64()
+        .filter(|m| (map.len() as u64) < *m)
+    {
         errs.push(format!(
             "{here}: Invalid value: {}: {here} in body should have at least {min} properties",
             map.len()
@@ -384,8 +413,8 @@ fn validate_object(schema: &Value, map: &Map<String, Value>, path: &str, errs: &
 
 /// DNS-1123 subdomain check for object names, as the API server does for custom resources.
 pub fn validate_name(name: &str) -> Option<String> {
-    let re = Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-        .ok()?;
+    let re =
+        Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").ok()?;
     if name.len() > 253 || !re.is_match(name) {
         return Some(format!(
             "metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
@@ -443,7 +472,8 @@ mod tests {
             errs,
             vec![
                 "spec.a: Required value".to_string(),
-                "spec.b: Invalid value: \"ten\": spec.b in body should match '^[0-9]+s$'".to_string(),
+                "spec.b: Invalid value: \"ten\": spec.b in body should match '^[0-9]+s$'"
+                    .to_string(),
                 "spec.c: Unsupported value: \"z\": supported values: \"x\", \"y\"".to_string(),
             ]
         );

@@ -65,7 +65,10 @@ impl LabelSelector {
                 Req::NotIn(k.trim().into(), set_values(v)?)
             } else if let Some((k, v)) = part.split_once(" in ") {
                 Req::In(k.trim().into(), set_values(v)?)
-            } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 Req::Exists(part)
             } else {
                 return Err(format!("unable to parse requirement: {part:?}"));
@@ -196,7 +199,9 @@ pub fn json_path(obj: &Value, path: &str) -> Vec<Value> {
                         if want.is_empty() && !f.contains("==") {
                             !got.is_null()
                         } else {
-                            got.as_str().map(str::to_string).unwrap_or_else(|| got.to_string())
+                            got.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| got.to_string())
                                 == want
                         }
                     })
@@ -284,7 +289,11 @@ mod tests {
             ("tier notin (front)", false),
             ("missing", false),
         ] {
-            assert_eq!(LabelSelector::parse(sel).unwrap().matches(&labels), want, "{sel}");
+            assert_eq!(
+                LabelSelector::parse(sel).unwrap().matches(&labels),
+                want,
+                "{sel}"
+            );
         }
     }
 
@@ -293,7 +302,11 @@ mod tests {
         let ev = json!({"involvedObject": {"name": "a", "kind": "Widget"}});
         let sel = FieldSelector::parse("involvedObject.name=a,involvedObject.kind=Widget").unwrap();
         assert!(sel.matches(&ev));
-        assert!(!FieldSelector::parse("involvedObject.name!=a").unwrap().matches(&ev));
+        assert!(
+            !FieldSelector::parse("involvedObject.name!=a")
+                .unwrap()
+                .matches(&ev)
+        );
     }
 
     #[test]
@@ -304,7 +317,10 @@ mod tests {
             json_path(&o, r#".status.conditions[?(@.type=="Ready")].status"#),
             vec![json!("True")]
         );
-        assert_eq!(json_path(&o, ".status.conditions[0].type"), vec![json!("Other")]);
+        assert_eq!(
+            json_path(&o, ".status.conditions[0].type"),
+            vec![json!("Other")]
+        );
         assert!(json_path(&o, ".spec.missing").is_empty());
     }
 

@@ -84,7 +84,10 @@ fn accept(headers: &HeaderMap) -> Accept {
 
 /// The user the stand-in attributes requests to (it does no authentication).
 fn user_info(headers: &HeaderMap) -> Value {
-    match headers.get("impersonate-user").and_then(|v| v.to_str().ok()) {
+    match headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+    {
         Some(u) => json!({"username": u, "groups": ["system:authenticated"]}),
         None => json!({
             "username": "kube-standin-admin",
@@ -94,15 +97,21 @@ fn user_info(headers: &HeaderMap) -> Value {
     }
 }
 
-pub async fn handle(app: Arc<App>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handle(
+    app: Arc<App>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().trim_end_matches('/').to_string();
     let query = parse_query(&uri);
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     tracing::debug!(%method, %uri, "request");
-    if method == Method::GET {
-        if let Some(resp) = discovery::serve(&app, &segs, &uri) {
-            return resp;
-        }
+    if method == Method::GET
+        && let Some(resp) = discovery::serve(&app, &segs, &uri)
+    {
+        return resp;
     }
     let target = match resolve(&app, &segs) {
         Ok(Some(t)) => t,
@@ -126,8 +135,12 @@ pub async fn handle(app: Arc<App>, method: Method, uri: Uri, headers: HeaderMap,
         Method::POST if target.name.is_empty() => {
             create(&app, &target, &query, &headers, &body).await
         }
-        Method::PUT if !target.name.is_empty() => update(&app, &target, &query, &headers, &body).await,
-        Method::PATCH if !target.name.is_empty() => patch_object(&app, &target, &query, &headers, &body).await,
+        Method::PUT if !target.name.is_empty() => {
+            update(&app, &target, &query, &headers, &body).await
+        }
+        Method::PATCH if !target.name.is_empty() => {
+            patch_object(&app, &target, &query, &headers, &body).await
+        }
         Method::DELETE if !target.name.is_empty() => delete(&app, &target, &query, &headers).await,
         Method::DELETE => delete_collection(&app, &target, &query, &headers).await,
         _ => Err(ApiError::method_not_allowed(&target.rt.qualified())),
@@ -236,7 +249,12 @@ fn get(app: &App, t: &Target, headers: &HeaderMap) -> ApiResult<Response> {
         .ok_or_else(|| ApiError::not_found(&t.rt, &t.name))?;
     let shown = present(&t.rt, &t.version, &stored);
     let body = match accept(headers) {
-        Accept::Table => table(&t.rt, &t.version, &[shown], &stored["metadata"]["resourceVersion"]),
+        Accept::Table => table(
+            &t.rt,
+            &t.version,
+            &[shown],
+            &stored["metadata"]["resourceVersion"],
+        ),
         Accept::Metadata => partial(&shown),
         Accept::Full => shown,
     };
@@ -286,8 +304,7 @@ pub fn table(rt: &ResourceType, version: &str, items: &[Value], rv: &Value) -> V
         "description": "CreationTimestamp is a timestamp representing the server time when this object was created."});
     let age = |o: &Value| -> Value { render_date(&o["metadata"]["creationTimestamp"]) };
     let mut defs = vec![name_col];
-    let rows: Vec<Value>;
-    if rt.custom {
+    let rows: Vec<Value> = if rt.custom {
         let cols = rt.printer_columns.get(version).cloned().unwrap_or_else(|| {
             vec![json!({"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"})]
         });
@@ -298,7 +315,7 @@ pub fn table(rt: &ResourceType, version: &str, items: &[Value], rv: &Value) -> V
                 "priority": c["priority"].as_i64().unwrap_or(0),
             }));
         }
-        rows = items
+        items
             .iter()
             .map(|o| {
                 let mut cells = vec![o["metadata"]["name"].clone()];
@@ -314,14 +331,14 @@ pub fn table(rt: &ResourceType, version: &str, items: &[Value], rv: &Value) -> V
                 }
                 json!({"cells": cells, "object": partial(o)})
             })
-            .collect();
+            .collect()
     } else {
         let cols = builtin::builtin_columns(rt);
         for (d, _) in &cols {
             defs.push(d.clone());
         }
         defs.push(age_col);
-        rows = items
+        items
             .iter()
             .map(|o| {
                 let mut cells = vec![o["metadata"]["name"].clone()];
@@ -329,8 +346,8 @@ pub fn table(rt: &ResourceType, version: &str, items: &[Value], rv: &Value) -> V
                 cells.push(age(o));
                 json!({"cells": cells, "object": partial(o)})
             })
-            .collect();
-    }
+            .collect()
+    };
     json!({
         "kind": "Table", "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": rv},
@@ -381,7 +398,11 @@ fn watch(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Response {
         };
         let show = |o: &Value| {
             let shown = present(&t.rt, &t.version, o);
-            if metadata_only { partial(&shown) } else { shown }
+            if metadata_only {
+                partial(&shown)
+            } else {
+                shown
+            }
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
         let mut changed = shared.changed.subscribe();
@@ -398,7 +419,11 @@ fn watch(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Response {
                         "message": format!("too old resource version: {rv} ({oldest})")}));
                 }
                 Some(rv) => {
-                    for e in store.into_iter().flat_map(|s| s.log.iter()).filter(|e| e.rv > rv) {
+                    for e in store
+                        .into_iter()
+                        .flat_map(|s| s.log.iter())
+                        .filter(|e| e.rv > rv)
+                    {
                         batch.push((e.kind, e.object.clone()));
                     }
                 }
@@ -503,7 +528,12 @@ fn options(kind: &str, q: &Query) -> Value {
 }
 
 /// Prune, default, check unknown fields per `fieldValidation`; normalise built-ins.
-fn decode_steps(t: &Target, q: &Query, obj: &mut Value, warnings: &mut Vec<String>) -> ApiResult<()> {
+fn decode_steps(
+    t: &Target,
+    q: &Query,
+    obj: &mut Value,
+    warnings: &mut Vec<String>,
+) -> ApiResult<()> {
     if let Some(s) = t.rt.schemas.get(&t.version) {
         let mut unknown = vec![];
         schema::prune(s, obj, "", &mut unknown);
@@ -511,8 +541,10 @@ fn decode_steps(t: &Target, q: &Query, obj: &mut Value, warnings: &mut Vec<Strin
         if !unknown.is_empty() {
             match q.get("fieldValidation").map(String::as_str) {
                 Some("Strict") => {
-                    let list: Vec<String> =
-                        unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
+                    let list: Vec<String> = unknown
+                        .iter()
+                        .map(|u| format!("unknown field \"{u}\""))
+                        .collect();
                     return Err(ApiError::bad_request(format!(
                         "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
                         t.rt.kind,
@@ -617,7 +649,10 @@ fn finalize(t: &Target, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
                     }
                 }
             }
-            if t.rt.custom && t.sub.is_empty() && without_meta_and_status(obj) != without_meta_and_status(old) {
+            if t.rt.custom
+                && t.sub.is_empty()
+                && without_meta_and_status(obj) != without_meta_and_status(old)
+            {
                 let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
                 obj["metadata"]["generation"] = json!(g);
             }
@@ -626,7 +661,10 @@ fn finalize(t: &Target, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
                 obj["metadata"]["generation"] = json!(g);
             }
             if old["metadata"].get("deletionTimestamp").is_some() {
-                let before: Vec<&Value> = old["metadata"]["finalizers"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+                let before: Vec<&Value> = old["metadata"]["finalizers"]
+                    .as_array()
+                    .map(|a| a.iter().collect())
+                    .unwrap_or_default();
                 let added: Vec<String> = obj["metadata"]["finalizers"]
                     .as_array()
                     .into_iter()
@@ -657,10 +695,10 @@ fn finalize(t: &Target, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
             schema::validate(s, obj, "", &mut errs);
         }
     }
-    if t.rt.plural == "customresourcedefinitions" {
-        if let Err(e) = schema::crd_to_type(obj) {
-            errs.push(e);
-        }
+    if t.rt.plural == "customresourcedefinitions"
+        && let Err(e) = schema::crd_to_type(obj)
+    {
+        errs.push(e);
     }
     if !errs.is_empty() {
         return Err(ApiError::invalid(&t.rt, &name, &errs));
@@ -668,7 +706,15 @@ fn finalize(t: &Target, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
     Ok(())
 }
 
-fn attributes(t: &Target, op: &'static str, name: &str, old: Option<Value>, q: &Query, headers: &HeaderMap, opts: &str) -> Attributes {
+fn attributes(
+    t: &Target,
+    op: &'static str,
+    name: &str,
+    old: Option<Value>,
+    q: &Query,
+    headers: &HeaderMap,
+    opts: &str,
+) -> Attributes {
     Attributes {
         rt: t.rt.clone(),
         version: t.version.clone(),
@@ -685,15 +731,32 @@ fn attributes(t: &Target, op: &'static str, name: &str, old: Option<Value>, q: &
 
 /// Runs the admission chain on a candidate (served shape) and returns the final object and
 /// the warnings. `old` is the current object (served shape) for updates.
-async fn admit(app: &App, t: &Target, q: &Query, headers: &HeaderMap, mut obj: Value, old: Option<&Value>, warnings: &mut Vec<String>) -> ApiResult<Value> {
+async fn admit(
+    app: &App,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    mut obj: Value,
+    old: Option<&Value>,
+    warnings: &mut Vec<String>,
+) -> ApiResult<Value> {
     if t.rt.namespaced {
         obj["metadata"]["namespace"] = json!(t.namespace);
     }
     decode_steps(t, q, &mut obj, warnings)?;
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-    let (op, opts) = if old.is_some() { ("UPDATE", "UpdateOptions") } else { ("CREATE", "CreateOptions") };
+    let (op, opts) = if old.is_some() {
+        ("UPDATE", "UpdateOptions")
+    } else {
+        ("CREATE", "CreateOptions")
+    };
     let mut attrs = attributes(t, op, &name, old.cloned(), q, headers, opts);
-    if q.get("fieldManager").is_some() && headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|c| c.starts_with("application/apply-patch")) {
+    if q.get("fieldManager").is_some()
+        && headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/apply-patch"))
+    {
         attrs.options = options("PatchOptions", q);
     }
     let schema = t.rt.schemas.get(&t.version).cloned();
@@ -715,7 +778,10 @@ async fn admit(app: &App, t: &Target, q: &Query, headers: &HeaderMap, mut obj: V
 fn side_effects(state: &mut crate::store::State, t: &Target, stored: &Value, deleted: bool) {
     if t.rt.plural == "customresourcedefinitions" && t.rt.group == "apiextensions.k8s.io" {
         let group = stored["spec"]["group"].as_str().unwrap_or("").to_string();
-        let plural = stored["spec"]["names"]["plural"].as_str().unwrap_or("").to_string();
+        let plural = stored["spec"]["names"]["plural"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         if deleted {
             state.unregister(&group, &plural);
         } else if let Ok(rt) = schema::crd_to_type(stored) {
@@ -723,13 +789,27 @@ fn side_effects(state: &mut crate::store::State, t: &Target, stored: &Value, del
         }
     }
     if deleted && t.rt.plural == "namespaces" && t.rt.group.is_empty() {
-        let ns = stored["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let stores: Vec<String> = state.types.values().filter(|t| t.namespaced).map(|t| t.store.clone()).collect();
+        let ns = stored["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let stores: Vec<String> = state
+            .types
+            .values()
+            .filter(|t| t.namespaced)
+            .map(|t| t.store.clone())
+            .collect();
         for s in stores {
             let doomed: Vec<Value> = state
                 .stores
                 .get(&s)
-                .map(|st| st.objects.iter().filter(|((n, _), _)| *n == ns).map(|(_, o)| o.clone()).collect())
+                .map(|st| {
+                    st.objects
+                        .iter()
+                        .filter(|((n, _), _)| *n == ns)
+                        .map(|(_, o)| o.clone())
+                        .collect()
+                })
                 .unwrap_or_default();
             for o in doomed {
                 state.persist(&s, o, "DELETED");
@@ -761,28 +841,51 @@ fn crd_status(obj: &mut Value) {
 
 /// The stand-in speaks JSON (and YAML for apply) only.
 fn check_content_type(headers: &HeaderMap) -> ApiResult<()> {
-    let ctype = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ctype = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if ctype.contains("protobuf") || ctype.contains("cbor") {
         return Err(ApiError::new(
             415,
             "UnsupportedMediaType",
-            format!("kube-standin accepts JSON request bodies only, not {ctype:?} (kubectl's `create secret|configmap|namespace` send protobuf: use `kubectl apply -f` or `kubectl create ... --dry-run=client -o yaml | kubectl apply -f -`)"),
+            format!(
+                "kube-standin accepts JSON request bodies only, not {ctype:?} (kubectl's `create secret|configmap|namespace` send protobuf: use `kubectl apply -f` or `kubectl create ... --dry-run=client -o yaml | kubectl apply -f -`)"
+            ),
         ));
     }
     Ok(())
 }
 
-async fn create(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body: &Bytes) -> ApiResult<Response> {
+async fn create(
+    app: &App,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
     app.shared.lock().count_request(&write_key(t));
     check_content_type(headers)?;
     let obj = decode_body(body, false)?;
     let (stored, warnings) = create_object(app, t, q, headers, obj).await?;
-    Ok(json_response(201, &present(&t.rt, &t.version, &stored), &warnings))
+    Ok(json_response(
+        201,
+        &present(&t.rt, &t.version, &stored),
+        &warnings,
+    ))
 }
 
-async fn create_object(app: &App, t: &Target, q: &Query, headers: &HeaderMap, mut obj: Value) -> ApiResult<(Value, Vec<String>)> {
+async fn create_object(
+    app: &App,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    mut obj: Value,
+) -> ApiResult<(Value, Vec<String>)> {
     if !obj.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     if !obj["metadata"].is_object() {
         obj["metadata"] = json!({});
@@ -805,7 +908,14 @@ async fn create_object(app: &App, t: &Target, q: &Query, headers: &HeaderMap, mu
                 obj["metadata"]["name"] = json!(format!("{prefix}{suffix}"));
             }
             _ => {
-                return Err(ApiError::invalid(&t.rt, "", &["metadata.name: Required value: name or generateName is required".to_string()]));
+                return Err(ApiError::invalid(
+                    &t.rt,
+                    "",
+                    &[
+                        "metadata.name: Required value: name or generateName is required"
+                            .to_string(),
+                    ],
+                ));
             }
         }
     }
@@ -819,7 +929,12 @@ async fn create_object(app: &App, t: &Target, q: &Query, headers: &HeaderMap, mu
     obj["kind"] = json!(t.rt.kind);
     let mut warnings = vec![];
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
-    if app.shared.lock().get(&t.rt.store, &t.namespace, &name).is_some() {
+    if app
+        .shared
+        .lock()
+        .get(&t.rt.store, &t.namespace, &name)
+        .is_some()
+    {
         return Err(ApiError::already_exists(&t.rt, &name));
     }
     let mut final_obj = admit(app, t, q, headers, obj, None, &mut warnings).await?;
@@ -845,10 +960,20 @@ async fn create_object(app: &App, t: &Target, q: &Query, headers: &HeaderMap, mu
 
 /// Stores an update if it changes anything; returns the stored object. Fails with
 /// `Err(None)` when the object changed since `base_rv` (the caller retries or reports 409).
-fn commit_update(app: &App, t: &Target, base_rv: &Value, new_stored: Value) -> Result<Value, Option<ApiError>> {
+fn commit_update(
+    app: &App,
+    t: &Target,
+    base_rv: &Value,
+    new_stored: Value,
+) -> Result<Value, Option<ApiError>> {
     let mut state = app.shared.lock();
     let key = (t.namespace.clone(), t.name.clone());
-    let Some(current) = state.stores.get(&t.rt.store).and_then(|s| s.objects.get(&key)).cloned() else {
+    let Some(current) = state
+        .stores
+        .get(&t.rt.store)
+        .and_then(|s| s.objects.get(&key))
+        .cloned()
+    else {
         return Err(Some(ApiError::not_found(&t.rt, &t.name)));
     };
     if current["metadata"]["resourceVersion"] != *base_rv {
@@ -861,8 +986,14 @@ fn commit_update(app: &App, t: &Target, base_rv: &Value, new_stored: Value) -> R
         return Ok(current);
     }
     let deleting = candidate["metadata"].get("deletionTimestamp").is_some()
-        && candidate["metadata"]["finalizers"].as_array().is_none_or(|a| a.is_empty());
-    let stored = state.persist(&t.rt.store, candidate, if deleting { "DELETED" } else { "MODIFIED" });
+        && candidate["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(|a| a.is_empty());
+    let stored = state.persist(
+        &t.rt.store,
+        candidate,
+        if deleting { "DELETED" } else { "MODIFIED" },
+    );
     state.count_persisted(&write_key(t));
     side_effects(&mut state, t, &stored, deleting);
     drop(state);
@@ -895,12 +1026,20 @@ fn check_name(t: &Target, obj: &Value) -> ApiResult<()> {
     Ok(())
 }
 
-async fn update(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body: &Bytes) -> ApiResult<Response> {
+async fn update(
+    app: &App,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
     app.shared.lock().count_request(&write_key(t));
     check_content_type(headers)?;
     let mut obj = decode_body(body, false)?;
     if !obj.is_object() || !obj["metadata"].is_object() {
-        return Err(ApiError::bad_request("the request body must be an object with metadata"));
+        return Err(ApiError::bad_request(
+            "the request body must be an object with metadata",
+        ));
     }
     check_name(t, &obj)?;
     let cur = current(app, t)?;
@@ -908,7 +1047,14 @@ async fn update(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body: &By
     let given = rv.as_str().unwrap_or("");
     if given.is_empty() {
         if t.rt.custom {
-            return Err(ApiError::invalid(&t.rt, &t.name, &["metadata.resourceVersion: Invalid value: 0x0: must be specified for an update".to_string()]));
+            return Err(ApiError::invalid(
+                &t.rt,
+                &t.name,
+                &[
+                    "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+                        .to_string(),
+                ],
+            ));
         }
     } else if rv != cur["metadata"]["resourceVersion"] {
         return Err(ApiError::conflict(&t.rt, &t.name));
@@ -921,16 +1067,30 @@ async fn update(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body: &By
     let final_obj = admit(app, t, q, headers, obj, Some(&old_shown), &mut warnings).await?;
     let stored = to_stored(&t.rt, &t.version, final_obj);
     if dry_run(q) {
-        return Ok(json_response(200, &present(&t.rt, &t.version, &stored), &warnings));
+        return Ok(json_response(
+            200,
+            &present(&t.rt, &t.version, &stored),
+            &warnings,
+        ));
     }
     match commit_update(app, t, &cur["metadata"]["resourceVersion"], stored) {
-        Ok(s) => Ok(json_response(200, &present(&t.rt, &t.version, &s), &warnings)),
+        Ok(s) => Ok(json_response(
+            200,
+            &present(&t.rt, &t.version, &s),
+            &warnings,
+        )),
         Err(Some(e)) => Err(e),
         Err(None) => Err(ApiError::conflict(&t.rt, &t.name)),
     }
 }
 
-async fn patch_object(app: &App, t: &Target, q: &Query, headers: &HeaderMap, body: &Bytes) -> ApiResult<Response> {
+async fn patch_object(
+    app: &App,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
     app.shared.lock().count_request(&write_key(t));
     let ctype = headers
         .get("content-type")
@@ -947,38 +1107,63 @@ async fn patch_object(app: &App, t: &Target, q: &Query, headers: &HeaderMap, bod
         return Err(ApiError::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"),
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".to_string(),
         ));
     }
     if !matches!(
         ctype.as_str(),
-        "application/merge-patch+json" | "application/json-patch+json" | "application/strategic-merge-patch+json" | "application/apply-patch+yaml"
+        "application/merge-patch+json"
+            | "application/json-patch+json"
+            | "application/strategic-merge-patch+json"
+            | "application/apply-patch+yaml"
     ) {
         return Err(ApiError::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, not {ctype:?}"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, not {ctype:?}"
+            ),
         ));
     }
     let manager = q.get("fieldManager").cloned().unwrap_or_default();
     if is_apply {
         if manager.is_empty() {
-            return Err(ApiError::invalid(&t.rt, &t.name, &["fieldManager: Required value: is required for apply patch".to_string()]));
+            return Err(ApiError::invalid(
+                &t.rt,
+                &t.name,
+                &["fieldManager: Required value: is required for apply patch".to_string()],
+            ));
         }
         check_name(t, &body_value)?;
     }
     for _attempt in 0..16 {
-        let cur = app.shared.lock().get(&t.rt.store, &t.namespace, &t.name).cloned();
-        let ssa_key = (t.rt.store.clone(), t.namespace.clone(), t.name.clone(), manager.clone());
+        let cur = app
+            .shared
+            .lock()
+            .get(&t.rt.store, &t.namespace, &t.name)
+            .cloned();
+        let ssa_key = (
+            t.rt.store.clone(),
+            t.namespace.clone(),
+            t.name.clone(),
+            manager.clone(),
+        );
         let Some(cur) = cur else {
             if is_apply && t.sub.is_empty() {
                 let mut obj = body_value.clone();
                 obj["metadata"]["name"] = json!(t.name);
                 let (stored, warnings) = create_object(app, t, q, headers, obj).await?;
                 if !dry_run(q) {
-                    app.shared.lock().applied.insert(ssa_key, body_value.clone());
+                    app.shared
+                        .lock()
+                        .applied
+                        .insert(ssa_key, body_value.clone());
                 }
-                return Ok(json_response(201, &present(&t.rt, &t.version, &stored), &warnings));
+                return Ok(json_response(
+                    201,
+                    &present(&t.rt, &t.version, &stored),
+                    &warnings,
+                ));
             }
             return Err(ApiError::not_found(&t.rt, &t.name));
         };
@@ -986,7 +1171,9 @@ async fn patch_object(app: &App, t: &Target, q: &Query, headers: &HeaderMap, bod
         let mut doc = old_shown.clone();
         match ctype.as_str() {
             "application/merge-patch+json" => patch::merge(&mut doc, &body_value),
-            "application/strategic-merge-patch+json" => patch::strategic_merge(&mut doc, &body_value),
+            "application/strategic-merge-patch+json" => {
+                patch::strategic_merge(&mut doc, &body_value)
+            }
             "application/json-patch+json" => patch::json_patch(&mut doc, &body_value)
                 .map_err(|e| ApiError::new(422, "Invalid", e))?,
             _ => {
@@ -995,7 +1182,11 @@ async fn patch_object(app: &App, t: &Target, q: &Query, headers: &HeaderMap, bod
             }
         }
         if !doc.is_object() || !doc["metadata"].is_object() {
-            return Err(ApiError::new(422, "Invalid", "the patched object is not a Kubernetes object"));
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "the patched object is not a Kubernetes object",
+            ));
         }
         let want_rv = doc["metadata"]["resourceVersion"].clone();
         if want_rv != old_shown["metadata"]["resourceVersion"] && !want_rv.is_null() {
@@ -1008,14 +1199,25 @@ async fn patch_object(app: &App, t: &Target, q: &Query, headers: &HeaderMap, bod
         let final_obj = admit(app, t, q, headers, doc, Some(&old_shown), &mut warnings).await?;
         let stored = to_stored(&t.rt, &t.version, final_obj);
         if dry_run(q) {
-            return Ok(json_response(200, &present(&t.rt, &t.version, &stored), &warnings));
+            return Ok(json_response(
+                200,
+                &present(&t.rt, &t.version, &stored),
+                &warnings,
+            ));
         }
         match commit_update(app, t, &cur["metadata"]["resourceVersion"], stored) {
             Ok(s) => {
                 if is_apply {
-                    app.shared.lock().applied.insert(ssa_key, body_value.clone());
+                    app.shared
+                        .lock()
+                        .applied
+                        .insert(ssa_key, body_value.clone());
                 }
-                return Ok(json_response(200, &present(&t.rt, &t.version, &s), &warnings));
+                return Ok(json_response(
+                    200,
+                    &present(&t.rt, &t.version, &s),
+                    &warnings,
+                ));
             }
             Err(Some(e)) => return Err(e),
             Err(None) => continue,
@@ -1042,7 +1244,15 @@ async fn delete(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> ApiRes
 async fn delete_one(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> ApiResult<Value> {
     let cur = current(app, t)?;
     let old_shown = present(&t.rt, &t.version, &cur);
-    let attrs = attributes(t, "DELETE", &t.name, Some(old_shown), q, headers, "DeleteOptions");
+    let attrs = attributes(
+        t,
+        "DELETE",
+        &t.name,
+        Some(old_shown),
+        q,
+        headers,
+        "DeleteOptions",
+    );
     let mut none = None;
     admission::mutate(&app.shared, &attrs, &mut none, &|_| {}).await?;
     admission::validate(&app.shared, &attrs, None).await?;
@@ -1053,7 +1263,9 @@ async fn delete_one(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Ap
     let Some(cur) = state.get(&t.rt.store, &t.namespace, &t.name).cloned() else {
         return Err(ApiError::not_found(&t.rt, &t.name));
     };
-    let has_finalizers = cur["metadata"]["finalizers"].as_array().is_some_and(|a| !a.is_empty());
+    let has_finalizers = cur["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty());
     let stored = if has_finalizers {
         if cur["metadata"].get("deletionTimestamp").is_some() {
             return Ok(cur);
@@ -1073,7 +1285,12 @@ async fn delete_one(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Ap
     Ok(stored)
 }
 
-async fn delete_collection(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> ApiResult<Response> {
+async fn delete_collection(
+    app: &App,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
     let f = filters(q)?;
     let names: Vec<(String, String)> = {
         let state = app.shared.lock();
@@ -1091,9 +1308,17 @@ async fn delete_collection(app: &App, t: &Target, q: &Query, headers: &HeaderMap
     };
     let mut items = vec![];
     for (ns, name) in names {
-        let one = Target { namespace: ns, name, ..t.clone() };
+        let one = Target {
+            namespace: ns,
+            name,
+            ..t.clone()
+        };
         app.shared.lock().count_request(&write_key(&one));
-        items.push(present(&t.rt, &t.version, &delete_one(app, &one, q, headers).await?));
+        items.push(present(
+            &t.rt,
+            &t.version,
+            &delete_one(app, &one, q, headers).await?,
+        ));
     }
     let rv = app.shared.lock().rv.to_string();
     Ok(json_response(
@@ -1112,14 +1337,23 @@ pub fn load_objects(shared: &Shared, docs: Vec<Value>) -> anyhow::Result<usize> 
         let kind = doc["kind"].as_str().unwrap_or("").to_string();
         let (group, plural) = match kind.as_str() {
             "CustomResourceDefinition" => ("apiextensions.k8s.io", "customresourcedefinitions"),
-            "MutatingWebhookConfiguration" => ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
-            "ValidatingWebhookConfiguration" => ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+            "MutatingWebhookConfiguration" => (
+                "admissionregistration.k8s.io",
+                "mutatingwebhookconfigurations",
+            ),
+            "ValidatingWebhookConfiguration" => (
+                "admissionregistration.k8s.io",
+                "validatingwebhookconfigurations",
+            ),
             _ => continue,
         };
         let name = doc["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let Some(rt) = state.find_type(group, "v1", plural) else { continue };
+        let Some(rt) = state.find_type(group, "v1", plural) else {
+            continue;
+        };
         if kind == "CustomResourceDefinition" {
-            let ty = schema::crd_to_type(&doc).map_err(|e| anyhow::anyhow!("CustomResourceDefinition {name}: {e}"))?;
+            let ty = schema::crd_to_type(&doc)
+                .map_err(|e| anyhow::anyhow!("CustomResourceDefinition {name}: {e}"))?;
             crd_status(&mut doc);
             state.register(ty);
         }
@@ -1148,7 +1382,8 @@ pub fn read_yaml_dir(dir: &std::path::Path) -> anyhow::Result<Vec<Value>> {
     collect_files(dir, &mut paths)?;
     paths.sort();
     for p in paths {
-        let text = std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
+        let text = std::fs::read_to_string(&p)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?;
         for doc in serde_yaml_ng::Deserializer::from_str(&text) {
             let v: Value = serde::Deserialize::deserialize(doc)
                 .map_err(|e| anyhow::anyhow!("parsing {}: {e}", p.display()))?;
@@ -1161,7 +1396,8 @@ pub fn read_yaml_dir(dir: &std::path::Path) -> anyhow::Result<Vec<Value>> {
 }
 
 fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) -> anyhow::Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| anyhow::anyhow!("reading directory {}: {e}", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("reading directory {}: {e}", dir.display()))?;
     for entry in entries {
         let p = entry?.path();
         if p.is_dir() {

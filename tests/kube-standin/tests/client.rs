@@ -17,7 +17,9 @@ use std::time::Duration;
 
 async fn standin() -> StandIn {
     StandIn::start(Options {
-        crds_dir: Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crds")),
+        crds_dir: Some(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crds"),
+        ),
         ..Default::default()
     })
     .await
@@ -68,7 +70,9 @@ async fn a_watcher_sees_every_change_once_in_order_and_relists_after_a_forced_41
     let api = standin().await;
     let client = kube::Client::try_from(api.kube_config().unwrap()).unwrap();
     let (wapi, ar) = widgets(client);
-    wapi.create(&PostParams::default(), &widget(&ar, "pre", "img/pre")).await.unwrap();
+    wapi.create(&PostParams::default(), &widget(&ar, "pre", "img/pre"))
+        .await
+        .unwrap();
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let errors = Arc::new(AtomicUsize::new(0));
@@ -89,20 +93,37 @@ async fn a_watcher_sees_every_change_once_in_order_and_relists_after_a_forced_41
     });
     let expect = |k: &str, d: &str| (k.to_string(), d.to_string());
     assert_eq!(next_event(&mut rx).await, expect("Init", ""));
-    assert_eq!(next_event(&mut rx).await, expect("InitApply", "pre:img/pre:null"));
+    assert_eq!(
+        next_event(&mut rx).await,
+        expect("InitApply", "pre:img/pre:null")
+    );
     assert_eq!(next_event(&mut rx).await, expect("InitDone", ""));
 
-    wapi.create(&PostParams::default(), &widget(&ar, "w", "img/one")).await.unwrap();
-    wapi.patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": "img/two"}})))
+    wapi.create(&PostParams::default(), &widget(&ar, "w", "img/one"))
         .await
         .unwrap();
-    wapi.patch_status("w", &PatchParams::default(), &Patch::Merge(json!({"status": {"tagCount": 3}})))
-        .await
-        .unwrap();
+    wapi.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"image": "img/two"}})),
+    )
+    .await
+    .unwrap();
+    wapi.patch_status(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"tagCount": 3}})),
+    )
+    .await
+    .unwrap();
     // A byte-identical write produces no event.
-    wapi.patch_status("w", &PatchParams::default(), &Patch::Merge(json!({"status": {"tagCount": 3}})))
-        .await
-        .unwrap();
+    wapi.patch_status(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"tagCount": 3}})),
+    )
+    .await
+    .unwrap();
     wapi.delete("w", &DeleteParams::default()).await.unwrap();
     assert_eq!(next_event(&mut rx).await, expect("Apply", "w:img/one:null"));
     assert_eq!(next_event(&mut rx).await, expect("Apply", "w:img/two:null"));
@@ -111,12 +132,23 @@ async fn a_watcher_sees_every_change_once_in_order_and_relists_after_a_forced_41
 
     api.force_watch_expiry();
     assert_eq!(next_event(&mut rx).await, expect("Init", ""));
-    assert_eq!(next_event(&mut rx).await, expect("InitApply", "pre:img/pre:null"));
+    assert_eq!(
+        next_event(&mut rx).await,
+        expect("InitApply", "pre:img/pre:null")
+    );
     assert_eq!(next_event(&mut rx).await, expect("InitDone", ""));
-    assert!(errors.load(Ordering::SeqCst) >= 1, "the 410 surfaced as a watcher error");
+    assert!(
+        errors.load(Ordering::SeqCst) >= 1,
+        "the 410 surfaced as a watcher error"
+    );
 
-    wapi.create(&PostParams::default(), &widget(&ar, "after", "img/after")).await.unwrap();
-    assert_eq!(next_event(&mut rx).await, expect("Apply", "after:img/after:null"));
+    wapi.create(&PostParams::default(), &widget(&ar, "after", "img/after"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut rx).await,
+        expect("Apply", "after:img/after:null")
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(rx.try_recv().is_err(), "no duplicate or extra events");
     task.abort();
@@ -131,38 +163,65 @@ async fn writes_follow_the_status_subresource_generation_and_conflict_rules() {
     w.data["status"] = json!({"tagCount": 9});
     let created = wapi.create(&PostParams::default(), &w).await.unwrap();
     assert_eq!(created.metadata.generation, Some(1));
-    assert!(created.data.get("status").is_none(), "status dropped on create");
+    assert!(
+        created.data.get("status").is_none(),
+        "status dropped on create"
+    );
     assert_eq!(created.data["spec"]["interval"], "5m", "defaulted");
 
     let err = wapi.create(&PostParams::default(), &w).await.unwrap_err();
-    assert!(matches!(&err, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists"), "{err}");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists"),
+        "{err}"
+    );
 
     // A metadata-only change keeps the generation; a status write is ignored on the main
     // resource and never bumps it.
     let p = wapi
-        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}, "status": {"tagCount": 1}})))
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}, "status": {"tagCount": 1}})),
+        )
         .await
         .unwrap();
     assert_eq!(p.metadata.generation, Some(1));
     assert!(p.data.get("status").is_none());
     let s = wapi
-        .patch_status("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": "img/ignored"}, "status": {"tagCount": 2}})))
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"image": "img/ignored"}, "status": {"tagCount": 2}})),
+        )
         .await
         .unwrap();
     assert_eq!(s.metadata.generation, Some(1));
-    assert_eq!(s.data["spec"]["image"], "img/a", "status writes change only status");
+    assert_eq!(
+        s.data["spec"]["image"], "img/a",
+        "status writes change only status"
+    );
     assert_eq!(s.data["status"]["tagCount"], 2);
     let g = wapi
-        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"image": "img/b"}})))
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"image": "img/b"}})),
+        )
         .await
         .unwrap();
     assert_eq!(g.metadata.generation, Some(2));
-    assert_eq!(g.data["status"]["tagCount"], 2, "status kept across a main-resource write");
+    assert_eq!(
+        g.data["status"]["tagCount"], 2,
+        "status kept across a main-resource write"
+    );
 
     // Stale resourceVersion: 409 Conflict with the API server's wording.
     let mut stale = s.clone();
     stale.data["spec"]["image"] = json!("img/c");
-    let err = wapi.replace("w", &PostParams::default(), &stale).await.unwrap_err();
+    let err = wapi
+        .replace("w", &PostParams::default(), &stale)
+        .await
+        .unwrap_err();
     match err {
         kube::Error::Api(s) => {
             assert_eq!(s.code, 409);
@@ -175,32 +234,59 @@ async fn writes_follow_the_status_subresource_generation_and_conflict_rules() {
     }
     let mut no_rv = g.clone();
     no_rv.metadata.resource_version = None;
-    let err = wapi.replace("w", &PostParams::default(), &no_rv).await.unwrap_err();
-    assert!(matches!(&err, kube::Error::Api(s) if s.code == 422), "{err}");
+    let err = wapi
+        .replace("w", &PostParams::default(), &no_rv)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 422),
+        "{err}"
+    );
 
     // A byte-identical write keeps the resourceVersion; counts tell requests from changes.
     api.reset_write_counts();
     let before = wapi.get("w").await.unwrap().metadata.resource_version;
     for _ in 0..3 {
-        wapi.patch_status("w", &PatchParams::default(), &Patch::Merge(json!({"status": {"tagCount": 2}})))
-            .await
-            .unwrap();
+        wapi.patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"tagCount": 2}})),
+        )
+        .await
+        .unwrap();
     }
-    assert_eq!(wapi.get("w").await.unwrap().metadata.resource_version, before);
+    assert_eq!(
+        wapi.get("w").await.unwrap().metadata.resource_version,
+        before
+    );
     let counts = api.write_counts();
     let status = counts["widgets.example.test/status"];
     assert_eq!((status.requests, status.persisted), (3, 0));
 
     // JSON Patch with a failing test is 422; server-side apply needs a field manager.
     let err = wapi
-        .patch("w", &PatchParams::default(), &Patch::<()>::Json(serde_json::from_value(json!([
-            {"op": "test", "path": "/spec/image", "value": "nope"}])).unwrap()))
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::<()>::Json(
+                serde_json::from_value(json!([
+            {"op": "test", "path": "/spec/image", "value": "nope"}]))
+                .unwrap(),
+            ),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(&err, kube::Error::Api(s) if s.code == 422), "{err}");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 422),
+        "{err}"
+    );
     let applied = wapi
-        .patch("w", &PatchParams::apply("tester"), &Patch::Apply(json!({
-            "apiVersion": "example.test/v1", "kind": "Widget", "spec": {"image": "img/applied"}})))
+        .patch(
+            "w",
+            &PatchParams::apply("tester"),
+            &Patch::Apply(json!({
+            "apiVersion": "example.test/v1", "kind": "Widget", "spec": {"image": "img/applied"}})),
+        )
         .await
         .unwrap();
     assert_eq!(applied.data["spec"]["image"], "img/applied");
@@ -211,14 +297,18 @@ async fn the_finalizer_helper_adds_its_finalizer_and_deletion_waits_for_cleanup(
     let api = standin().await;
     let client = kube::Client::try_from(api.kube_config().unwrap()).unwrap();
     let (wapi, ar) = widgets(client);
-    wapi.create(&PostParams::default(), &widget(&ar, "f", "img/f")).await.unwrap();
+    wapi.create(&PostParams::default(), &widget(&ar, "f", "img/f"))
+        .await
+        .unwrap();
     let fin = "example.test/cleanup";
     let run = |obj: DynamicObject| {
         let wapi = wapi.clone();
         async move {
             finalizer::finalizer(&wapi, fin, Arc::new(obj), |ev| async move {
                 Ok::<_, std::io::Error>(match ev {
-                    finalizer::Event::Apply(_) | finalizer::Event::Cleanup(_) => Action::await_change(),
+                    finalizer::Event::Apply(_) | finalizer::Event::Cleanup(_) => {
+                        Action::await_change()
+                    }
                 })
             })
             .await
@@ -231,18 +321,30 @@ async fn the_finalizer_helper_adds_its_finalizer_and_deletion_waits_for_cleanup(
     run(o).await.unwrap();
 
     let deleted = wapi.delete("f", &DeleteParams::default()).await.unwrap();
-    let o = deleted.left().expect("the object comes back while finalizers remain");
+    let o = deleted
+        .left()
+        .expect("the object comes back while finalizers remain");
     assert!(o.metadata.deletion_timestamp.is_some());
 
     let err = wapi
-        .patch("f", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": [fin, "late/one"]}})))
+        .patch(
+            "f",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": [fin, "late/one"]}})),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(&err, kube::Error::Api(s) if s.code == 422), "{err}");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 422),
+        "{err}"
+    );
 
     run(wapi.get("f").await.unwrap()).await.unwrap();
     let err = wapi.get("f").await.unwrap_err();
-    assert!(matches!(&err, kube::Error::Api(s) if s.code == 404), "gone once the finalizer is removed: {err}");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 404),
+        "gone once the finalizer is removed: {err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,10 +352,16 @@ async fn recorder_events_are_listed_as_core_events_of_the_object() {
     let api = standin().await;
     let client = kube::Client::try_from(api.kube_config().unwrap()).unwrap();
     let (wapi, ar) = widgets(client.clone());
-    let w = wapi.create(&PostParams::default(), &widget(&ar, "e", "img/e")).await.unwrap();
+    let w = wapi
+        .create(&PostParams::default(), &widget(&ar, "e", "img/e"))
+        .await
+        .unwrap();
     let recorder = events::Recorder::new(
         client.clone(),
-        events::Reporter { controller: "widget-controller".into(), instance: Some("pod-0".into()) },
+        events::Reporter {
+            controller: "widget-controller".into(),
+            instance: Some("pod-0".into()),
+        },
     );
     let reference = ObjectReference {
         api_version: Some("example.test/v1".into()),
@@ -278,12 +386,22 @@ async fn recorder_events_are_listed_as_core_events_of_the_object() {
     let selector = format!(
         "involvedObject.name=e,involvedObject.namespace=default,involvedObject.kind=Widget,involvedObject.uid={uid}"
     );
-    let list = core.list(&ListParams::default().fields(&selector)).await.unwrap();
-    assert_eq!(list.items.len(), 1, "the repeat became a series, not a second event");
+    let list = core
+        .list(&ListParams::default().fields(&selector))
+        .await
+        .unwrap();
+    assert_eq!(
+        list.items.len(),
+        1,
+        "the repeat became a series, not a second event"
+    );
     let e = &list.items[0];
     assert_eq!(e.message.as_deref(), Some("found 3 tags"));
     assert_eq!(e.reason.as_deref(), Some("Scanned"));
-    assert_eq!(e.source.as_ref().and_then(|s| s.component.as_deref()), Some("widget-controller"));
+    assert_eq!(
+        e.source.as_ref().and_then(|s| s.component.as_deref()),
+        Some("widget-controller")
+    );
     assert_eq!(e.series.as_ref().map(|s| s.count), Some(Some(2)));
     let other = core
         .list(&ListParams::default().fields("involvedObject.name=someone-else"))
@@ -298,14 +416,19 @@ async fn a_controller_patching_status_settles_without_retriggering_itself() {
     let client = kube::Client::try_from(api.kube_config().unwrap()).unwrap();
     let (wapi, ar) = widgets(client);
     for n in ["c1", "c2"] {
-        wapi.create(&PostParams::default(), &widget(&ar, n, "img/c")).await.unwrap();
+        wapi.create(&PostParams::default(), &widget(&ar, n, "img/c"))
+            .await
+            .unwrap();
     }
     let reconciles = Arc::new(AtomicUsize::new(0));
     struct Ctx {
         api: Api<DynamicObject>,
         reconciles: Arc<AtomicUsize>,
     }
-    let ctx = Arc::new(Ctx { api: wapi.clone(), reconciles: reconciles.clone() });
+    let ctx = Arc::new(Ctx {
+        api: wapi.clone(),
+        reconciles: reconciles.clone(),
+    });
     let controller = Controller::new_with(wapi.clone(), watcher::Config::default(), ar.clone())
         .run(
             |obj: Arc<DynamicObject>, ctx: Arc<Ctx>| async move {
@@ -323,11 +446,18 @@ async fn a_controller_patching_status_settles_without_retriggering_itself() {
     let task = tokio::spawn(controller);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let settled = reconciles.load(Ordering::SeqCst);
-    assert!((2..=4).contains(&settled), "each object reconciled once or twice, got {settled}");
+    assert!(
+        (2..=4).contains(&settled),
+        "each object reconciled once or twice, got {settled}"
+    );
     let status = api.write_counts()["widgets.example.test/status"];
     assert_eq!(status.persisted, 2, "one status change per object");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(reconciles.load(Ordering::SeqCst), settled, "no self-triggering");
+    assert_eq!(
+        reconciles.load(Ordering::SeqCst),
+        settled,
+        "no self-triggering"
+    );
     task.abort();
     let c1 = wapi.get("c1").await.unwrap();
     assert_eq!(c1.data["status"]["observedGeneration"], 1);
@@ -354,7 +484,9 @@ async fn a_restart_keeps_the_port_and_the_data() {
 
     // The kubeconfig the stand-in writes works for kube-rs too.
     let kc = kube::config::Kubeconfig::read_from(api.kubeconfig_path()).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
     let from_file: Api<Lease> = Api::default_namespaced(kube::Client::try_from(config).unwrap());
     let names: Vec<String> = from_file
         .list(&ListParams::default())

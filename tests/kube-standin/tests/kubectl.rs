@@ -35,7 +35,10 @@ fn kubectl_applies_gets_describes_annotates_labels_and_deletes_a_custom_resource
     let k = api.kubectl();
     let f = k.file("w.yaml", WIDGET);
     let f = f.to_str().unwrap();
-    assert_eq!(k.ok(&["apply", "-f", f]).trim(), "widget.example.test/w1 created");
+    assert_eq!(
+        k.ok(&["apply", "-f", f]).trim(),
+        "widget.example.test/w1 created"
+    );
 
     let table = k.ok(&["get", "widgets"]);
     let lines: Vec<&str> = table.lines().collect();
@@ -47,33 +50,63 @@ fn kubectl_applies_gets_describes_annotates_labels_and_deletes_a_custom_resource
     assert!(lines[1].contains("ghcr.io/acme/app"), "{table}");
     let wide = k.ok(&["get", "wd", "-o", "wide"]);
     assert!(wide.lines().next().unwrap().contains("INTERVAL"), "{wide}");
-    assert!(wide.contains("5m"), "the schema default shows in -o wide: {wide}");
+    assert!(
+        wide.contains("5m"),
+        "the schema default shows in -o wide: {wide}"
+    );
 
     let obj = yaml_of(&k.ok(&["get", "widget", "w1", "-o", "yaml"]));
     assert_eq!(obj["spec"]["interval"], "5m", "OpenAPI default applied");
     assert_eq!(obj["metadata"]["generation"], 1);
     assert!(obj.get("status").is_none());
     assert!(!obj["metadata"]["uid"].as_str().unwrap().is_empty());
-    let rv1 = obj["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    let rv1 = obj["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
-    assert_eq!(k.ok(&["apply", "-f", f]).trim(), "widget.example.test/w1 unchanged");
+    assert_eq!(
+        k.ok(&["apply", "-f", f]).trim(),
+        "widget.example.test/w1 unchanged"
+    );
     let again = yaml_of(&k.ok(&["get", "widget", "w1", "-o", "yaml"]));
-    assert_eq!(again["metadata"]["resourceVersion"], rv1.as_str(), "no-op write not persisted");
+    assert_eq!(
+        again["metadata"]["resourceVersion"],
+        rv1.as_str(),
+        "no-op write not persisted"
+    );
 
     let f2 = k.file("w2.yaml", &WIDGET.replace("small", "large"));
     assert_eq!(
         k.ok(&["apply", "-f", f2.to_str().unwrap()]).trim(),
         "widget.example.test/w1 configured"
     );
-    assert_eq!(k.ok(&["annotate", "widget", "w1", "note=hi"]).trim(), "widget.example.test/w1 annotated");
-    assert_eq!(k.ok(&["label", "widget", "w1", "team=a"]).trim(), "widget.example.test/w1 labeled");
+    assert_eq!(
+        k.ok(&["annotate", "widget", "w1", "note=hi"]).trim(),
+        "widget.example.test/w1 annotated"
+    );
+    assert_eq!(
+        k.ok(&["label", "widget", "w1", "team=a"]).trim(),
+        "widget.example.test/w1 labeled"
+    );
     let obj = yaml_of(&k.ok(&["get", "widget", "w1", "-o", "yaml"]));
     assert_eq!(obj["spec"]["size"], "large");
-    assert_eq!(obj["metadata"]["generation"], 2, "spec change bumps generation, metadata changes do not");
+    assert_eq!(
+        obj["metadata"]["generation"], 2,
+        "spec change bumps generation, metadata changes do not"
+    );
     assert_eq!(obj["metadata"]["annotations"]["note"], "hi");
     assert_eq!(obj["metadata"]["labels"]["team"], "a");
-    assert_eq!(k.ok(&["get", "widgets", "-l", "team=a", "-o", "name"]).trim(), "widget.example.test/w1");
-    assert_eq!(k.ok(&["get", "widgets", "-l", "team=b", "-o", "name"]).trim(), "");
+    assert_eq!(
+        k.ok(&["get", "widgets", "-l", "team=a", "-o", "name"])
+            .trim(),
+        "widget.example.test/w1"
+    );
+    assert_eq!(
+        k.ok(&["get", "widgets", "-l", "team=b", "-o", "name"])
+            .trim(),
+        ""
+    );
 
     // An events.k8s.io/v1 Event shows in describe, which reads core/v1 Events.
     let uid = obj["metadata"]["uid"].as_str().unwrap();
@@ -108,7 +141,10 @@ regarding: {{apiVersion: example.test/v1, kind: Widget, name: w1, namespace: def
     assert_eq!(core["involvedObject"]["name"], "w1");
     assert_eq!(core["message"], "found 3 tags");
 
-    assert_eq!(k.ok(&["delete", "widget", "w1"]).trim(), "widget.example.test \"w1\" deleted");
+    assert_eq!(
+        k.ok(&["delete", "widget", "w1"]).trim(),
+        "widget.example.test \"w1\" deleted"
+    );
     let gone = k.run(&["get", "widget", "w1"]);
     assert_eq!(gone.code, 1);
     assert_eq!(
@@ -127,7 +163,10 @@ fn kubectl_server_side_apply_creates_updates_and_drops_fields_no_longer_applied(
         k.ok(&["apply", "--server-side", "-f", f]).trim(),
         "widget.example.test/w1 serverside-applied"
     );
-    let f2 = k.file("w2.yaml", &WIDGET.replace("  size: small\n", "  suspend: true\n"));
+    let f2 = k.file(
+        "w2.yaml",
+        &WIDGET.replace("  size: small\n", "  suspend: true\n"),
+    );
     k.ok(&["apply", "--server-side", "-f", f2.to_str().unwrap()]);
     let obj = yaml_of(&k.ok(&["get", "widget", "w1", "-o", "yaml"]));
     assert!(obj["spec"].get("size").is_none(), "{obj}");
@@ -157,14 +196,23 @@ stringData:
 ",
     );
     let f = f.to_str().unwrap();
-    assert_eq!(k.ok(&["apply", "-f", f]), "namespace/team-a created\nsecret/creds created\n");
+    assert_eq!(
+        k.ok(&["apply", "-f", f]),
+        "namespace/team-a created\nsecret/creds created\n"
+    );
     let ns = k.ok(&["get", "namespaces"]);
     let row = ns.lines().find(|l| l.starts_with("team-a")).unwrap();
     assert_eq!(row.split_whitespace().nth(1), Some("Active"), "{ns}");
     assert!(ns.lines().any(|l| l.starts_with("default ")), "{ns}");
     let secrets = k.ok(&["get", "secrets", "-n", "team-a"]);
     assert_eq!(
-        secrets.lines().nth(1).unwrap().split_whitespace().take(3).collect::<Vec<_>>(),
+        secrets
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>(),
         vec!["creds", "Opaque", "1"]
     );
     let s = yaml_of(&k.ok(&["get", "secret", "creds", "-n", "team-a", "-o", "yaml"]));
@@ -175,33 +223,52 @@ stringData:
     k.ok(&["annotate", "secret", "creds", "-n", "team-a", "owner=ops"]);
     let ns = yaml_of(&k.ok(&["get", "ns", "team-a", "-o", "yaml"]));
     assert_eq!(ns["metadata"]["labels"]["env"], "test");
-    assert_eq!(ns["metadata"]["labels"]["kubernetes.io/metadata.name"], "team-a");
+    assert_eq!(
+        ns["metadata"]["labels"]["kubernetes.io/metadata.name"],
+        "team-a"
+    );
     let described = k.ok(&["describe", "secret", "creds", "-n", "team-a"]);
     assert!(described.contains("owner: ops"), "{described}");
     assert!(described.contains("username:  3 bytes"), "{described}");
 
-    let f2 = k.file("s2.yaml", &std::fs::read_to_string(f).unwrap().replace("bob", "alice"));
+    let f2 = k.file(
+        "s2.yaml",
+        &std::fs::read_to_string(f).unwrap().replace("bob", "alice"),
+    );
     k.ok(&["apply", "--server-side", "-f", f2.to_str().unwrap()]);
     let s = yaml_of(&k.ok(&["get", "secret", "creds", "-n", "team-a", "-o", "yaml"]));
     assert_eq!(s["data"]["username"], "YWxpY2U=");
 
     k.ok(&["delete", "namespace", "team-a"]);
     let r = k.run(&["get", "secret", "creds", "-n", "team-a"]);
-    assert_eq!(r.code, 1, "the namespace's objects went with it: {}", r.stdout);
+    assert_eq!(
+        r.code, 1,
+        "the namespace's objects went with it: {}",
+        r.stdout
+    );
     let lone = k.file(
         "lone.yaml",
         "apiVersion: v1\nkind: Secret\nmetadata: {name: x, namespace: team-a}\ndata: {a: Yg==}\n",
     );
     let r = k.run(&["apply", "-f", lone.to_str().unwrap()]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("namespaces \"team-a\" not found"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("namespaces \"team-a\" not found"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
 fn schema_violations_reach_kubectl_worded_as_the_api_server_words_them() {
     let api = Running::start(&["--crds", &crds_arg()]);
     let k = api.kubectl();
-    let bad = k.file("bad.yaml", &WIDGET.replace("ghcr.io/acme/app", "UPPER").replace("small", "huge"));
+    let bad = k.file(
+        "bad.yaml",
+        &WIDGET
+            .replace("ghcr.io/acme/app", "UPPER")
+            .replace("small", "huge"),
+    );
     let r = k.run(&["apply", "-f", bad.to_str().unwrap()]);
     assert_eq!(r.code, 1);
     assert!(
@@ -215,7 +282,9 @@ fn schema_violations_reach_kubectl_worded_as_the_api_server_words_them() {
         r.stderr
     );
     assert!(
-        r.stderr.contains(r#"spec.size: Unsupported value: "huge": supported values: "small", "large""#),
+        r.stderr.contains(
+            r#"spec.size: Unsupported value: "huge": supported values: "small", "large""#
+        ),
         "{}",
         r.stderr
     );
@@ -223,7 +292,8 @@ fn schema_violations_reach_kubectl_worded_as_the_api_server_words_them() {
     let r = k.run(&["apply", "-f", unknown.to_str().unwrap()]);
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.contains(r#"strict decoding error: unknown field "spec.colour""#),
+        r.stderr
+            .contains(r#"strict decoding error: unknown field "spec.colour""#),
         "{}",
         r.stderr
     );
@@ -275,20 +345,32 @@ fn answer(path: &str, review: &Value) -> Value {
         // kube-rs's AdmissionResponse::with_patch sends the patch as an array of bytes.
         "/mutate-bytes" => {
             let bytes: Vec<u8> = serde_json::to_vec(&add_annotation("mutated-bytes")).unwrap();
-            review_response(uid, json!({"allowed": true, "patchType": "JSONPatch", "patch": bytes}))
+            review_response(
+                uid,
+                json!({"allowed": true, "patchType": "JSONPatch", "patch": bytes}),
+            )
         }
         "/mutate-b64" => {
             let patch = base64::engine::general_purpose::STANDARD
                 .encode(serde_json::to_vec(&add_annotation("mutated-b64")).unwrap());
-            review_response(uid, json!({"allowed": true, "patchType": "JSONPatch", "patch": patch}))
+            review_response(
+                uid,
+                json!({"allowed": true, "patchType": "JSONPatch", "patch": patch}),
+            )
         }
         "/validate" => {
             let name = obj["metadata"]["name"].as_str().unwrap_or("");
             if obj["spec"]["size"] == "large" {
-                review_response(uid, json!({"allowed": false, "status": {
-                    "code": 403, "reason": "Forbidden", "message": "spec.size: large widgets are not allowed here"}}))
+                review_response(
+                    uid,
+                    json!({"allowed": false, "status": {
+                    "code": 403, "reason": "Forbidden", "message": "spec.size: large widgets are not allowed here"}}),
+                )
             } else if name.starts_with("warn") {
-                review_response(uid, json!({"allowed": true, "warnings": ["spec.interval: 5m is the default; consider 1h"]}))
+                review_response(
+                    uid,
+                    json!({"allowed": true, "warnings": ["spec.interval: 5m is the default; consider 1h"]}),
+                )
             } else {
                 review_response(uid, json!({"allowed": true}))
             }
@@ -320,14 +402,19 @@ impl Webhooks {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let seen2 = seen.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let router = axum::Router::new().fallback(
                     move |uri: axum::http::Uri, body: axum::Json<Value>| {
                         let seen = seen2.clone();
                         async move {
-                            seen.lock().unwrap().push((uri.path().to_string(), body.0.clone()));
+                            seen.lock()
+                                .unwrap()
+                                .push((uri.path().to_string(), body.0.clone()));
                             axum::Json(answer(uri.path(), &body.0))
                         }
                     },
@@ -383,7 +470,11 @@ impl Drop for Webhooks {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn hook(name: &str, path: &str, ca_b64: &str, extra: Value) -> Value {
@@ -463,15 +554,27 @@ fn mutating_webhooks_patch_the_object_and_validating_webhooks_see_the_result() {
     let f = k.file("w.yaml", WIDGET);
     k.ok(&["apply", "-f", f.to_str().unwrap()]);
     let obj = yaml_of(&k.ok(&["get", "widget", "w1", "-o", "yaml"]));
-    assert_eq!(obj["metadata"]["annotations"]["mutated-bytes"], "yes", "{obj}");
-    assert_eq!(obj["metadata"]["annotations"]["mutated-b64"], "yes", "{obj}");
+    assert_eq!(
+        obj["metadata"]["annotations"]["mutated-bytes"], "yes",
+        "{obj}"
+    );
+    assert_eq!(
+        obj["metadata"]["annotations"]["mutated-b64"], "yes",
+        "{obj}"
+    );
 
     let mutate = hooks.seen("/mutate-bytes");
     let req = &mutate[0]["request"];
     assert_eq!(mutate[0]["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(req["operation"], "CREATE");
-    assert_eq!(req["kind"], json!({"group": "example.test", "version": "v1", "kind": "Widget"}));
-    assert_eq!(req["resource"], json!({"group": "example.test", "version": "v1", "resource": "widgets"}));
+    assert_eq!(
+        req["kind"],
+        json!({"group": "example.test", "version": "v1", "kind": "Widget"})
+    );
+    assert_eq!(
+        req["resource"],
+        json!({"group": "example.test", "version": "v1", "resource": "widgets"})
+    );
     assert_eq!(req["requestKind"], req["kind"]);
     assert_eq!(req["namespace"], "default");
     assert_eq!(req["name"], "w1");
@@ -479,12 +582,24 @@ fn mutating_webhooks_patch_the_object_and_validating_webhooks_see_the_result() {
     assert_eq!(req["options"]["kind"], "CreateOptions");
     assert_eq!(req["userInfo"]["username"], "kube-standin-admin");
     assert_eq!(req["oldObject"], Value::Null);
-    assert_eq!(req["object"]["spec"]["interval"], "5m", "defaults before admission");
-    assert!(req["object"]["metadata"].get("uid").is_none(), "mutators see the object before uid is set");
+    assert_eq!(
+        req["object"]["spec"]["interval"], "5m",
+        "defaults before admission"
+    );
+    assert!(
+        req["object"]["metadata"].get("uid").is_none(),
+        "mutators see the object before uid is set"
+    );
     let validate = hooks.seen("/validate");
     let vobj = &validate[0]["request"]["object"];
-    assert_eq!(vobj["metadata"]["annotations"]["mutated-b64"], "yes", "validators see mutations");
-    assert!(vobj["metadata"]["uid"].is_string(), "validators see the final object");
+    assert_eq!(
+        vobj["metadata"]["annotations"]["mutated-b64"], "yes",
+        "validators see mutations"
+    );
+    assert!(
+        vobj["metadata"]["uid"].is_string(),
+        "validators see the final object"
+    );
 
     // An update is admitted as UPDATE with the old object.
     k.ok(&["label", "widget", "w1", "x=y"]);
@@ -519,7 +634,8 @@ fn webhook_warnings_are_printed_by_kubectl() {
     let r = k.run(&["apply", "-f", f.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stderr.contains("Warning: spec.interval: 5m is the default; consider 1h"),
+        r.stderr
+            .contains("Warning: spec.interval: 5m is the default; consider 1h"),
         "{}",
         r.stderr
     );
@@ -529,9 +645,18 @@ fn webhook_warnings_are_printed_by_kubectl() {
 fn an_unreachable_webhook_fails_the_request_under_fail_and_is_skipped_under_ignore() {
     let (api, _hooks, _dir) = admission_setup(&["widget-hooks.webhooks.svc"]);
     let k = api.kubectl();
-    let ignore = k.file("ignore.yaml", &WIDGET.replace("name: w1", "name: w-ignore\n  labels: {unreachable: ignore}"));
+    let ignore = k.file(
+        "ignore.yaml",
+        &WIDGET.replace(
+            "name: w1",
+            "name: w-ignore\n  labels: {unreachable: ignore}",
+        ),
+    );
     k.ok(&["apply", "-f", ignore.to_str().unwrap()]);
-    let fail = k.file("fail.yaml", &WIDGET.replace("name: w1", "name: w-fail\n  labels: {unreachable: fail}"));
+    let fail = k.file(
+        "fail.yaml",
+        &WIDGET.replace("name: w1", "name: w-fail\n  labels: {unreachable: fail}"),
+    );
     let r = k.run(&["apply", "-f", fail.to_str().unwrap()]);
     assert_eq!(r.code, 1);
     let want = format!(
@@ -554,5 +679,9 @@ fn a_webhook_certificate_not_naming_the_service_is_refused() {
         "{}",
         r.stderr
     );
-    assert!(r.stderr.to_lowercase().contains("certificate"), "{}", r.stderr);
+    assert!(
+        r.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        r.stderr
+    );
 }

@@ -2,7 +2,7 @@
 //! fresh cache, and the root crate's test-time certificate maker.
 #![allow(dead_code)]
 
-#[path = "../../../common/certs.rs"]
+/// A copy of the root crate's tests/common/certs.rs (rcgen: CA, server and client leaves).
 pub mod certs;
 
 use std::io::{BufRead, BufReader};
@@ -79,7 +79,11 @@ pub struct Ran {
 impl Kubectl {
     pub fn new(kubeconfig: &Path) -> Kubectl {
         assert!(
-            Command::new("kubectl").arg("version").arg("--client").output().is_ok(),
+            Command::new("kubectl")
+                .arg("version")
+                .arg("--client")
+                .output()
+                .is_ok(),
             "kubectl is not on PATH: run `make test-deps` (scripts/install-test-deps.sh)"
         );
         Kubectl {
@@ -116,7 +120,11 @@ impl Kubectl {
     /// Runs and asserts exit code 0; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let r = self.run(args);
-        assert_eq!(r.code, 0, "kubectl {args:?} failed:\n{}\n{}", r.stdout, r.stderr);
+        assert_eq!(
+            r.code, 0,
+            "kubectl {args:?} failed:\n{}\n{}",
+            r.stdout, r.stderr
+        );
         r.stdout
     }
 }
