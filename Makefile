@@ -27,3 +27,6 @@ lint: ## formatting and clippy, as CI expects
 
 fmt:
 	$(CARGO) fmt --all
+
+manifests: ## regenerate manifests/crds/ from the Rust types in src/api
+	$(CARGO) run --quiet --bin image-reflector -- crds --output-dir manifests/crds

@@ -2,3 +2,12 @@
 //!
 //! The pure parts (`reference`, `policy`, `admission::rules`) know nothing of HTTP or
 //! Kubernetes clients; the rest wires them to the API server, registries and HTTPS.
+
+pub mod admission;
+pub mod api;
+pub mod cli;
+pub mod telemetry;
+pub mod reference;
+pub mod scanner;
+pub mod store;
+pub mod policy;

@@ -1,0 +1,281 @@
+//! AdmissionReview (`admission.k8s.io/v1`) in and out: parse the request, dispatch on
+//! `request.kind` to the rules, and answer with a patch, a denial or an admission.
+
+use super::ClusterView;
+use super::rules::{self, Context, Kind};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// What the admission handlers share: the cluster view (when controllers run) and flags.
+#[derive(Clone, Default)]
+pub struct Admission {
+    /// The controllers' caches; None with `--webhook-only`.
+    pub cluster: Option<Arc<dyn ClusterView>>,
+    /// `--no-cross-namespace-refs`.
+    pub no_cross_namespace_refs: bool,
+}
+
+/// Which webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/mutate`: defaulting.
+    Mutate,
+    /// `/validate`: validation.
+    Validate,
+}
+
+/// Why a body is not an AdmissionReview we can answer (HTTP 400).
+#[derive(Debug, thiserror::Error)]
+pub enum BadRequest {
+    /// Not JSON, or not shaped like an AdmissionReview.
+    #[error("the body is not a valid AdmissionReview: {0}")]
+    Json(#[from] serde_json::Error),
+    /// `apiVersion`/`kind` are not `admission.k8s.io/v1`/`AdmissionReview`.
+    #[error(
+        "expected apiVersion \"admission.k8s.io/v1\" and kind \"AdmissionReview\", got apiVersion {api_version:?} and kind {kind:?}"
+    )]
+    WrongType {
+        /// The body's apiVersion.
+        api_version: String,
+        /// The body's kind.
+        kind: String,
+    },
+    /// No `request`.
+    #[error("the AdmissionReview has no request")]
+    MissingRequest,
+    /// CREATE/UPDATE without `request.object`.
+    #[error("request.object is missing for operation {0}")]
+    MissingObject(String),
+}
+
+/// An answer, with the labels the metrics need.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The AdmissionReview JSON to send back.
+    pub body: Vec<u8>,
+    /// The object kind, if it is one of ours.
+    pub kind: Option<Kind>,
+    /// `CREATE`, `UPDATE`, `DELETE`, `CONNECT`.
+    pub operation: String,
+    /// `allowed`, `patched` or `denied`.
+    pub result: &'static str,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    request: Option<RequestIn>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn {
+    uid: String,
+    kind: GroupVersionKind,
+    operation: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    object: Option<Value>,
+    #[serde(default)]
+    old_object: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct GroupVersionKind {
+    #[serde(default)]
+    group: String,
+    version: String,
+    kind: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+fn respond(response: ResponseOut<'_>) -> Vec<u8> {
+    let review = ReviewOut {
+        api_version: "admission.k8s.io/v1",
+        kind: "AdmissionReview",
+        response,
+    };
+    // Serialising these plain structs cannot fail.
+    serde_json::to_vec(&review).unwrap_or_default()
+}
+
+fn name_of(req: &RequestIn, obj: Option<&Value>) -> String {
+    if let Some(n) = req.name.as_deref().filter(|n| !n.is_empty()) {
+        return n.to_string();
+    }
+    let meta = obj.and_then(|o| o.get("metadata"));
+    meta.and_then(|m| m.get("name").or_else(|| m.get("generateName")))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Answers one AdmissionReview body for `endpoint`.
+pub fn handle(
+    body: &[u8],
+    endpoint: Endpoint,
+    admission: &Admission,
+) -> Result<Outcome, BadRequest> {
+    let review: ReviewIn = serde_json::from_slice(body)?;
+    if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
+        return Err(BadRequest::WrongType {
+            api_version: review.api_version,
+            kind: review.kind,
+        });
+    }
+    let req = review.request.ok_or(BadRequest::MissingRequest)?;
+    let operation = req.operation.clone();
+    let base = |allowed| ResponseOut {
+        uid: &req.uid,
+        allowed,
+        status: None,
+        patch_type: None,
+        patch: None,
+        warnings: Vec::new(),
+    };
+
+    let Some(kind) = Kind::from_group_kind(&req.kind.group, &req.kind.kind) else {
+        let mut r = base(false);
+        r.status = Some(json!({
+            "code": 400,
+            "reason": "BadRequest",
+            "message": format!(
+                "this webhook handles ImageRepository and ImagePolicy in group {}, not {}/{} {}; fix the webhook configuration's rules",
+                crate::api::GROUP, req.kind.group, req.kind.version, req.kind.kind
+            ),
+        }));
+        let body = respond(r);
+        return Ok(Outcome {
+            body,
+            kind: None,
+            operation,
+            result: "denied",
+        });
+    };
+
+    if operation != "CREATE" && operation != "UPDATE" {
+        let body = respond(base(true));
+        return Ok(Outcome {
+            body,
+            kind: Some(kind),
+            operation,
+            result: "allowed",
+        });
+    }
+    let obj = req
+        .object
+        .as_ref()
+        .ok_or_else(|| BadRequest::MissingObject(operation.clone()))?;
+    let version = req.kind.version.as_str();
+
+    match endpoint {
+        Endpoint::Mutate => {
+            let patch = rules::defaults(kind, version, obj);
+            if patch.0.is_empty() {
+                let body = respond(base(true));
+                return Ok(Outcome {
+                    body,
+                    kind: Some(kind),
+                    operation,
+                    result: "allowed",
+                });
+            }
+            let json = serde_json::to_vec(&patch)?;
+            let mut r = base(true);
+            r.patch_type = Some("JSONPatch");
+            r.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
+            let body = respond(r);
+            Ok(Outcome {
+                body,
+                kind: Some(kind),
+                operation,
+                result: "patched",
+            })
+        }
+        Endpoint::Validate => {
+            // An update that leaves the spec alone (finalizers, labels, deletion) is never
+            // refused: objects stored before a rule existed must stay manageable.
+            if operation == "UPDATE" {
+                let deleting = obj
+                    .pointer("/metadata/deletionTimestamp")
+                    .is_some_and(|v| !v.is_null());
+                let same_spec = req
+                    .old_object
+                    .as_ref()
+                    .is_some_and(|old| old.get("spec") == obj.get("spec"));
+                if deleting || same_spec {
+                    let body = respond(base(true));
+                    return Ok(Outcome {
+                        body,
+                        kind: Some(kind),
+                        operation,
+                        result: "allowed",
+                    });
+                }
+            }
+            let namespace = req.namespace.as_deref().unwrap_or_default();
+            let ctx = Context {
+                cluster: admission.cluster.as_deref(),
+                no_cross_namespace_refs: admission.no_cross_namespace_refs,
+            };
+            let verdict = rules::validate(kind, version, namespace, obj, ctx);
+            let allowed = verdict.allowed();
+            let mut r = base(allowed);
+            if !allowed {
+                let name = name_of(&req, Some(obj));
+                let causes: Vec<Value> = verdict
+                    .errors
+                    .iter()
+                    .map(|e| json!({"reason": e.cause_reason(), "field": e.path, "message": e.to_string()}))
+                    .collect();
+                r.status = Some(json!({
+                    "code": 422,
+                    "reason": "Invalid",
+                    "status": "Failure",
+                    "message": verdict.denial_message(kind, &name),
+                    "details": {"name": name, "group": crate::api::GROUP, "kind": kind.as_str(), "causes": causes},
+                }));
+            }
+            r.warnings = verdict.warnings;
+            let body = respond(r);
+            let result = if allowed { "allowed" } else { "denied" };
+            Ok(Outcome {
+                body,
+                kind: Some(kind),
+                operation,
+                result,
+            })
+        }
+    }
+}

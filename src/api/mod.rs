@@ -1,0 +1,44 @@
+//! The Kubernetes API of image-reflector: Flux's `ImageRepository` and `ImagePolicy`
+//! (group `image.toolkit.fluxcd.io`), their condition vocabulary, the cross-namespace
+//! access rule, Flux durations, and the multi-version CRDs.
+//!
+//! One superset schema is served for `v1beta1`, `v1beta2` and `v1` with conversion `None`
+//! and `v1` stored: every field of every version exists in every version, so an object
+//! written in any version reads back unchanged in every other. The Rust types are the `v1`
+//! types plus the fields only older versions had (`ImagePolicy.status.latestImage`).
+
+pub mod access;
+pub mod conditions;
+pub mod crd;
+pub mod duration;
+mod image_policy;
+mod image_repository;
+
+pub use access::{AccessDenied, access_allowed};
+pub use conditions::*;
+pub use crd::{all_crds, crds_yaml};
+pub use duration::{DurationError, format_duration, format_duration_without_hours, parse_duration};
+pub use image_policy::*;
+pub use image_repository::*;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of both kinds.
+pub const GROUP: &str = "image.toolkit.fluxcd.io";
+/// The version the API server stores.
+pub const STORAGE_VERSION: &str = "v1";
+/// Every served version, oldest first.
+pub const SERVED_VERSIONS: [&str; 3] = ["v1beta1", "v1beta2", "v1"];
+
+/// The finalizer the controllers put on objects they manage.
+pub const FINALIZER: &str = "finalizers.fluxcd.io";
+/// Set (to any new value, usually a timestamp) to ask for an immediate reconcile.
+pub const RECONCILE_REQUESTED_AT_ANNOTATION: &str = "reconcile.fluxcd.io/requestedAt";
+
+/// A reference to an object in the same namespace, by name.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct LocalObjectReference {
+    /// Name of the referent.
+    pub name: String,
+}

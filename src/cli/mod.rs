@@ -1,0 +1,30 @@
+//! The command line: `image-reflector <command>`. Each subcommand lives in its own file.
+
+pub mod crds;
+
+use clap::{Parser, Subcommand};
+
+/// Flux's image-reflector-controller, reimplemented: admission webhooks and controllers for
+/// ImageRepository and ImagePolicy.
+#[derive(Parser, Debug)]
+#[command(name = "image-reflector", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: crate::telemetry::LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the CustomResourceDefinitions (all served versions) as YAML.
+    Crds(crds::CrdsArgs),
+}
+
+/// Runs the parsed command line; the process exit code is the result.
+pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command {
+        Command::Crds(args) => crds::run(args),
+    }
+}

@@ -1,0 +1,634 @@
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use prometheus_client::registry::Registry;
+
+use super::*;
+
+/// A store in a new temporary directory (deleted when the first value drops).
+fn fresh() -> (tempfile::TempDir, TagStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TagStore::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+fn key(namespace: &str, name: &str) -> ObjectKey {
+    ObjectKey::new(namespace, name)
+}
+
+fn numbered_tags(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}.{}.0", i % 7)).collect()
+}
+
+fn entry(uid: &str, tags: Vec<String>) -> Entry {
+    Entry {
+        meta: EntryMeta {
+            uid: uid.to_owned(),
+            canonical_image_name: "docker.io/library/alpine".to_owned(),
+            revision: format!("sha256:{uid}"),
+            scan_time: "2026-11-28T07:00:00Z".parse().unwrap(),
+            tag_count: tags.len() as u64,
+            spec_fingerprint: "image=alpine;exclusionList=^.*\\.sig$".to_owned(),
+        },
+        tags,
+    }
+}
+
+fn path_of(store: &TagStore, key: &ObjectKey) -> PathBuf {
+    store.root().join(key.file_name())
+}
+
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|d| d.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Runs `f` with tracing output captured into a string.
+fn with_logs<T>(f: impl FnOnce() -> T) -> (T, String) {
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    (out, logs)
+}
+
+fn metrics_text(store: &TagStore) -> String {
+    let mut registry = Registry::default();
+    store.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    text
+}
+
+#[test]
+fn round_trips_an_entry_and_keeps_it_across_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key("flux-system", "podinfo");
+    let e = entry("uid-1", numbered_tags("v", 12));
+    {
+        let store = TagStore::open(dir.path()).unwrap();
+        assert_eq!(store.get(&k).unwrap(), None);
+        store.put(&k, &e).unwrap();
+        assert_eq!(store.get(&k).unwrap(), Some(e.clone()));
+        assert_eq!(store.meta(&k), Some(e.meta.clone()));
+    }
+    let store = TagStore::open(dir.path()).unwrap();
+    assert_eq!(store.meta(&k), Some(e.meta.clone()));
+    assert_eq!(store.tags(&k).unwrap(), Some(e.tags));
+    assert_eq!(store.keys(), vec![k]);
+    assert_eq!(store.len(), 1);
+}
+
+#[test]
+fn keeps_tags_per_object_even_for_the_same_image() {
+    let (_dir, store) = fresh();
+    let a = key("team-a", "alpine");
+    let b = key("team-b", "alpine");
+    store.put(&a, &entry("uid-a", vec!["3.18".into()])).unwrap();
+    store
+        .put(&b, &entry("uid-b", vec!["3.19".into(), "3.20".into()]))
+        .unwrap();
+    assert_eq!(store.tags(&a).unwrap(), Some(vec!["3.18".to_owned()]));
+    assert_eq!(store.meta(&b).unwrap().tag_count, 2);
+    store.remove(&a).unwrap();
+    assert_eq!(store.tags(&b).unwrap().map(|t| t.len()), Some(2));
+}
+
+#[test]
+fn compresses_large_entries_and_reads_them_back_exactly() {
+    let (_dir, store) = fresh();
+    let k = key("default", "big");
+    let e = entry("uid", numbered_tags("release-", 5_000));
+    let raw_len = serde_json::to_vec(&e.tags).unwrap().len() as u64;
+    store.put(&k, &e).unwrap();
+    let bytes = fs::read(path_of(&store, &k)).unwrap();
+    assert!(format::is_deflated(&bytes));
+    assert!(
+        (bytes.len() as u64) < raw_len / 3,
+        "{} bytes on disk for {raw_len} bytes of tags",
+        bytes.len()
+    );
+    assert_eq!(store.get(&k).unwrap(), Some(e));
+}
+
+#[test]
+fn leaves_small_entries_uncompressed() {
+    let (_dir, store) = fresh();
+    let k = key("default", "small");
+    store.put(&k, &entry("uid", numbered_tags("v", 3))).unwrap();
+    assert!(!format::is_deflated(
+        &fs::read(path_of(&store, &k)).unwrap()
+    ));
+}
+
+#[test]
+fn holds_an_entry_of_100000_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key("default", "many");
+    let e = entry("uid", numbered_tags("1.0.0-build.", 100_000));
+    TagStore::open(dir.path()).unwrap().put(&k, &e).unwrap();
+    let store = TagStore::open(dir.path()).unwrap();
+    assert_eq!(store.meta(&k).unwrap().tag_count, 100_000);
+    assert_eq!(store.tags(&k).unwrap(), Some(e.tags));
+}
+
+#[test]
+fn stores_an_entry_with_no_tags() {
+    let (_dir, store) = fresh();
+    let k = key("default", "empty-repo");
+    store.put(&k, &entry("uid", vec![])).unwrap();
+    assert_eq!(store.tags(&k).unwrap(), Some(vec![]));
+}
+
+#[test]
+fn replaces_an_entry_and_its_size_on_a_second_put() {
+    let (_dir, store) = fresh();
+    let k = key("default", "app");
+    store.put(&k, &entry("uid", numbered_tags("v", 2))).unwrap();
+    let second = entry("uid", numbered_tags("v", 40));
+    store.put(&k, &second).unwrap();
+    assert_eq!(store.get(&k).unwrap(), Some(second));
+    let on_disk = fs::metadata(path_of(&store, &k)).unwrap().len();
+    assert_eq!(store.entry_size(&k), Some(on_disk));
+    assert_eq!(store.size_bytes(), on_disk);
+    assert_eq!(file_names(store.root()).len(), 1);
+}
+
+#[test]
+fn refuses_an_entry_whose_tag_count_disagrees_with_its_tags() {
+    let (_dir, store) = fresh();
+    let mut e = entry("uid", numbered_tags("v", 3));
+    e.meta.tag_count = 4;
+    let err = store.put(&key("ns", "n"), &e).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tag store: refusing to store ns/n: meta.tag_count is 4 but 3 tags were given"
+    );
+    assert!(store.is_empty());
+}
+
+#[test]
+fn refuses_metadata_too_large_for_the_header() {
+    let (_dir, store) = fresh();
+    let mut e = entry("uid", vec![]);
+    e.meta.spec_fingerprint = "x".repeat(70_000);
+    let err = store.put(&key("ns", "n"), &e).unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { .. }), "{err}");
+    assert!(file_names(store.root()).is_empty());
+}
+
+#[test]
+fn removes_an_entry_once() {
+    let (_dir, store) = fresh();
+    let k = key("ns", "gone");
+    store.put(&k, &entry("uid", vec!["a".into()])).unwrap();
+    assert!(store.remove(&k).unwrap());
+    assert!(!store.remove(&k).unwrap());
+    assert_eq!(store.get(&k).unwrap(), None);
+    assert_eq!(store.meta(&k), None);
+    assert!(file_names(store.root()).is_empty());
+    assert_eq!(store.size_bytes(), 0);
+}
+
+#[test]
+fn retain_removes_entries_of_objects_deleted_while_down() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = TagStore::open(dir.path()).unwrap();
+        for name in ["keep-1", "drop-1", "keep-2", "drop-2"] {
+            store
+                .put(&key("ns", name), &entry(name, vec!["1.0".into()]))
+                .unwrap();
+        }
+    }
+    let store = TagStore::open(dir.path()).unwrap();
+    let live: HashSet<ObjectKey> = [key("ns", "keep-1"), key("ns", "keep-2")].into();
+    assert_eq!(store.retain(|k| live.contains(k)).unwrap(), 2);
+    let mut keys = store.keys();
+    keys.sort();
+    assert_eq!(keys, vec![key("ns", "keep-1"), key("ns", "keep-2")]);
+    assert_eq!(file_names(dir.path()).len(), 2);
+    assert_eq!(TagStore::open(dir.path()).unwrap().len(), 2);
+}
+
+#[test]
+fn keys_with_odd_characters_stay_inside_the_root() {
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("store");
+    let store = TagStore::open(&root).unwrap();
+    let keys = [
+        key("..", ".."),
+        key("../../etc", "passwd"),
+        key("/", "/"),
+        key("", ""),
+        key("a/b", "c"),
+        key("a", "b/c"),
+        key("nul\0byte", "new\nline"),
+        key("ünïcödé", "名前"),
+        key("ns", &"x".repeat(10_000)),
+        key("ns", ".tags"),
+    ];
+    for (i, k) in keys.iter().enumerate() {
+        store
+            .put(k, &entry(&format!("uid-{i}"), vec![format!("t{i}")]))
+            .unwrap();
+    }
+    assert_eq!(file_names(parent.path()), vec!["store".to_owned()]);
+    let names = file_names(&root);
+    assert_eq!(names.len(), keys.len(), "every key has its own file");
+    assert!(names.iter().all(|n| is_entry_name(n)), "{names:?}");
+    let store = TagStore::open(&root).unwrap();
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(store.tags(k).unwrap(), Some(vec![format!("t{i}")]), "{k:?}");
+    }
+}
+
+#[test]
+fn concurrent_writers_of_different_keys_all_land() {
+    let (_dir, store) = fresh();
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            thread::spawn(move || {
+                for i in 0..40 {
+                    let k = key(&format!("ns-{t}"), &format!("repo-{i}"));
+                    store
+                        .put(&k, &entry(&format!("{t}-{i}"), numbered_tags("v", i)))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(store.len(), 320);
+    let reopened = TagStore::open(store.root()).unwrap();
+    assert_eq!(reopened.len(), 320);
+    assert_eq!(reopened.size_bytes(), store.size_bytes());
+    let k = key("ns-5", "repo-33");
+    assert_eq!(reopened.tags(&k).unwrap(), Some(numbered_tags("v", 33)));
+}
+
+#[test]
+fn concurrent_writers_of_one_key_leave_one_whole_entry() {
+    let (_dir, store) = fresh();
+    let k = key("ns", "contended");
+    // Each writer's tags carry its uid, so a mixed entry would show.
+    let written = |w: usize| {
+        entry(
+            &format!("writer-{w}"),
+            numbered_tags(&format!("w{w}-"), 50 + w * 300),
+        )
+    };
+    store.put(&k, &written(0)).unwrap();
+    let writers: Vec<_> = (0..6)
+        .map(|w| {
+            let (store, k, e) = (store.clone(), k.clone(), written(w));
+            thread::spawn(move || {
+                for _ in 0..25 {
+                    store.put(&k, &e).unwrap();
+                }
+            })
+        })
+        .collect();
+    let reader = {
+        let (store, k) = (store.clone(), k.clone());
+        thread::spawn(move || {
+            for _ in 0..200 {
+                let got = store.get(&k).unwrap().expect("an entry is always present");
+                let w: usize = got.meta.uid["writer-".len()..].parse().unwrap();
+                assert_eq!(got, written(w));
+            }
+        })
+    };
+    for h in writers {
+        h.join().unwrap();
+    }
+    reader.join().unwrap();
+    let last = store.get(&k).unwrap().unwrap();
+    assert_eq!(
+        store.meta(&k),
+        Some(last.meta.clone()),
+        "index agrees with disk"
+    );
+    assert_eq!(
+        store.entry_size(&k),
+        Some(fs::metadata(path_of(&store, &k)).unwrap().len())
+    );
+    assert_eq!(
+        file_names(store.root()).len(),
+        1,
+        "no temporary file is left behind"
+    );
+    let reopened = TagStore::open(store.root()).unwrap();
+    assert_eq!(reopened.get(&k).unwrap(), Some(last));
+}
+
+/// Writes two entries, applies `damage` to the first one's file while the store is shut,
+/// reopens, and checks the damaged entry is gone (logged with its file and `problem`) and
+/// the other is intact.
+fn survives_damage_at_open(damage: impl FnOnce(&mut Vec<u8>), problem: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let victim = key("ns", "victim");
+    let bystander = key("ns", "bystander");
+    let path = {
+        let store = TagStore::open(dir.path()).unwrap();
+        store
+            .put(&victim, &entry("v", numbered_tags("v", 2_000)))
+            .unwrap();
+        store
+            .put(&bystander, &entry("b", numbered_tags("b", 10)))
+            .unwrap();
+        path_of(&store, &victim)
+    };
+    let mut bytes = fs::read(&path).unwrap();
+    damage(&mut bytes);
+    fs::write(&path, &bytes).unwrap();
+
+    let (store, logs) = with_logs(|| TagStore::open(dir.path()).unwrap());
+    assert_eq!(
+        store.meta(&victim),
+        None,
+        "a corrupt entry counts as never scanned"
+    );
+    assert_eq!(store.tags(&victim).unwrap(), None);
+    assert!(!path.exists(), "the corrupt file is removed");
+    assert_eq!(
+        store.tags(&bystander).unwrap(),
+        Some(numbered_tags("b", 10))
+    );
+    assert!(logs.contains(&path.display().to_string()), "{logs}");
+    assert!(logs.contains(problem), "expected {problem:?} in {logs}");
+    assert!(
+        metrics_text(&store).contains("image_reflector_store_corrupt_entries_total 1"),
+        "{}",
+        metrics_text(&store)
+    );
+    assert_eq!(
+        store.size_bytes(),
+        fs::metadata(path_of(&store, &bystander)).unwrap().len()
+    );
+}
+
+/// Like [`survives_damage_at_open`], but the damage happens while the store is open: the
+/// next read notices it.
+fn survives_damage_while_running(damage: impl FnOnce(&mut Vec<u8>), problem: &str) {
+    let (_dir, store) = fresh();
+    let victim = key("ns", "victim");
+    store
+        .put(&victim, &entry("v", numbered_tags("v", 2_000)))
+        .unwrap();
+    let path = path_of(&store, &victim);
+    let mut bytes = fs::read(&path).unwrap();
+    damage(&mut bytes);
+    fs::write(&path, &bytes).unwrap();
+
+    let (tags, logs) = with_logs(|| store.tags(&victim));
+    assert_eq!(tags.unwrap(), None);
+    assert_eq!(
+        store.meta(&victim),
+        None,
+        "the index forgets a corrupt entry"
+    );
+    assert!(!path.exists());
+    assert!(store.is_empty());
+    assert_eq!(store.size_bytes(), 0);
+    assert!(logs.contains(&path.display().to_string()), "{logs}");
+    assert!(logs.contains(problem), "expected {problem:?} in {logs}");
+}
+
+fn flip_payload_byte(b: &mut [u8]) {
+    let last = b.len() - 10;
+    b[last] ^= 0x40;
+}
+
+fn flip_header_byte(b: &mut [u8]) {
+    b[format::PREFIX_LEN + 5] ^= 0x01;
+}
+
+fn truncate(b: &mut Vec<u8>) {
+    b.truncate(b.len() - 100);
+}
+
+fn garbage(b: &mut Vec<u8>) {
+    *b = b"{\"this is\": \"not a tag store entry, but long enough to have a prefix\"}".to_vec();
+}
+
+fn set_version_and_reseal(b: &mut [u8]) {
+    b[4..6].copy_from_slice(&2u16.to_le_bytes());
+    format::reseal(b);
+}
+
+#[test]
+fn detects_a_flipped_payload_byte_at_open() {
+    survives_damage_at_open(|b| flip_payload_byte(b), "checksum mismatch");
+}
+
+#[test]
+fn detects_a_flipped_payload_byte_while_running() {
+    survives_damage_while_running(|b| flip_payload_byte(b), "checksum mismatch");
+}
+
+#[test]
+fn detects_a_flipped_header_byte() {
+    survives_damage_at_open(|b| flip_header_byte(b), "checksum mismatch");
+    survives_damage_while_running(|b| flip_header_byte(b), "checksum mismatch");
+}
+
+#[test]
+fn detects_a_flipped_checksum_byte() {
+    survives_damage_at_open(|b| b[40] ^= 0x80, "checksum mismatch");
+}
+
+#[test]
+fn detects_a_truncated_entry() {
+    survives_damage_at_open(truncate, "truncated");
+    survives_damage_while_running(truncate, "truncated");
+}
+
+#[test]
+fn detects_an_entry_cut_inside_its_fixed_header() {
+    survives_damage_at_open(|b| b.truncate(20), "shorter than the 60-byte fixed header");
+}
+
+#[test]
+fn detects_trailing_bytes() {
+    survives_damage_at_open(|b| b.extend_from_slice(b"xx"), "trailing bytes");
+}
+
+#[test]
+fn detects_garbage() {
+    survives_damage_at_open(garbage, "not a tag store entry");
+    survives_damage_while_running(garbage, "not a tag store entry");
+}
+
+#[test]
+fn detects_an_empty_file() {
+    survives_damage_at_open(Vec::clear, "the file is empty");
+    survives_damage_while_running(Vec::clear, "the file is empty");
+}
+
+#[test]
+fn detects_an_unknown_format_version() {
+    survives_damage_at_open(|b| set_version_and_reseal(b), "unknown format version 2");
+}
+
+#[test]
+fn detects_unknown_flags() {
+    survives_damage_at_open(
+        |b| {
+            b[6] |= 0x04;
+            format::reseal(b);
+        },
+        "unknown flags",
+    );
+}
+
+#[test]
+fn detects_implausible_lengths() {
+    survives_damage_at_open(
+        |b| {
+            b[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+            format::reseal(b);
+        },
+        "implausible lengths",
+    );
+}
+
+#[test]
+fn detects_a_compressed_payload_that_does_not_inflate() {
+    // The checksum is valid, so only reading the tags can tell.
+    survives_damage_while_running(
+        |b| {
+            let start = b.len() - 200;
+            b[start..].fill(0xff);
+            format::reseal(b);
+        },
+        "unreadable tags",
+    );
+}
+
+#[test]
+fn detects_a_payload_whose_tag_count_disagrees_with_its_header() {
+    survives_damage_while_running(
+        |b| {
+            let mut forged = entry("v", numbered_tags("v", 3));
+            forged.meta.tag_count = 4;
+            *b = format::encode(&key("ns", "victim"), &forged).unwrap();
+        },
+        "the header counts 4 tags, the payload holds 3",
+    );
+}
+
+#[test]
+fn detects_a_file_copied_under_another_objects_name() {
+    let other = key("ns", "other");
+    let forged = format::encode(&other, &entry("o", vec!["evil".into()])).unwrap();
+    survives_damage_at_open(|b| *b = forged.clone(), "its header says ns/other");
+    survives_damage_while_running(|b| *b = forged.clone(), "its header says ns/other");
+}
+
+#[test]
+fn removes_a_stray_temporary_file_left_by_a_crash_mid_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key("ns", "app");
+    let e = entry("uid", numbered_tags("v", 100));
+    TagStore::open(dir.path()).unwrap().put(&k, &e).unwrap();
+    // What a crash between create and rename leaves: a partial newer version.
+    let temp = dir
+        .path()
+        .join(format!(".{}.4242.7{TEMP_SUFFIX}", k.file_name()));
+    fs::write(&temp, b"IRTS\x01\x00half-written").unwrap();
+
+    let (store, logs) = with_logs(|| TagStore::open(dir.path()).unwrap());
+    assert!(!temp.exists());
+    assert!(logs.contains(&temp.display().to_string()), "{logs}");
+    assert_eq!(
+        store.get(&k).unwrap(),
+        Some(e),
+        "the previous entry survives"
+    );
+}
+
+#[test]
+fn leaves_files_it_did_not_write_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("README"), "notes").unwrap();
+    fs::create_dir(dir.path().join("lost+found")).unwrap();
+    let store = TagStore::open(dir.path()).unwrap();
+    assert!(store.is_empty());
+    assert!(dir.path().join("README").exists());
+    assert!(dir.path().join("lost+found").exists());
+}
+
+#[test]
+fn opens_a_root_that_does_not_exist_yet() {
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("a/b/store");
+    let store = TagStore::open(&root).unwrap();
+    assert!(root.is_dir());
+    assert!(store.is_empty());
+}
+
+#[test]
+fn names_the_path_when_the_root_cannot_be_created() {
+    let parent = tempfile::tempdir().unwrap();
+    let file = parent.path().join("not-a-dir");
+    fs::write(&file, "").unwrap();
+    let err = TagStore::open(&file.join("store")).unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "tag store: cannot create directory {}",
+            file.join("store").display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn exposes_size_and_entry_count_as_metrics() {
+    let (_dir, store) = fresh();
+    store
+        .put(&key("a", "1"), &entry("1", numbered_tags("v", 10)))
+        .unwrap();
+    store
+        .put(&key("a", "2"), &entry("2", numbered_tags("v", 9_000)))
+        .unwrap();
+    let on_disk: u64 = fs::read_dir(store.root())
+        .unwrap()
+        .map(|d| d.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(store.size_bytes(), on_disk);
+    let text = metrics_text(&store);
+    assert!(
+        text.contains(&format!("image_reflector_store_size_bytes {on_disk}\n")),
+        "{text}"
+    );
+    assert!(text.contains("image_reflector_store_entries 2\n"), "{text}");
+    store.remove(&key("a", "2")).unwrap();
+    assert!(metrics_text(&store).contains("image_reflector_store_entries 1\n"));
+}
