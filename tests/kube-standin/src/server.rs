@@ -200,6 +200,11 @@ pub fn present(rt: &ResourceType, version: &str, stored: &Value) -> Value {
     };
     o["apiVersion"] = json!(rt.api_version(version));
     o["kind"] = json!(rt.kind);
+    // As kube-apiserver, defaults also apply when reading from storage (e.g. a defaulted
+    // `status` shows on an object whose status was dropped on create).
+    if let Some(s) = rt.schemas.get(version) {
+        schema::apply_defaults(s, &mut o);
+    }
     o
 }
 

@@ -685,3 +685,98 @@ fn a_webhook_certificate_not_naming_the_service_is_refused() {
         r.stderr
     );
 }
+
+#[test]
+fn kubectl_applies_and_lists_the_projects_image_repositories_and_policies() {
+    let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../manifests/crds");
+    let api = Running::start(&["--crds", crds.to_str().unwrap()]);
+    let k = api.kubectl();
+    let f = k.file(
+        "podinfo.yaml",
+        "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata:
+  name: podinfo
+spec:
+  image: ghcr.io/stefanprodan/podinfo
+  interval: 5m
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata:
+  name: podinfo
+spec:
+  imageRepositoryRef:
+    name: podinfo
+  policy:
+    semver:
+      range: 5.0.x
+",
+    );
+    assert_eq!(
+        k.ok(&["apply", "-f", f.to_str().unwrap()]),
+        "imagerepository.image.toolkit.fluxcd.io/podinfo created\nimagepolicy.image.toolkit.fluxcd.io/podinfo created\n"
+    );
+    let table = k.ok(&["get", "imagerepositories"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        vec!["NAME", "IMAGE", "TAGS", "READY", "STATUS", "AGE"],
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .contains("ghcr.io/stefanprodan/podinfo")
+    );
+    let wide = k.ok(&["get", "imagerepository", "podinfo", "-o", "wide"]);
+    assert!(wide.contains("LAST SCAN"), "{wide}");
+
+    let repo = yaml_of(&k.ok(&["get", "imagerepository", "podinfo", "-o", "yaml"]));
+    assert_eq!(repo["apiVersion"], "image.toolkit.fluxcd.io/v1");
+    assert_eq!(repo["spec"]["provider"], "generic", "schema default");
+    assert_eq!(
+        repo["status"]["observedGeneration"], -1,
+        "status default applied on read"
+    );
+    let beta = yaml_of(&k.ok(&[
+        "get",
+        "imagerepositories.v1beta2.image.toolkit.fluxcd.io",
+        "podinfo",
+        "-o",
+        "yaml",
+    ]));
+    assert_eq!(
+        beta["apiVersion"], "image.toolkit.fluxcd.io/v1beta2",
+        "one store, every served version"
+    );
+    assert_eq!(beta["spec"]["image"], "ghcr.io/stefanprodan/podinfo");
+
+    let policies = k.ok(&["get", "imagepolicies"]);
+    assert!(
+        policies.lines().nth(1).unwrap().starts_with("podinfo "),
+        "{policies}"
+    );
+    let bad = k.file(
+        "bad.yaml",
+        "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata:
+  name: bad
+spec:
+  image: ghcr.io/stefanprodan/podinfo
+  interval: often
+",
+    );
+    let r = k.run(&["apply", "-f", bad.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(
+            "The ImageRepository \"bad\" is invalid: spec.interval: Invalid value: \"often\""
+        ),
+        "{}",
+        r.stderr
+    );
+}
