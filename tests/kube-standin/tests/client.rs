@@ -498,3 +498,47 @@ async fn a_restart_keeps_the_port_and_the_data() {
         .collect();
     assert_eq!(names, vec!["leader".to_string()]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_watches_as_used_by_controller_owns_see_partial_objects() {
+    let api = standin().await;
+    let client = kube::Client::try_from(api.kube_config().unwrap()).unwrap();
+    let (wapi, ar) = widgets(client);
+    wapi.create(&PostParams::default(), &widget(&ar, "m", "img/m"))
+        .await
+        .unwrap();
+    let stream =
+        kube::runtime::metadata_watcher(wapi.clone(), watcher::Config::default().labels("pick=me"));
+    let mut stream = std::pin::pin!(stream);
+    let mut seen = vec![];
+    let labelled = async {
+        wapi.patch(
+            "m",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"pick": "me"}}})),
+        )
+        .await
+        .unwrap();
+    };
+    let collect = async {
+        while let Some(ev) = stream.next().await {
+            match ev.unwrap() {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                    assert_eq!(
+                        o.types.as_ref().map(|t| t.kind.as_str()),
+                        Some("PartialObjectMetadata")
+                    );
+                    seen.push(o.metadata.name.unwrap_or_default());
+                    break;
+                }
+                _ => {}
+            }
+        }
+    };
+    let (_, timed) = tokio::join!(
+        labelled,
+        tokio::time::timeout(Duration::from_secs(10), collect)
+    );
+    timed.expect("the labelled object arrives");
+    assert_eq!(seen, vec!["m".to_string()]);
+}

@@ -624,6 +624,14 @@ fn a_webhook_denial_reaches_kubectl_with_the_api_server_wording_and_exit_code_1(
         )
     );
     assert_eq!(k.run(&["get", "widget", "w1"]).code, 1, "nothing stored");
+
+    // The validating webhook's namespaceSelector leaves out namespaces labelled skip-webhooks.
+    let ns = k.file(
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: free, labels: {skip-webhooks: \"yes\"}}\n",
+    );
+    k.ok(&["apply", "-f", ns.to_str().unwrap()]);
+    k.ok(&["apply", "-n", "free", "-f", f.to_str().unwrap()]);
 }
 
 #[test]
