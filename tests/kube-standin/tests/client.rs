@@ -507,8 +507,12 @@ async fn metadata_watches_as_used_by_controller_owns_see_partial_objects() {
     wapi.create(&PostParams::default(), &widget(&ar, "m", "img/m"))
         .await
         .unwrap();
-    let stream =
-        kube::runtime::metadata_watcher(wapi.clone(), watcher::Config::default().labels("pick=me"));
+    let meta: Api<kube::core::PartialObjectMeta<DynamicObject>> = Api::namespaced_with(
+        kube::Client::try_from(api.kube_config().unwrap()).unwrap(),
+        "default",
+        &ar,
+    );
+    let stream = watcher(meta, watcher::Config::default().labels("pick=me"));
     let mut stream = std::pin::pin!(stream);
     let mut seen = vec![];
     let labelled = async {
