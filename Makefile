@@ -30,3 +30,6 @@ fmt:
 
 manifests: ## regenerate manifests/crds/ from the Rust types in src/api
 	$(CARGO) run --quiet --bin image-reflector -- crds --output-dir manifests/crds
+
+certs: ## development CA + webhook serving certificate in certs/out, and webhook configs with caBundle
+	./certs/make-certs.sh

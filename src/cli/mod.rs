@@ -1,6 +1,8 @@
 //! The command line: `image-reflector <command>`. Each subcommand lives in its own file.
 
 pub mod crds;
+pub mod serve;
+pub mod validate;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +20,10 @@ pub struct Cli {
 /// What to do.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Serve the admission webhooks, health probes and metrics (and the controllers).
+    Serve(serve::ServeArgs),
+    /// Check ImageRepository and ImagePolicy files offline with the webhooks' rules.
+    Validate(validate::ValidateArgs),
     /// Print the CustomResourceDefinitions (all served versions) as YAML.
     Crds(crds::CrdsArgs),
 }
@@ -25,6 +31,8 @@ pub enum Command {
 /// Runs the parsed command line; the process exit code is the result.
 pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Validate(args) => validate::run(args),
         Command::Crds(args) => crds::run(args),
     }
 }
