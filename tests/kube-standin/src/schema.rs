@@ -62,6 +62,12 @@ pub fn crd_to_type(crd: &Value) -> Result<ResourceType, String> {
             crd["metadata"]["name"]
         ));
     }
+    if spec["conversion"]["strategy"] == "Webhook" {
+        tracing::warn!(
+            crd = %expected,
+            "conversion webhooks are not supported: every served version is served from one store with apiVersion rewritten"
+        );
+    }
     let scope = spec["scope"].as_str().unwrap_or("Namespaced");
     let mut versions = Vec::new();
     let mut schemas = HashMap::new();

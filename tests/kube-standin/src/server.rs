@@ -755,15 +755,7 @@ async fn admit(
     } else {
         ("CREATE", "CreateOptions")
     };
-    let mut attrs = attributes(t, op, &name, old.cloned(), q, headers, opts);
-    if q.get("fieldManager").is_some()
-        && headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|c| c.starts_with("application/apply-patch"))
-    {
-        attrs.options = options("PatchOptions", q);
-    }
+    let attrs = attributes(t, op, &name, old.cloned(), q, headers, opts);
     let schema = t.rt.schemas.get(&t.version).cloned();
     let fixup = move |o: &mut Value| {
         if let Some(s) = &schema {
