@@ -6,13 +6,10 @@
 pub mod admission;
 pub mod api;
 pub mod cli;
-pub mod telemetry;
-pub mod reference;
-pub mod scanner;
-pub mod store;
 pub mod metrics;
 pub mod policy;
 pub mod reference;
+pub mod scanner;
 pub mod server;
 pub mod store;
 pub mod telemetry;
