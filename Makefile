@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: help build release test test-deps lint fmt demo certs manifests \
-        bench bench-webhook bench-scan bench-scale bench-policy
+        bench bench-webhook bench-scan bench-scale bench-policy standin
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -33,3 +33,6 @@ manifests: ## regenerate manifests/crds/ from the Rust types in src/api
 
 certs: ## development CA + webhook serving certificate in certs/out, and webhook configs with caBundle
 	./certs/make-certs.sh
+
+standin: ## run the in-memory Kubernetes API stand-in with the project's CRDs (kubeconfig: target/kube-standin.kubeconfig)
+	$(CARGO) run --quiet -p kube-standin -- --crds manifests/crds --kubeconfig-out target/kube-standin.kubeconfig $(STANDIN_ARGS)
