@@ -36,3 +36,6 @@ certs: ## development CA + webhook serving certificate in certs/out, and webhook
 
 standin: ## run the in-memory Kubernetes API stand-in with the project's CRDs (kubeconfig: target/kube-standin.kubeconfig)
 	$(CARGO) run --quiet -p kube-standin -- --crds manifests/crds --kubeconfig-out target/kube-standin.kubeconfig $(STANDIN_ARGS)
+
+demo: ## the main job with no cluster: registry + API stand-in + image-reflector + kubectl apply
+	./scripts/demo.sh
