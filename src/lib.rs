@@ -6,8 +6,8 @@
 pub mod admission;
 pub mod api;
 pub mod cli;
-pub mod telemetry;
+pub mod policy;
 pub mod reference;
 pub mod scanner;
 pub mod store;
-pub mod policy;
+pub mod telemetry;

@@ -230,7 +230,12 @@ impl Registry {
             .send()
             .await
             .expect("start upload");
-        assert_eq!(resp.status().as_u16(), 202, "start upload: {:?}", resp.text().await);
+        assert_eq!(
+            resp.status().as_u16(),
+            202,
+            "start upload: {:?}",
+            resp.text().await
+        );
         let location = resp
             .headers()
             .get("location")
@@ -252,7 +257,12 @@ impl Registry {
         .send()
         .await
         .expect("finish upload");
-        assert_eq!(resp.status().as_u16(), 201, "finish upload: {:?}", resp.text().await);
+        assert_eq!(
+            resp.status().as_u16(),
+            201,
+            "finish upload: {:?}",
+            resp.text().await
+        );
 
         let manifest = serde_json::json!({
             "schemaVersion": 2,
@@ -283,7 +293,12 @@ impl Registry {
         let results: Vec<_> = puts.collect().await;
         for r in results {
             let r = r.expect("manifest PUT");
-            assert_eq!(r.status().as_u16(), 201, "manifest PUT: {:?}", r.text().await);
+            assert_eq!(
+                r.status().as_u16(),
+                201,
+                "manifest PUT: {:?}",
+                r.text().await
+            );
         }
         manifest_digest
     }

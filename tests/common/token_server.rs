@@ -24,8 +24,9 @@ pub struct TokenSigner {
 
 impl TokenSigner {
     pub fn new() -> TokenSigner {
-        let key = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-            .expect("RSA key");
+        let key =
+            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+                .expect("RSA key");
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
         params
             .distinguished_name
@@ -40,7 +41,13 @@ impl TokenSigner {
     }
 
     /// A JWT granting `actions` on `repository` for `lifetime_secs`.
-    pub fn token(&self, subject: &str, repository: &str, actions: &[&str], lifetime_secs: i64) -> String {
+    pub fn token(
+        &self,
+        subject: &str,
+        repository: &str,
+        actions: &[&str],
+        lifetime_secs: i64,
+    ) -> String {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let std_b64 = base64::engine::general_purpose::STANDARD;
         let header = serde_json::json!({
