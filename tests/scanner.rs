@@ -607,3 +607,130 @@ async fn scans_of_one_registry_share_its_concurrency_limit() {
         start.elapsed()
     );
 }
+
+fn cli(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_image-reflector"))
+        .arg("scan")
+        .args(args)
+        .env("HOME", "/nonexistent")
+        .env_remove("DOCKER_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run image-reflector");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_scan_command_prints_json_and_exit_codes_tell_failures_apart() {
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Basic {
+            username: "cli".into(),
+            password: "cli-pw".into(),
+        },
+        ..Default::default()
+    });
+    registry
+        .push_tags("team/app", &["1.0", "1.1", "2.0", "2.0.sig"])
+        .await;
+    let image = format!("{}/team/app", registry.host());
+    let cmd = {
+        let image = image.clone();
+        move |extra: &'static [&'static str], pw: Option<&'static str>| {
+            let image = image.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut args: Vec<&str> = vec![&image];
+                args.extend_from_slice(extra);
+                if pw.is_some() {
+                    args.extend_from_slice(&["--username", "cli", "--password-stdin"]);
+                }
+                cli(&args, pw)
+            })
+        }
+    };
+
+    let (code, stdout, stderr) = cmd(&["-o", "json", "--all-tags"], Some("cli-pw\n"))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["canonicalImageName"], image);
+    assert_eq!(v["tagCount"], 3);
+    assert_eq!(v["tags"], serde_json::json!(["2.0", "1.1", "1.0"]));
+    assert_eq!(v["latestTags"], serde_json::json!(["2.0", "1.1", "1.0"]));
+    assert!(v["revision"].as_str().unwrap().starts_with("sha256:"));
+    assert!(v["scanTime"].as_str().unwrap().ends_with('Z'));
+
+    let (code, stdout, _) = cmd(&["--exclude", "^1\\."], Some("cli-pw")).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(stdout.contains("TAG COUNT       2"), "{stdout}");
+
+    let (code, _, stderr) = cmd(&[], Some("wrong")).await.unwrap();
+    assert_eq!(code, 3, "authentication failure: {stderr}");
+    let (code, _, stderr) = cmd(&[], None).await.unwrap();
+    assert_eq!(code, 3, "no credentials: {stderr}");
+
+    let missing = format!("{}/team/missing", registry.host());
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || {
+        cli(
+            &[&missing, "--username", "cli", "--password-stdin"],
+            Some("cli-pw"),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 4, "not found: {stderr}");
+
+    let (code, _, stderr) = tokio::task::spawn_blocking(|| cli(&["alpine:3.1"], None))
+        .await
+        .unwrap();
+    assert_eq!(code, 2);
+    assert!(stderr.contains("names a tag"), "{stderr}");
+    let (code, _, _) =
+        tokio::task::spawn_blocking(|| cli(&["127.0.0.1:1/x", "--timeout", "5s"], None))
+            .await
+            .unwrap();
+    assert_eq!(code, 1);
+}
+
+#[tokio::test]
+async fn the_scan_command_dry_run_touches_no_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::write(
+        &config,
+        r#"{"auths":{"https://index.docker.io/v1/":{"auth":"aHViOnNlY3JldA=="}}}"#,
+    )
+    .unwrap();
+    let path = config.to_str().unwrap().to_string();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        cli(&["alpine", "--dry-run", "--docker-config", &path], None)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("docker.io/library/alpine"), "{stdout}");
+    assert!(
+        stdout.contains("https://registry-1.docker.io/v2/"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("user \"hub\""), "{stdout}");
+    assert!(!stdout.contains("secret"), "{stdout}");
+}

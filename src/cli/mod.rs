@@ -1,6 +1,7 @@
 //! The command line: `image-reflector <command>`. Each subcommand lives in its own file.
 
 pub mod crds;
+pub mod scan;
 
 use clap::{Parser, Subcommand};
 
@@ -20,11 +21,14 @@ pub struct Cli {
 pub enum Command {
     /// Print the CustomResourceDefinitions (all served versions) as YAML.
     Crds(crds::CrdsArgs),
+    /// List every tag of an image repository, as an ImageRepository scan would.
+    Scan(Box<scan::ScanArgs>),
 }
 
 /// Runs the parsed command line; the process exit code is the result.
 pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Crds(args) => crds::run(args),
+        Command::Scan(args) => scan::run(*args).await,
     }
 }

@@ -1249,6 +1249,24 @@ fn classify_transport(ctx: &Ctx<'_>, host: &str, e: &reqwest::Error) -> (ScanErr
             None => s.source(),
         };
     }
+    // A TLS 1.3 server that refuses the client certificate may close the connection
+    // before its alert is read: the request then fails as "connection closed".
+    let closed = without_url(e).contains("connection closed");
+    if closed
+        && !e.is_connect()
+        && e.url().is_some_and(|u| u.scheme() == "https")
+        && ctx.req.tls.client_cert_pem.is_none()
+    {
+        return (
+            ctx.err(
+                ScanErrorKind::Tls,
+                format!(
+                    "{host} closed the TLS connection without answering; the registry probably requires a client certificate (tls.crt and tls.key in certSecretRef, or --cert-file/--key-file)"
+                ),
+            ),
+            false,
+        );
+    }
     if e.is_timeout() {
         return (
             ctx.err(
