@@ -3,6 +3,7 @@
 pub mod crds;
 pub mod serve;
 pub mod validate;
+pub mod scan;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Print the CustomResourceDefinitions (all served versions) as YAML.
     Crds(crds::CrdsArgs),
+    /// List every tag of an image repository, as an ImageRepository scan would.
+    Scan(Box<scan::ScanArgs>),
 }
 
 /// Runs the parsed command line; the process exit code is the result.
@@ -34,5 +37,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Serve(args) => serve::run(*args).await,
         Command::Validate(args) => validate::run(args),
         Command::Crds(args) => crds::run(args),
+        Command::Scan(args) => scan::run(*args).await,
     }
 }

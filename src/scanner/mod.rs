@@ -429,6 +429,17 @@ impl Scanner {
                 )
             })?;
             match self.send(ctx, Method::GET, &ping, None, None).await {
+                Ok(resp)
+                    if *scheme == "http" && first_err.is_some() && !looks_like_registry(&resp) =>
+                {
+                    // The plain-HTTP fallback reached something that is not a registry
+                    // (typically a TLS server's "HTTP request to an HTTPS server" 400):
+                    // the HTTPS failure is the real one.
+                    let _ = i;
+                    return Err(first_err.unwrap_or_else(|| {
+                        ctx.err(ScanErrorKind::Unreachable, "no registry answered")
+                    }));
+                }
                 Ok(resp) => {
                     let challenge = if resp.status() == StatusCode::UNAUTHORIZED {
                         resp.headers()
@@ -1080,6 +1091,14 @@ fn transport_key(tls: &TlsMaterial, proxy: Option<&ProxyConfig>) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Whether a `/v2/` answer comes from a registry: 200 or 401, or the API version header.
+fn looks_like_registry(resp: &reqwest::Response) -> bool {
+    matches!(resp.status().as_u16(), 200 | 401)
+        || resp
+            .headers()
+            .contains_key("docker-distribution-api-version")
+}
+
 /// `host[:port]` of a URL, for limits, metrics and messages.
 fn host_port(url: &Url) -> String {
     let host = match url.host() {
@@ -1161,7 +1180,8 @@ fn classify_transport(ctx: &Ctx<'_>, host: &str, e: &reqwest::Error) -> (ScanErr
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     let mut io_kind = None;
     while let Some(s) = source {
-        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+        let tls = s.downcast_ref::<rustls::Error>();
+        if let Some(tls) = tls {
             let not_tls = matches!(tls, rustls::Error::InvalidMessage(_));
             let hint = match tls {
                 rustls::Error::AlertReceived(
@@ -1187,10 +1207,65 @@ fn classify_transport(ctx: &Ctx<'_>, host: &str, e: &reqwest::Error) -> (ScanErr
                 not_tls,
             );
         }
+        // tokio-rustls reports alerts that arrive after the handshake (TLS 1.3 client
+        // certificate checks) as a bare io::Error message.
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            io_kind.get_or_insert(io.kind());
+            let text = io.to_string();
+            if io.kind() == std::io::ErrorKind::InvalidData
+                && text.starts_with("received fatal alert")
+            {
+                let client_cert = [
+                    "BadCertificate",
+                    "CertificateRequired",
+                    "HandshakeFailure",
+                    "UnknownCA",
+                ]
+                .iter()
+                .any(|a| text.contains(a));
+                let hint = if client_cert {
+                    "; the registry probably requires a client certificate (tls.crt and tls.key in certSecretRef, or --cert-file/--key-file)"
+                } else {
+                    ""
+                };
+                return (
+                    ctx.err(
+                        ScanErrorKind::Tls,
+                        format!("TLS with {host} failed: {text}{hint}"),
+                    ),
+                    false,
+                );
+            }
         }
-        source = s.source();
+        // std's io::Error::source() skips the error it wraps: descend with get_ref().
+        source = match s.downcast_ref::<std::io::Error>() {
+            Some(io) => {
+                if io.kind() != std::io::ErrorKind::Other || io_kind.is_none() {
+                    io_kind = Some(io.kind());
+                }
+                io.get_ref()
+                    .map(|e| e as &(dyn std::error::Error + 'static))
+                    .or_else(|| s.source())
+            }
+            None => s.source(),
+        };
+    }
+    // A TLS 1.3 server that refuses the client certificate may close the connection
+    // before its alert is read: the request then fails as "connection closed".
+    let closed = without_url(e).contains("connection closed");
+    if closed
+        && !e.is_connect()
+        && e.url().is_some_and(|u| u.scheme() == "https")
+        && ctx.req.tls.client_cert_pem.is_none()
+    {
+        return (
+            ctx.err(
+                ScanErrorKind::Tls,
+                format!(
+                    "{host} closed the TLS connection without answering; the registry probably requires a client certificate (tls.crt and tls.key in certSecretRef, or --cert-file/--key-file)"
+                ),
+            ),
+            false,
+        );
     }
     if e.is_timeout() {
         return (

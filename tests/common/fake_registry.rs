@@ -225,10 +225,8 @@ async fn v2(
     }
     if nth < opts.rate_limit_first {
         let mut r = error(429, "TOOMANYREQUESTS", "slow down");
-        if let Some(ra) = &opts.retry_after {
-            if let Ok(v) = ra.parse() {
-                r.headers_mut().insert("retry-after", v);
-            }
+        if let Some(v) = opts.retry_after.as_ref().and_then(|ra| ra.parse().ok()) {
+            r.headers_mut().insert("retry-after", v);
         }
         return r;
     }
@@ -250,15 +248,15 @@ async fn v2(
         },
         None => opts.default_page_size,
     };
-    if let (Some(n), Some((max, status))) = (n, opts.max_page_size) {
-        if n > max {
-            let code = if status == 413 {
-                "TOO_MANY_TAGS_REQUESTED"
-            } else {
-                "PAGINATION_NUMBER_INVALID"
-            };
-            return error(status, code, "page size too large");
-        }
+    if let (Some(n), Some((max, status))) = (n, opts.max_page_size)
+        && n > max
+    {
+        let code = if status == 413 {
+            "TOO_MANY_TAGS_REQUESTED"
+        } else {
+            "PAGINATION_NUMBER_INVALID"
+        };
+        return error(status, code, "page size too large");
     }
     let ignore_last = matches!(
         opts.link,
@@ -275,20 +273,20 @@ async fn v2(
     let page = &shared.tags[start..end];
     let body = serde_json::json!({"name": name, "tags": page}).to_string();
     let mut resp = (StatusCode::OK, [("content-type", "application/json")], body).into_response();
-    if end < shared.tags.len() {
-        if let (Some(n), Some(last)) = (n, page.last()) {
-            let path = format!("/v2/{name}/tags/list?n={n}&last={last}");
-            let port = shared.addr.port();
-            let target = match &opts.link {
-                LinkStyle::Relative | LinkStyle::RepeatSameUrl => path,
-                LinkStyle::Absolute => format!("http://127.0.0.1:{port}{path}"),
-                LinkStyle::Portless => format!("http://127.0.0.1{path}"),
-                LinkStyle::OtherHost(h) => format!("http://{h}{path}"),
-                LinkStyle::RepeatContent => format!("{path}&page={nth}"),
-            };
-            if let Ok(v) = format!("<{target}>; rel=\"next\"").parse() {
-                resp.headers_mut().insert("link", v);
-            }
+    if end < shared.tags.len()
+        && let (Some(n), Some(last)) = (n, page.last())
+    {
+        let path = format!("/v2/{name}/tags/list?n={n}&last={last}");
+        let port = shared.addr.port();
+        let target = match &opts.link {
+            LinkStyle::Relative | LinkStyle::RepeatSameUrl => path,
+            LinkStyle::Absolute => format!("http://127.0.0.1:{port}{path}"),
+            LinkStyle::Portless => format!("http://127.0.0.1{path}"),
+            LinkStyle::OtherHost(h) => format!("http://{h}{path}"),
+            LinkStyle::RepeatContent => format!("{path}&page={nth}"),
+        };
+        if let Ok(v) = format!("<{target}>; rel=\"next\"").parse() {
+            resp.headers_mut().insert("link", v);
         }
     }
     resp
