@@ -392,6 +392,8 @@ fn watch(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Response {
         .unwrap_or(1800);
     let bookmarks = q.get("allowWatchBookmarks").map(String::as_str) == Some("true");
     let metadata_only = matches!(accept(headers), Accept::Metadata);
+    // `kubectl get -w` watches Tables: column definitions in the first event only.
+    let as_table = matches!(accept(headers), Accept::Table);
     let shared = app.shared.clone();
     let t = t.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(256);
@@ -446,10 +448,29 @@ fn watch(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Response {
         }
         let mut bookmark_tick = tokio::time::interval(Duration::from_secs(5));
         bookmark_tick.tick().await;
+        let mut first_table = true;
         loop {
             for (kind, o) in batch.drain(..) {
                 let shown = present(&t.rt, &t.version, &o);
-                if f.matches(&t, &shown) && tx.send(line(kind, show(&o))).await.is_err() {
+                if !f.matches(&t, &shown) {
+                    continue;
+                }
+                let out = if as_table {
+                    let mut tb = table(
+                        &t.rt,
+                        &t.version,
+                        std::slice::from_ref(&shown),
+                        &shown["metadata"]["resourceVersion"],
+                    );
+                    if !first_table {
+                        tb.as_object_mut().map(|m| m.remove("columnDefinitions"));
+                    }
+                    first_table = false;
+                    tb
+                } else {
+                    show(&o)
+                };
+                if tx.send(line(kind, out)).await.is_err() {
                     return;
                 }
             }
@@ -458,7 +479,11 @@ fn watch(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Response {
                     if r.is_err() { return; }
                     let expired = {
                         let state = shared.lock();
-                        if state.expiry_epoch != epoch {
+                        let compacted = state
+                            .stores
+                            .get(&t.rt.store)
+                            .is_some_and(|s| last < s.expired_below);
+                        if state.expiry_epoch != epoch || compacted {
                             Some(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
                                 "status": "Failure", "reason": "Expired", "code": 410,
                                 "message": format!("too old resource version: {last} ({})", state.rv)}))

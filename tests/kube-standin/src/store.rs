@@ -71,6 +71,9 @@ impl ResourceType {
     }
 }
 
+/// Events kept per store before the oldest half is compacted away.
+pub const MAX_LOG: usize = 10_000;
+
 /// One entry of a store's event log.
 #[derive(Clone, Debug)]
 pub struct LoggedEvent {
@@ -253,6 +256,13 @@ impl State {
             kind,
             object: obj.clone(),
         });
+        // Compaction, as etcd and the watch cache do: keep the newest half once the log
+        // is long; watches from before the cut get 410 Expired and relist.
+        if s.log.len() > MAX_LOG {
+            let cut = s.log.len() - MAX_LOG / 2;
+            s.expired_below = s.log[cut - 1].rv;
+            s.log.drain(..cut);
+        }
         obj
     }
 
@@ -273,5 +283,33 @@ impl State {
             s.log.clear();
         }
         self.expiry_epoch += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_log_is_compacted_and_older_versions_expire() {
+        let shared = Shared::new(HashMap::new());
+        let mut state = shared.lock();
+        let first = state.rv + 1;
+        for i in 0..=MAX_LOG {
+            state.persist(
+                "secrets",
+                json!({"metadata": {"namespace": "default", "name": format!("s{i}")}}),
+                "ADDED",
+            );
+        }
+        let store = &state.stores["secrets"];
+        assert_eq!(store.log.len(), MAX_LOG / 2);
+        assert!(store.expired_below > first);
+        assert_eq!(store.log[0].rv, store.expired_below + 1);
+        assert_eq!(
+            store.objects.len(),
+            MAX_LOG + 1,
+            "objects are kept, only history goes"
+        );
     }
 }

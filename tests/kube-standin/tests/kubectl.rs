@@ -358,7 +358,7 @@ fn answer(path: &str, review: &Value) -> Value {
                 json!({"allowed": true, "patchType": "JSONPatch", "patch": patch}),
             )
         }
-        "/validate" => {
+        "/validate" | "/slow" => {
             let name = obj["metadata"]["name"].as_str().unwrap_or("");
             if obj["spec"]["size"] == "large" {
                 review_response(
@@ -412,6 +412,9 @@ impl Webhooks {
                     move |uri: axum::http::Uri, body: axum::Json<Value>| {
                         let seen = seen2.clone();
                         async move {
+                            if uri.path() == "/slow" {
+                                tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+                            }
                             seen.lock()
                                 .unwrap()
                                 .push((uri.path().to_string(), body.0.clone()));
@@ -522,13 +525,19 @@ fn admission_setup(cert_names: &[&str]) -> (Running, Webhooks, tempfile::TempDir
             hook("b64.mutate.example.test", "/mutate-b64", &ca_b64, json!({})),
             unreachable("fail.example.test", "Fail", "fail"),
             unreachable("ignore.example.test", "Ignore", "ignore"),
+            hook("slow.example.test", "/slow", &ca_b64, json!({"timeoutSeconds": 1,
+                "objectSelector": {"matchLabels": {"slow": "yes"}}})),
         ],
     });
     let validating = json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": "widget-validators"},
-        "webhooks": [hook("validate.example.test", "/validate", &ca_b64,
-            json!({"namespaceSelector": {"matchExpressions": [{"key": "skip-webhooks", "operator": "DoesNotExist"}]}}))],
+        "webhooks": [
+            hook("validate.example.test", "/validate", &ca_b64,
+                json!({"namespaceSelector": {"matchExpressions": [{"key": "skip-webhooks", "operator": "DoesNotExist"}]}})),
+            hook("side-effects.example.test", "/validate", &ca_b64,
+                json!({"sideEffects": "Unknown", "objectSelector": {"matchLabels": {"side-effects": "yes"}}})),
+        ],
     });
     std::fs::write(
         dir.path().join("webhooks.yaml"),
@@ -787,4 +796,99 @@ spec:
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn a_webhook_slower_than_its_timeout_fails_the_request() {
+    let (api, _hooks, _dir) = admission_setup(&["widget-hooks.webhooks.svc"]);
+    let k = api.kubectl();
+    let f = k.file(
+        "slow.yaml",
+        &WIDGET.replace("name: w1", "name: slow\n  labels: {slow: \"yes\"}"),
+    );
+    let started = std::time::Instant::now();
+    let r = k.run(&["apply", "-f", f.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "gave up after timeoutSeconds"
+    );
+    assert!(
+        r.stderr.trim().ends_with(
+            "Internal error occurred: failed calling webhook \"slow.example.test\": failed to call webhook: Post \"https://widget-hooks.webhooks.svc:443/slow?timeout=1s\": context deadline exceeded"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_server_dry_run_is_refused_by_a_webhook_with_side_effects() {
+    let (api, hooks, _dir) = admission_setup(&["widget-hooks.webhooks.svc"]);
+    let k = api.kubectl();
+    let plain = k.file("plain.yaml", WIDGET);
+    k.ok(&["apply", "--dry-run=server", "-f", plain.to_str().unwrap()]);
+    let dry = hooks.seen("/validate");
+    assert_eq!(dry.last().unwrap()["request"]["dryRun"], true);
+    assert_eq!(
+        k.run(&["get", "widget", "w1"]).code,
+        1,
+        "a dry run stores nothing"
+    );
+
+    let f = k.file(
+        "side.yaml",
+        &WIDGET.replace("name: w1", "name: side\n  labels: {side-effects: \"yes\"}"),
+    );
+    let r = k.run(&["apply", "--dry-run=server", "-f", f.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr.trim(),
+        format!(
+            "Error from server (BadRequest): error when creating \"{}\": admission webhook \"side-effects.example.test\" does not support dry run",
+            f.display()
+        )
+    );
+    k.ok(&["apply", "-f", f.to_str().unwrap()]);
+}
+
+#[test]
+fn kubectl_get_watch_prints_rows_as_objects_change() {
+    let api = Running::start(&["--crds", &crds_arg()]);
+    let k = api.kubectl();
+    let f = k.file("w.yaml", WIDGET);
+    k.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let mut watch = k.spawn(&["get", "widgets", "-w"]);
+    let first = watch.lines_until(2, std::time::Duration::from_secs(10));
+    k.ok(&["label", "widget", "w1", "a=b"]);
+    let next = watch.lines_until(1, std::time::Duration::from_secs(10));
+    assert_eq!(
+        first[0].split_whitespace().collect::<Vec<_>>(),
+        vec!["NAME", "IMAGE", "TAGS", "READY", "AGE"]
+    );
+    assert!(first[1].starts_with("w1 "), "{first:?}");
+    assert!(next[0].starts_with("w1 "), "{next:?}");
+}
+
+#[test]
+fn the_binary_exits_cleanly_on_sigterm() {
+    let mut api = Running::start(&[]);
+    let pid = api.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(code) = api.child.try_wait().unwrap() {
+            assert!(code.success(), "{code}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
