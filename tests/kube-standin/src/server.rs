@@ -431,12 +431,12 @@ fn watch(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Response {
                         .flat_map(|s| s.log.iter())
                         .filter(|e| e.rv > rv)
                     {
-                        batch.push((e.kind, e.object.clone()));
+                        batch.push((e.kind, e.object.clone(), e.previous.clone()));
                     }
                 }
                 None => {
                     for o in store.into_iter().flat_map(|s| s.objects.values()) {
-                        batch.push(("ADDED", o.clone()));
+                        batch.push(("ADDED", o.clone(), None));
                     }
                 }
             }
@@ -450,11 +450,17 @@ fn watch(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Response {
         bookmark_tick.tick().await;
         let mut first_table = true;
         loop {
-            for (kind, o) in batch.drain(..) {
+            for (kind, o, previous) in batch.drain(..) {
                 let shown = present(&t.rt, &t.version, &o);
-                if !f.matches(&t, &shown) {
-                    continue;
-                }
+                // As kube-apiserver: an object entering the selection is ADDED, one
+                // leaving it is DELETED.
+                let was = previous.map(|p| f.matches(&t, &present(&t.rt, &t.version, &p)));
+                let kind = match (kind, was, f.matches(&t, &shown)) {
+                    ("MODIFIED", Some(true), false) => "DELETED",
+                    (_, _, false) => continue,
+                    ("MODIFIED", Some(false), true) => "ADDED",
+                    (k, _, true) => k,
+                };
                 let out = if as_table {
                     let mut tb = table(
                         &t.rt,
@@ -490,7 +496,7 @@ fn watch(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Response {
                         } else {
                             if let Some(s) = state.stores.get(&t.rt.store) {
                                 for e in s.log.iter().filter(|e| e.rv > last) {
-                                    batch.push((e.kind, e.object.clone()));
+                                    batch.push((e.kind, e.object.clone(), e.previous.clone()));
                                 }
                             }
                             last = state.rv;

@@ -80,6 +80,8 @@ pub struct LoggedEvent {
     pub rv: u64,
     pub kind: &'static str,
     pub object: Value,
+    /// The object before a MODIFIED change (to tell selector transitions).
+    pub previous: Option<Value>,
 }
 
 #[derive(Default, Debug)]
@@ -246,6 +248,11 @@ impl State {
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         let key = obj_key(&obj);
         let s = self.store(store);
+        let previous = if kind == "MODIFIED" {
+            s.objects.get(&key).cloned()
+        } else {
+            None
+        };
         if kind == "DELETED" {
             s.objects.remove(&key);
         } else {
@@ -255,6 +262,7 @@ impl State {
             rv,
             kind,
             object: obj.clone(),
+            previous,
         });
         // Compaction, as etcd and the watch cache do: keep the newest half once the log
         // is long; watches from before the cut get 410 Expired and relist.

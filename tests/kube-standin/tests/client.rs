@@ -500,49 +500,57 @@ async fn a_restart_keeps_the_port_and_the_data() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metadata_watches_as_used_by_controller_owns_see_partial_objects() {
+async fn metadata_watches_with_a_label_selector_see_objects_enter_and_leave() {
     let api = standin().await;
     let client = kube::Client::try_from(api.kube_config().unwrap()).unwrap();
-    let (wapi, ar) = widgets(client);
+    let (wapi, ar) = widgets(client.clone());
     wapi.create(&PostParams::default(), &widget(&ar, "m", "img/m"))
         .await
         .unwrap();
-    let meta: Api<kube::core::PartialObjectMeta<DynamicObject>> = Api::namespaced_with(
-        kube::Client::try_from(api.kube_config().unwrap()).unwrap(),
-        "default",
-        &ar,
-    );
+    // What Controller::owns uses: metadata-only list and watch.
+    let meta: Api<kube::core::PartialObjectMeta<DynamicObject>> =
+        Api::namespaced_with(client, "default", &ar);
     let stream = watcher(meta, watcher::Config::default().labels("pick=me"));
-    let mut stream = std::pin::pin!(stream);
-    let mut seen = vec![];
-    let labelled = async {
-        wapi.patch(
-            "m",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"pick": "me"}}})),
-        )
-        .await
-        .unwrap();
-    };
-    let collect = async {
-        while let Some(ev) = stream.next().await {
-            match ev.unwrap() {
-                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
-                    assert_eq!(
-                        o.types.as_ref().map(|t| t.kind.as_str()),
-                        Some("PartialObjectMetadata")
-                    );
-                    seen.push(o.metadata.name.unwrap_or_default());
-                    break;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(Ok(ev)) = stream.next().await {
+            let (kind, o) = match ev {
+                watcher::Event::Apply(o) => ("Apply", o),
+                watcher::Event::Delete(o) => ("Delete", o),
+                watcher::Event::InitDone => {
+                    let _ = tx.send(("InitDone", String::new(), String::new()));
+                    continue;
                 }
-                _ => {}
-            }
+                _ => continue,
+            };
+            let k = o.types.map(|t| t.kind).unwrap_or_default();
+            let _ = tx.send((kind, o.metadata.name.unwrap_or_default(), k));
+        }
+    });
+    let ev = |a: &'static str, b: &str, c: &str| (a, b.to_string(), c.to_string());
+    assert_eq!(next_event(&mut rx).await, ev("InitDone", "", ""));
+    let label = |v: serde_json::Value| {
+        let wapi = wapi.clone();
+        async move {
+            wapi.patch(
+                "m",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"pick": v}}})),
+            )
+            .await
+            .unwrap();
         }
     };
-    let (_, timed) = tokio::join!(
-        labelled,
-        tokio::time::timeout(Duration::from_secs(10), collect)
+    label(json!("me")).await;
+    assert_eq!(
+        next_event(&mut rx).await,
+        ev("Apply", "m", "PartialObjectMetadata")
     );
-    timed.expect("the labelled object arrives");
-    assert_eq!(seen, vec!["m".to_string()]);
+    label(json!("other")).await;
+    assert_eq!(
+        next_event(&mut rx).await,
+        ev("Delete", "m", "PartialObjectMetadata")
+    );
+    task.abort();
 }
