@@ -426,11 +426,7 @@ fn watch(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Response {
                         "message": format!("too old resource version: {rv} ({oldest})")}));
                 }
                 Some(rv) => {
-                    for e in store
-                        .into_iter()
-                        .flat_map(|s| s.log.iter())
-                        .filter(|e| e.rv > rv)
-                    {
+                    for e in store.into_iter().flat_map(|s| s.events_after(rv)) {
                         batch.push((e.kind, e.object.clone(), e.previous.clone()));
                     }
                 }
@@ -495,7 +491,7 @@ fn watch(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Response {
                                 "message": format!("too old resource version: {last} ({})", state.rv)}))
                         } else {
                             if let Some(s) = state.stores.get(&t.rt.store) {
-                                for e in s.log.iter().filter(|e| e.rv > last) {
+                                for e in s.events_after(last) {
                                     batch.push((e.kind, e.object.clone(), e.previous.clone()));
                                 }
                             }

@@ -93,6 +93,13 @@ pub struct Store {
     pub expired_below: u64,
 }
 
+impl Store {
+    /// The logged events after resourceVersion `rv` (the log is in resourceVersion order).
+    pub fn events_after(&self, rv: u64) -> &[LoggedEvent] {
+        &self.log[self.log.partition_point(|e| e.rv <= rv)..]
+    }
+}
+
 /// Request and persisted-change counts for one resource (and subresource).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriteCount {
@@ -247,6 +254,11 @@ impl State {
         let rv = self.next_rv();
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         let key = obj_key(&obj);
+        if kind == "DELETED" {
+            // A later object of the same name starts with no server-side-apply history.
+            self.applied
+                .retain(|k, _| !(k.0 == store && k.1 == key.0 && k.2 == key.1));
+        }
         let s = self.store(store);
         let previous = if kind == "MODIFIED" {
             s.objects.get(&key).cloned()
