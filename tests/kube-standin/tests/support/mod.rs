@@ -4,6 +4,7 @@
 
 /// A copy of the root crate's tests/common/certs.rs (rcgen: CA, server and client leaves).
 pub mod certs;
+pub mod webhooks;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
