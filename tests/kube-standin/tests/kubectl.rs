@@ -193,12 +193,30 @@ metadata:
   namespace: team-a
 stringData:
   username: bob
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: hooks
+  namespace: team-a
+spec:
+  ports: [{port: 443, targetPort: 9443}]
 ",
     );
     let f = f.to_str().unwrap();
     assert_eq!(
         k.ok(&["apply", "-f", f]),
-        "namespace/team-a created\nsecret/creds created\n"
+        "namespace/team-a created\nsecret/creds created\nservice/hooks created\n"
+    );
+    let svc = k.ok(&["get", "services", "-n", "team-a"]);
+    assert_eq!(
+        svc.lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>(),
+        vec!["hooks", "ClusterIP", "443/TCP"]
     );
     let ns = k.ok(&["get", "namespaces"]);
     let row = ns.lines().find(|l| l.starts_with("team-a")).unwrap();
