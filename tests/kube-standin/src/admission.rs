@@ -192,6 +192,10 @@ fn review(a: &Attributes, hook: &Hook, object: Option<&Value>, uid: &str) -> Val
 struct CallFailure(String);
 
 fn error_chain(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        // kube-apiserver's wording for a webhook that did not answer in timeoutSeconds.
+        return "context deadline exceeded".to_string();
+    }
     let mut parts = vec![];
     let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(s) = src {

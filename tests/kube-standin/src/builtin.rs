@@ -55,6 +55,8 @@ pub fn builtin_types() -> Vec<ResourceType> {
             true,
             &["sa"],
         ),
+        // Stored only (nothing routes through them; `--service` does the routing).
+        builtin("", "services", "service", "Service", true, &["svc"]),
         core_events,
         events_v1,
         builtin("coordination.k8s.io", "leases", "lease", "Lease", true, &[]),
@@ -268,6 +270,20 @@ pub fn builtin_columns(rt: &ResourceType) -> Vec<(Value, CellFn)> {
                 ))
             }),
             (col("Message", "string"), |o| o["message"].clone()),
+        ],
+        ("", "services") => vec![
+            (col("Type", "string"), |o| {
+                json!(o["spec"]["type"].as_str().unwrap_or("ClusterIP"))
+            }),
+            (col("Ports", "string"), |o| {
+                let ports: Vec<String> = o["spec"]["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| format!("{}/{}", p["port"], p["protocol"].as_str().unwrap_or("TCP")))
+                    .collect();
+                json!(ports.join(","))
+            }),
         ],
         ("coordination.k8s.io", "leases") => vec![(col("Holder", "string"), |o| {
             o["spec"]["holderIdentity"].clone()

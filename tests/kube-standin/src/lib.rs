@@ -201,6 +201,26 @@ impl StandIn {
         Ok(c)
     }
 
+    /// A kube-rs client for this server (call inside a Tokio runtime).
+    pub fn client(&self) -> anyhow::Result<kube::Client> {
+        Ok(kube::Client::try_from(self.kube_config()?)?)
+    }
+
+    /// Adds or replaces a `--service` route while running (e.g. once a webhook server
+    /// started on port 0 knows its port).
+    pub fn set_service(&self, route: ServiceRoute) {
+        self.shared
+            .lock()
+            .services
+            .insert((route.namespace, route.name), route.addr);
+    }
+
+    /// Loads (creates or replaces) the CRDs and webhook configurations in the YAML files
+    /// under `dir`, as `--crds`/`--webhooks` do at start; returns how many were loaded.
+    pub fn load_dir(&self, dir: &Path) -> anyhow::Result<usize> {
+        server::load_objects(&self.shared, server::read_yaml_dir(dir)?)
+    }
+
     /// Stops serving: the port closes and open connections (watches) drop. Data stays.
     pub async fn stop(&mut self) {
         if let Some((tx, task)) = self.server.take() {

@@ -43,6 +43,9 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    // Installed before the first line is printed, so a SIGTERM right after it is handled.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let api = StandIn::start(Options {
         addr: args.addr,
         crds_dir: args.crds,
@@ -57,10 +60,9 @@ async fn main() -> anyhow::Result<()> {
         out.flush()?;
     }
     tracing::info!(kubeconfig = %api.kubeconfig_path().display(), "serving");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
     }
     tracing::info!("stopping");
     drop(api);

@@ -392,6 +392,8 @@ fn watch(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Response {
         .unwrap_or(1800);
     let bookmarks = q.get("allowWatchBookmarks").map(String::as_str) == Some("true");
     let metadata_only = matches!(accept(headers), Accept::Metadata);
+    // `kubectl get -w` watches Tables: column definitions in the first event only.
+    let as_table = matches!(accept(headers), Accept::Table);
     let shared = app.shared.clone();
     let t = t.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(256);
@@ -424,17 +426,13 @@ fn watch(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Response {
                         "message": format!("too old resource version: {rv} ({oldest})")}));
                 }
                 Some(rv) => {
-                    for e in store
-                        .into_iter()
-                        .flat_map(|s| s.log.iter())
-                        .filter(|e| e.rv > rv)
-                    {
-                        batch.push((e.kind, e.object.clone()));
+                    for e in store.into_iter().flat_map(|s| s.events_after(rv)) {
+                        batch.push((e.kind, e.object.clone(), e.previous.clone()));
                     }
                 }
                 None => {
                     for o in store.into_iter().flat_map(|s| s.objects.values()) {
-                        batch.push(("ADDED", o.clone()));
+                        batch.push(("ADDED", o.clone(), None));
                     }
                 }
             }
@@ -446,10 +444,35 @@ fn watch(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Response {
         }
         let mut bookmark_tick = tokio::time::interval(Duration::from_secs(5));
         bookmark_tick.tick().await;
+        let mut first_table = true;
         loop {
-            for (kind, o) in batch.drain(..) {
+            for (kind, o, previous) in batch.drain(..) {
                 let shown = present(&t.rt, &t.version, &o);
-                if f.matches(&t, &shown) && tx.send(line(kind, show(&o))).await.is_err() {
+                // As kube-apiserver: an object entering the selection is ADDED, one
+                // leaving it is DELETED.
+                let was = previous.map(|p| f.matches(&t, &present(&t.rt, &t.version, &p)));
+                let kind = match (kind, was, f.matches(&t, &shown)) {
+                    ("MODIFIED", Some(true), false) => "DELETED",
+                    (_, _, false) => continue,
+                    ("MODIFIED", Some(false), true) => "ADDED",
+                    (k, _, true) => k,
+                };
+                let out = if as_table {
+                    let mut tb = table(
+                        &t.rt,
+                        &t.version,
+                        std::slice::from_ref(&shown),
+                        &shown["metadata"]["resourceVersion"],
+                    );
+                    if !first_table {
+                        tb.as_object_mut().map(|m| m.remove("columnDefinitions"));
+                    }
+                    first_table = false;
+                    tb
+                } else {
+                    show(&o)
+                };
+                if tx.send(line(kind, out)).await.is_err() {
                     return;
                 }
             }
@@ -458,14 +481,18 @@ fn watch(app: &App, t: &Target, q: &Query, headers: &HeaderMap) -> Response {
                     if r.is_err() { return; }
                     let expired = {
                         let state = shared.lock();
-                        if state.expiry_epoch != epoch {
+                        let compacted = state
+                            .stores
+                            .get(&t.rt.store)
+                            .is_some_and(|s| last < s.expired_below);
+                        if state.expiry_epoch != epoch || compacted {
                             Some(json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
                                 "status": "Failure", "reason": "Expired", "code": 410,
                                 "message": format!("too old resource version: {last} ({})", state.rv)}))
                         } else {
                             if let Some(s) = state.stores.get(&t.rt.store) {
-                                for e in s.log.iter().filter(|e| e.rv > last) {
-                                    batch.push((e.kind, e.object.clone()));
+                                for e in s.events_after(last) {
+                                    batch.push((e.kind, e.object.clone(), e.previous.clone()));
                                 }
                             }
                             last = state.rv;

@@ -71,12 +71,17 @@ impl ResourceType {
     }
 }
 
+/// Events kept per store before the oldest half is compacted away.
+pub const MAX_LOG: usize = 10_000;
+
 /// One entry of a store's event log.
 #[derive(Clone, Debug)]
 pub struct LoggedEvent {
     pub rv: u64,
     pub kind: &'static str,
     pub object: Value,
+    /// The object before a MODIFIED change (to tell selector transitions).
+    pub previous: Option<Value>,
 }
 
 #[derive(Default, Debug)]
@@ -86,6 +91,13 @@ pub struct Store {
     pub log: Vec<LoggedEvent>,
     /// Watches that start at a resourceVersion below this get 410 Expired.
     pub expired_below: u64,
+}
+
+impl Store {
+    /// The logged events after resourceVersion `rv` (the log is in resourceVersion order).
+    pub fn events_after(&self, rv: u64) -> &[LoggedEvent] {
+        &self.log[self.log.partition_point(|e| e.rv <= rv)..]
+    }
 }
 
 /// Request and persisted-change counts for one resource (and subresource).
@@ -242,7 +254,17 @@ impl State {
         let rv = self.next_rv();
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         let key = obj_key(&obj);
+        if kind == "DELETED" {
+            // A later object of the same name starts with no server-side-apply history.
+            self.applied
+                .retain(|k, _| !(k.0 == store && k.1 == key.0 && k.2 == key.1));
+        }
         let s = self.store(store);
+        let previous = if kind == "MODIFIED" {
+            s.objects.get(&key).cloned()
+        } else {
+            None
+        };
         if kind == "DELETED" {
             s.objects.remove(&key);
         } else {
@@ -252,7 +274,15 @@ impl State {
             rv,
             kind,
             object: obj.clone(),
+            previous,
         });
+        // Compaction, as etcd and the watch cache do: keep the newest half once the log
+        // is long; watches from before the cut get 410 Expired and relist.
+        if s.log.len() > MAX_LOG {
+            let cut = s.log.len() - MAX_LOG / 2;
+            s.expired_below = s.log[cut - 1].rv;
+            s.log.drain(..cut);
+        }
         obj
     }
 
@@ -273,5 +303,33 @@ impl State {
             s.log.clear();
         }
         self.expiry_epoch += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_log_is_compacted_and_older_versions_expire() {
+        let shared = Shared::new(HashMap::new());
+        let mut state = shared.lock();
+        let first = state.rv + 1;
+        for i in 0..=MAX_LOG {
+            state.persist(
+                "secrets",
+                json!({"metadata": {"namespace": "default", "name": format!("s{i}")}}),
+                "ADDED",
+            );
+        }
+        let store = &state.stores["secrets"];
+        assert_eq!(store.log.len(), MAX_LOG / 2);
+        assert!(store.expired_below > first);
+        assert_eq!(store.log[0].rv, store.expired_below + 1);
+        assert_eq!(
+            store.objects.len(),
+            MAX_LOG + 1,
+            "objects are kept, only history goes"
+        );
     }
 }

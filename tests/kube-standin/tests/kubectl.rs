@@ -7,8 +7,8 @@ mod support;
 
 use base64::Engine;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+
+use support::webhooks::Webhooks;
 use support::{Running, certs::TestCa, fixtures};
 
 fn crds_arg() -> String {
@@ -193,12 +193,30 @@ metadata:
   namespace: team-a
 stringData:
   username: bob
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: hooks
+  namespace: team-a
+spec:
+  ports: [{port: 443, targetPort: 9443}]
 ",
     );
     let f = f.to_str().unwrap();
     assert_eq!(
         k.ok(&["apply", "-f", f]),
-        "namespace/team-a created\nsecret/creds created\n"
+        "namespace/team-a created\nsecret/creds created\nservice/hooks created\n"
+    );
+    let svc = k.ok(&["get", "services", "-n", "team-a"]);
+    assert_eq!(
+        svc.lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>(),
+        vec!["hooks", "ClusterIP", "443/TCP"]
     );
     let ns = k.ok(&["get", "namespaces"]);
     let row = ns.lines().find(|l| l.starts_with("team-a")).unwrap();
@@ -317,158 +335,6 @@ fn crds_applied_through_the_api_are_served_at_once() {
 
 // ------------------------------------------------------------------ admission
 
-/// A real HTTPS admission webhook server on its own thread; records every request.
-struct Webhooks {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(String, Value)>>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-fn review_response(uid: &Value, mut response: Value) -> Value {
-    response["uid"] = uid.clone();
-    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
-}
-
-fn answer(path: &str, review: &Value) -> Value {
-    let req = &review["request"];
-    let uid = &req["uid"];
-    let obj = &req["object"];
-    let add_annotation = |key: &str| {
-        if obj["metadata"]["annotations"].is_object() {
-            json!([{"op": "add", "path": format!("/metadata/annotations/{key}"), "value": "yes"}])
-        } else {
-            json!([{"op": "add", "path": "/metadata/annotations", "value": {key: "yes"}}])
-        }
-    };
-    match path {
-        // kube-rs's AdmissionResponse::with_patch sends the patch as an array of bytes.
-        "/mutate-bytes" => {
-            let bytes: Vec<u8> = serde_json::to_vec(&add_annotation("mutated-bytes")).unwrap();
-            review_response(
-                uid,
-                json!({"allowed": true, "patchType": "JSONPatch", "patch": bytes}),
-            )
-        }
-        "/mutate-b64" => {
-            let patch = base64::engine::general_purpose::STANDARD
-                .encode(serde_json::to_vec(&add_annotation("mutated-b64")).unwrap());
-            review_response(
-                uid,
-                json!({"allowed": true, "patchType": "JSONPatch", "patch": patch}),
-            )
-        }
-        "/validate" => {
-            let name = obj["metadata"]["name"].as_str().unwrap_or("");
-            if obj["spec"]["size"] == "large" {
-                review_response(
-                    uid,
-                    json!({"allowed": false, "status": {
-                    "code": 403, "reason": "Forbidden", "message": "spec.size: large widgets are not allowed here"}}),
-                )
-            } else if name.starts_with("warn") {
-                review_response(
-                    uid,
-                    json!({"allowed": true, "warnings": ["spec.interval: 5m is the default; consider 1h"]}),
-                )
-            } else {
-                review_response(uid, json!({"allowed": true}))
-            }
-        }
-        _ => json!({}),
-    }
-}
-
-impl Webhooks {
-    fn start(cert_pem: &str, key_pem: &str) -> Webhooks {
-        use rustls_pki_types::pem::PemObject;
-        let certs = rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
-        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
-        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        let seen2 = seen.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let router = axum::Router::new().fallback(
-                    move |uri: axum::http::Uri, body: axum::Json<Value>| {
-                        let seen = seen2.clone();
-                        async move {
-                            seen.lock()
-                                .unwrap()
-                                .push((uri.path().to_string(), body.0.clone()));
-                            axum::Json(answer(uri.path(), &body.0))
-                        }
-                    },
-                );
-                loop {
-                    tokio::select! {
-                        _ = &mut stopped => break,
-                        Ok((tcp, _)) = listener.accept() => {
-                            let acceptor = acceptor.clone();
-                            let router = router.clone();
-                            tokio::spawn(async move {
-                                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                                let svc = hyper_util::service::TowerToHyperService::new(router);
-                                let _ = hyper_util::server::conn::auto::Builder::new(
-                                    hyper_util::rt::TokioExecutor::new(),
-                                )
-                                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                                .await;
-                            });
-                        }
-                    }
-                }
-            });
-        });
-        Webhooks {
-            addr,
-            seen,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn seen(&self, path: &str) -> Vec<Value> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(p, _)| p == path)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-}
-
-impl Drop for Webhooks {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -522,13 +388,19 @@ fn admission_setup(cert_names: &[&str]) -> (Running, Webhooks, tempfile::TempDir
             hook("b64.mutate.example.test", "/mutate-b64", &ca_b64, json!({})),
             unreachable("fail.example.test", "Fail", "fail"),
             unreachable("ignore.example.test", "Ignore", "ignore"),
+            hook("slow.example.test", "/slow", &ca_b64, json!({"timeoutSeconds": 1,
+                "objectSelector": {"matchLabels": {"slow": "yes"}}})),
         ],
     });
     let validating = json!({
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": "widget-validators"},
-        "webhooks": [hook("validate.example.test", "/validate", &ca_b64,
-            json!({"namespaceSelector": {"matchExpressions": [{"key": "skip-webhooks", "operator": "DoesNotExist"}]}}))],
+        "webhooks": [
+            hook("validate.example.test", "/validate", &ca_b64,
+                json!({"namespaceSelector": {"matchExpressions": [{"key": "skip-webhooks", "operator": "DoesNotExist"}]}})),
+            hook("side-effects.example.test", "/validate", &ca_b64,
+                json!({"sideEffects": "Unknown", "objectSelector": {"matchLabels": {"side-effects": "yes"}}})),
+        ],
     });
     std::fs::write(
         dir.path().join("webhooks.yaml"),
@@ -787,4 +659,99 @@ spec:
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn a_webhook_slower_than_its_timeout_fails_the_request() {
+    let (api, _hooks, _dir) = admission_setup(&["widget-hooks.webhooks.svc"]);
+    let k = api.kubectl();
+    let f = k.file(
+        "slow.yaml",
+        &WIDGET.replace("name: w1", "name: slow\n  labels: {slow: \"yes\"}"),
+    );
+    let started = std::time::Instant::now();
+    let r = k.run(&["apply", "-f", f.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "gave up after timeoutSeconds (1 s), not after the webhook's 15 s"
+    );
+    assert!(
+        r.stderr.trim().ends_with(
+            "Internal error occurred: failed calling webhook \"slow.example.test\": failed to call webhook: Post \"https://widget-hooks.webhooks.svc:443/slow?timeout=1s\": context deadline exceeded"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_server_dry_run_is_refused_by_a_webhook_with_side_effects() {
+    let (api, hooks, _dir) = admission_setup(&["widget-hooks.webhooks.svc"]);
+    let k = api.kubectl();
+    let plain = k.file("plain.yaml", WIDGET);
+    k.ok(&["apply", "--dry-run=server", "-f", plain.to_str().unwrap()]);
+    let dry = hooks.seen("/validate");
+    assert_eq!(dry.last().unwrap()["request"]["dryRun"], true);
+    assert_eq!(
+        k.run(&["get", "widget", "w1"]).code,
+        1,
+        "a dry run stores nothing"
+    );
+
+    let f = k.file(
+        "side.yaml",
+        &WIDGET.replace("name: w1", "name: side\n  labels: {side-effects: \"yes\"}"),
+    );
+    let r = k.run(&["apply", "--dry-run=server", "-f", f.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr.trim(),
+        format!(
+            "Error from server (BadRequest): error when creating \"{}\": admission webhook \"side-effects.example.test\" does not support dry run",
+            f.display()
+        )
+    );
+    k.ok(&["apply", "-f", f.to_str().unwrap()]);
+}
+
+#[test]
+fn kubectl_get_watch_prints_rows_as_objects_change() {
+    let api = Running::start(&["--crds", &crds_arg()]);
+    let k = api.kubectl();
+    let f = k.file("w.yaml", WIDGET);
+    k.ok(&["apply", "-f", f.to_str().unwrap()]);
+    let mut watch = k.spawn(&["get", "widgets", "-w"]);
+    let first = watch.lines_until(2, std::time::Duration::from_secs(10));
+    k.ok(&["label", "widget", "w1", "a=b"]);
+    let next = watch.lines_until(1, std::time::Duration::from_secs(10));
+    assert_eq!(
+        first[0].split_whitespace().collect::<Vec<_>>(),
+        vec!["NAME", "IMAGE", "TAGS", "READY", "AGE"]
+    );
+    assert!(first[1].starts_with("w1 "), "{first:?}");
+    assert!(next[0].starts_with("w1 "), "{next:?}");
+}
+
+#[test]
+fn the_binary_exits_cleanly_on_sigterm() {
+    let mut api = Running::start(&[]);
+    let pid = api.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(code) = api.child.try_wait().unwrap() {
+            assert!(code.success(), "{code}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }

@@ -4,6 +4,7 @@
 
 /// A copy of the root crate's tests/common/certs.rs (rcgen: CA, server and client leaves).
 pub mod certs;
+pub mod webhooks;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -117,6 +118,31 @@ impl Kubectl {
         }
     }
 
+    /// Starts a long-running kubectl (e.g. `get -w`); killed on drop.
+    pub fn spawn(&self, args: &[&str]) -> Spawned {
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kubectl");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Spawned { child, lines: rx }
+    }
+
     /// Runs and asserts exit code 0; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let r = self.run(args);
@@ -126,5 +152,37 @@ impl Kubectl {
             r.stdout, r.stderr
         );
         r.stdout
+    }
+}
+
+/// A kubectl left running; its stdout lines arrive on a channel.
+pub struct Spawned {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Spawned {
+    /// The next `n` lines, waiting up to `timeout` for them.
+    pub fn lines_until(&mut self, n: usize, timeout: std::time::Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut got = vec![];
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => got.push(l),
+                Err(_) => panic!(
+                    "only {} of {n} lines within {timeout:?}: {got:?}",
+                    got.len()
+                ),
+            }
+        }
+        got
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
