@@ -5,7 +5,7 @@
 
 pub mod api;
 pub mod cli;
-pub mod telemetry;
+pub mod policy;
 pub mod reference;
 pub mod store;
-pub mod policy;
+pub mod telemetry;

@@ -1,6 +1,7 @@
 //! The command line: `image-reflector <command>`. Each subcommand lives in its own file.
 
 pub mod crds;
+pub mod policy;
 
 use clap::{Parser, Subcommand};
 
@@ -20,11 +21,15 @@ pub struct Cli {
 pub enum Command {
     /// Print the CustomResourceDefinitions (all served versions) as YAML.
     Crds(crds::CrdsArgs),
+    /// Evaluate an ImagePolicy rule (semver, alphabetical, numerical, filterTags) on a list
+    /// of tags and print the selected one. Exit 1 when no tag matches.
+    Policy(policy::PolicyArgs),
 }
 
 /// Runs the parsed command line; the process exit code is the result.
 pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Crds(args) => crds::run(args),
+        Command::Policy(args) => policy::run(args).await,
     }
 }
