@@ -30,3 +30,6 @@ fmt:
 
 manifests: ## regenerate manifests/crds/ from the Rust types in src/api
 	$(CARGO) run --quiet --bin image-reflector -- crds --output-dir manifests/crds
+
+bench-policy: ## tag selection over 100,000 tags per policy kind, with and without filterTags (release build)
+	CARGO=$(CARGO) ./bench/policy.sh
