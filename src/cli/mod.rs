@@ -4,6 +4,7 @@ pub mod crds;
 pub mod serve;
 pub mod validate;
 pub mod scan;
+pub mod policy;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,9 @@ pub enum Command {
     Crds(crds::CrdsArgs),
     /// List every tag of an image repository, as an ImageRepository scan would.
     Scan(Box<scan::ScanArgs>),
+    /// Evaluate an ImagePolicy rule (semver, alphabetical, numerical, filterTags) on a list
+    /// of tags and print the selected one. Exit 1 when no tag matches.
+    Policy(policy::PolicyArgs),
 }
 
 /// Runs the parsed command line; the process exit code is the result.
@@ -38,5 +42,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Validate(args) => validate::run(args),
         Command::Crds(args) => crds::run(args),
         Command::Scan(args) => scan::run(*args).await,
+        Command::Policy(args) => policy::run(args).await,
     }
 }
