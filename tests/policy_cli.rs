@@ -1,5 +1,9 @@
-//! `image-reflector policy` on tags files and stdin: what it prints and its exit codes.
+//! `image-reflector policy` on tags files, stdin and a live registry (Debian's
+//! `docker-registry`): what it prints and its exit codes.
 
+mod common;
+
+use common::registry::{Registry, RegistryOptions};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -211,4 +215,106 @@ fn exits_3_when_the_tags_file_cannot_be_read() {
         "{}",
         stderr(&out)
     );
+}
+
+const LIVE_TAGS: &[&str] = &[
+    "1.0.0",
+    "1.2.0",
+    "v1.3.0-rc.1",
+    "2.0.0",
+    "latest",
+    "sha256-0a1b.sig",
+    "zzz",
+];
+
+#[tokio::test]
+async fn selects_from_a_live_repository_with_the_scan_flags() {
+    let registry = Registry::start(RegistryOptions::default());
+    registry.push_tags("team/app", LIVE_TAGS).await;
+    let image = format!("{}/team/app", registry.host());
+
+    let out = binary()
+        .args(["--semver", "1.x", &image, "--insecure"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "1.2.0\n");
+
+    let out = binary()
+        .args([
+            "--semver",
+            ">=1.0.0-0 <2.0.0",
+            "-o",
+            "json",
+            &image,
+            "--insecure",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["image"], image);
+    assert!(
+        v["revision"].as_str().unwrap().starts_with("sha256:"),
+        "{v}"
+    );
+    assert_eq!(v["selected"]["tag"], "v1.3.0-rc.1");
+    // The scan's default exclusion list dropped the signature tag.
+    assert_eq!(v["counts"]["tags"], 6);
+
+    // Scan flags after IMAGE reach the scan: --exclude replaces the default list.
+    let out = binary()
+        .args(["--alphabetical", "asc", &image, "--insecure"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "zzz\n", "{}", stderr(&out));
+    let out = binary()
+        .args([
+            "--alphabetical",
+            "asc",
+            &image,
+            "--insecure",
+            "--exclude",
+            "^zzz$",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "v1.3.0-rc.1\n", "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn exits_3_with_the_scan_message_when_the_repository_is_missing() {
+    let registry = Registry::start(RegistryOptions::default());
+    let image = format!("{}/team/missing", registry.host());
+    let out = binary()
+        .args(["--semver", "*", &image, "--insecure"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("team/missing"), "{}", stderr(&out));
+}
+
+#[test]
+fn exits_2_on_scan_flags_policy_sets_itself_or_an_invalid_image() {
+    let out = binary()
+        .args(["--semver", "*", "127.0.0.1:1/app", "--all-tags"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--all-tags is not available"),
+        "{}",
+        stderr(&out)
+    );
+    let out = binary()
+        .args(["--semver", "*", "Bad Image"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("Bad Image"), "{}", stderr(&out));
+    let out = binary()
+        .args(["--semver", "*", "--tags-file", "-", "127.0.0.1:1/app"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }

@@ -1,9 +1,13 @@
 //! `image-reflector policy`: evaluate an ImagePolicy's selection rule without a cluster,
-//! on tags from a file (or stdin).
+//! on tags from a file (or stdin), or on the tags of a live repository.
+//!
+//! The live mode runs `image-reflector scan --all-tags -o json IMAGE [SCAN FLAGS]` (this
+//! same executable), so every `scan` flag (credentials, TLS, proxy, exclusions, limits)
+//! works here unchanged, with the scan's own validation and messages.
 //!
 //! Exit codes: 0 a tag was selected (printed on stdout); 1 no tag matched; 2 the command
-//! line is wrong (flags, or a range, order, pattern or extract that is invalid); 3 the
-//! tags could not be read.
+//! line is wrong (flags, or a range, order, pattern, extract or scan flag that is
+//! invalid); 3 the tags could not be read (the file, or the registry scan failed).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -53,6 +57,8 @@ pub enum OutputFormat {
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("policy").required(true).multiple(false)
     .args(["semver", "alphabetical", "numerical"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).multiple(false)
+    .args(["tags_file", "scan"])))]
 pub struct PolicyArgs {
     /// Select the highest version within RANGE (Masterminds/semver syntax, e.g. "1.2.x",
     /// ">=1.2.0 <2.0.0", "^1.2", "~1.2.3", "1.2 - 1.4", "^1.x-0" for pre-releases).
@@ -72,13 +78,21 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "TPL", requires = "filter_pattern")]
     pub filter_extract: Option<String>,
     /// Read the tags from FILE, one per line ("-" for stdin); blank lines are ignored.
-    #[arg(long, value_name = "FILE", required = true)]
+    #[arg(long, value_name = "FILE")]
     pub tags_file: Option<PathBuf>,
     /// Output format: the selected tag (text), or the selection with the candidates after
     /// filtering and counts (json).
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
+    /// Scan this repository for the tags instead (e.g. ghcr.io/org/app), as
+    /// `image-reflector scan` does. Everything after IMAGE is passed to the scan, so give
+    /// the policy flags first: `policy --semver 1.x IMAGE --insecure --ca-file ca.pem`.
+    #[arg(value_name = "IMAGE [SCAN FLAGS]", num_args = 1.., trailing_var_arg = true)]
+    pub scan: Vec<String>,
 }
+
+/// `scan` flags that `policy` sets itself.
+const RESERVED_SCAN_FLAGS: &[&str] = &["-o", "--output", "--all-tags", "--dry-run"];
 
 fn parse_range(s: &str) -> Result<Range, String> {
     Range::parse(s).map_err(|e| e.to_string())
@@ -124,20 +138,34 @@ pub async fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    let text = match read_tags(&args) {
-        Ok(text) => text,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Ok(ExitCode::from(EXIT_NO_TAGS));
+    let (text, scanned) = if args.scan.is_empty() {
+        match read_tags(&args) {
+            Ok(text) => (text, None),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return Ok(ExitCode::from(EXIT_NO_TAGS));
+            }
+        }
+    } else {
+        match scan(&args.scan).await {
+            Ok(scanned) => (String::new(), Some(scanned)),
+            Err(code) => return Ok(ExitCode::from(code)),
         }
     };
-    let tags = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    report(&selector, tags, args.output)
+    let tags: Vec<&str> = match &scanned {
+        Some(scanned) => scanned.tags.iter().map(String::as_str).collect(),
+        None => text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect(),
+    };
+    report(&selector, tags.into_iter(), scanned.as_ref(), args.output)
 }
 
 fn read_tags(args: &PolicyArgs) -> anyhow::Result<String> {
     let Some(path) = &args.tags_file else {
-        anyhow::bail!("no tags: give --tags-file FILE");
+        anyhow::bail!("no tags: give --tags-file FILE or an IMAGE to scan");
     };
     let mut text = String::new();
     if path.as_os_str() == "-" {
@@ -152,10 +180,72 @@ fn read_tags(args: &PolicyArgs) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// What `image-reflector scan -o json --all-tags` reports.
+#[derive(serde::Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+struct Scanned {
+    canonical_image_name: String,
+    revision: String,
+    tags: Vec<String>,
+}
+
+/// Scans `IMAGE [SCAN FLAGS]` with this executable's `scan` command; on failure the scan
+/// has printed why, and the result is the exit code to use.
+async fn scan(image_and_flags: &[String]) -> Result<Scanned, u8> {
+    if let Some(flag) = image_and_flags.iter().skip(1).find(|a| {
+        RESERVED_SCAN_FLAGS
+            .iter()
+            .any(|r| a == r || a.starts_with(&format!("{r}=")))
+    }) {
+        eprintln!(
+            "error: {flag} is not available here: policy sets the scan's output itself (use \
+             -o json before IMAGE for policy's report)"
+        );
+        return Err(EXIT_USAGE);
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("error: cannot find this executable to run its scan command: {e}");
+            return Err(EXIT_NO_TAGS);
+        }
+    };
+    let output = tokio::process::Command::new(&exe)
+        .args(["scan", "--all-tags", "--output", "json"])
+        .args(image_and_flags)
+        .stdin(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    // `output()` would capture stderr too; the scan's messages belong to the user.
+    let output = match output {
+        Ok(child) => child.wait_with_output().await,
+        Err(e) => Err(e),
+    };
+    let output = match output {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: running {} scan: {e}", exe.display());
+            return Err(EXIT_NO_TAGS);
+        }
+    };
+    match output.status.code() {
+        Some(0) => serde_json::from_slice(&output.stdout).map_err(|e| {
+            eprintln!("error: the scan's JSON output did not parse: {e}");
+            EXIT_NO_TAGS
+        }),
+        // The scan refused its flags or IMAGE: a usage error here too.
+        Some(code) if code == i32::from(crate::cli::scan::EXIT_USAGE) => Err(EXIT_USAGE),
+        _ => Err(EXIT_NO_TAGS),
+    }
+}
+
 /// Evaluates and prints; the exit code says whether a tag matched.
 fn report<'a>(
     selector: &Selector,
     tags: impl Iterator<Item = &'a str>,
+    scanned: Option<&Scanned>,
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
     let evaluation = selector.evaluate(tags);
@@ -167,7 +257,7 @@ fn report<'a>(
             }
         }
         OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &to_json(selector, &evaluation))?;
+            serde_json::to_writer_pretty(&mut stdout, &to_json(selector, &evaluation, scanned))?;
             writeln!(stdout)?;
         }
     }
@@ -210,6 +300,12 @@ fn describe(selector: &Selector, c: &Counts) -> String {
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Report<'e> {
+    /// The scanned repository (live mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'e str>,
+    /// The scan's revision (live mode), as an ImageRepository reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revision: Option<&'e str>,
     selected: Option<Chosen<'e>>,
     counts: ReportCounts,
     policy: Value,
@@ -241,7 +337,11 @@ struct ReportCandidate<'e> {
     skipped: Option<&'static str>,
 }
 
-fn to_json<'e>(selector: &Selector, e: &'e Evaluation<'_>) -> Report<'e> {
+fn to_json<'e>(
+    selector: &Selector,
+    e: &'e Evaluation<'_>,
+    scanned: Option<&'e Scanned>,
+) -> Report<'e> {
     let policy = match &selector.policy {
         Policy::Semver(range) => json!({"semver": {"range": range.as_str()}}),
         Policy::Alphabetical { order } => json!({"alphabetical": {"order": order.as_str()}}),
@@ -252,6 +352,8 @@ fn to_json<'e>(selector: &Selector, e: &'e Evaluation<'_>) -> Report<'e> {
         None => json!({"pattern": f.pattern()}),
     });
     Report {
+        image: scanned.map(|s| s.canonical_image_name.as_str()),
+        revision: scanned.map(|s| s.revision.as_str()),
         selected: e.selected.as_ref().map(|s| Chosen {
             tag: s.tag,
             value: &s.value,
