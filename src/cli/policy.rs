@@ -134,7 +134,7 @@ pub async fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
     let selector = match args.selector() {
         Ok(s) => s,
         Err(message) => {
-            eprintln!("error: {message}");
+            eprintln!("image-reflector policy: {message}");
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
@@ -142,7 +142,7 @@ pub async fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
         match read_tags(&args) {
             Ok(text) => (text, None),
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("image-reflector policy: {e:#}");
                 return Ok(ExitCode::from(EXIT_NO_TAGS));
             }
         }
@@ -198,15 +198,17 @@ async fn scan(image_and_flags: &[String]) -> Result<Scanned, u8> {
             .any(|r| a == r || a.starts_with(&format!("{r}=")))
     }) {
         eprintln!(
-            "error: {flag} is not available here: policy sets the scan's output itself (use \
-             -o json before IMAGE for policy's report)"
+            "image-reflector policy: {flag} is not available here: policy sets the scan's \
+             output itself (use -o json before IMAGE for policy's report)"
         );
         return Err(EXIT_USAGE);
     }
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
-            eprintln!("error: cannot find this executable to run its scan command: {e}");
+            eprintln!(
+                "image-reflector policy: cannot find this executable to run its scan command: {e}"
+            );
             return Err(EXIT_NO_TAGS);
         }
     };
@@ -226,13 +228,16 @@ async fn scan(image_and_flags: &[String]) -> Result<Scanned, u8> {
     let output = match output {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("error: running {} scan: {e}", exe.display());
+            eprintln!(
+                "image-reflector policy: running {} scan: {e}",
+                exe.display()
+            );
             return Err(EXIT_NO_TAGS);
         }
     };
     match output.status.code() {
         Some(0) => serde_json::from_slice(&output.stdout).map_err(|e| {
-            eprintln!("error: the scan's JSON output did not parse: {e}");
+            eprintln!("image-reflector policy: the scan's JSON output did not parse: {e}");
             EXIT_NO_TAGS
         }),
         // The scan refused its flags or IMAGE: a usage error here too.
@@ -265,7 +270,10 @@ fn report<'a>(
     if evaluation.selected.is_some() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("no tag matched: {}", describe(selector, &evaluation.counts));
+        eprintln!(
+            "image-reflector policy: no tag matched: {}",
+            describe(selector, &evaluation.counts)
+        );
         Ok(ExitCode::from(EXIT_NO_MATCH))
     }
 }

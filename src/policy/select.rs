@@ -804,7 +804,9 @@ mod tests {
                 // A deterministic shuffle from the seed (Fisher-Yates with an LCG).
                 let mut state = seed | 1;
                 for i in (1..shuffled.len()).rev() {
-                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    state = state
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
                     shuffled.swap(i, (state >> 33) as usize % (i + 1));
                 }
                 let mixed = selector.select(shuffled.iter().map(String::as_str));
