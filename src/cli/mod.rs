@@ -1,10 +1,10 @@
 //! The command line: `image-reflector <command>`. Each subcommand lives in its own file.
 
 pub mod crds;
+pub mod policy;
+pub mod scan;
 pub mod serve;
 pub mod validate;
-pub mod scan;
-pub mod policy;
 
 use clap::{Parser, Subcommand};
 
