@@ -854,6 +854,14 @@ async fn the_seed_cross_namespace_example_is_allowed_by_labels_refused_otherwise
         ])
         .await;
     assert_eq!(latest_image, format!("{image}:1.0.2"));
+    let events = c.events_about("flux-system", "ImagePolicy", "app1").await;
+    assert!(
+        events.iter().any(|e| e["type"] == "Normal"
+            && e["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("resolved to 1.0.2"))),
+        "no Normal event for the new latest tag: {events:#?}"
+    );
 
     // Denied at reconcile once the repository's accessFrom no longer admits flux-system.
     c.apply(&seed_app1(&host, "team: nobody")).await;
@@ -873,6 +881,39 @@ async fn the_seed_cross_namespace_example_is_allowed_by_labels_refused_otherwise
             .iter()
             .any(|e| e["type"] == "Warning" && e["reason"] == "AccessDenied"),
         "{events:#?}"
+    );
+
+    // Re-evaluated when the namespace's labels change: labelled to match, it is allowed.
+    c.kubectl_ok(&["label", "namespace", "flux-system", "team=nobody"])
+        .await;
+    c.wait_for_policy("flux-system", "app1", "Ready=True once labelled", |o| {
+        ready_is(o, "True", Some("Succeeded")) && o["status"]["latestRef"]["tag"] == "1.0.2"
+    })
+    .await;
+
+    // A reference to a repository that does not exist yet is admitted with a warning.
+    let ran = c
+        .apply_result(
+            "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata:
+  name: later
+  namespace: team-b
+spec:
+  imageRepositoryRef:
+    name: not-yet
+    namespace: apps
+  policy:
+    semver:
+      range: 1.x
+",
+        )
+        .await;
+    assert!(ran.success(), "{ran:?}");
+    assert!(
+        ran.stderr.contains("Warning:") && ran.stderr.contains("not-yet"),
+        "{}",
+        ran.stderr
     );
 }
 
