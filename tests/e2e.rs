@@ -426,6 +426,25 @@ spec:
         "the fixed Secret took {:?} to be used",
         fixed.elapsed()
     );
+    // Recovery is news: one Normal event.
+    let events = c
+        .events_about("flux-system", "ImageRepository", "podinfo")
+        .await;
+    let normal: Vec<&Value> = events.iter().filter(|e| e["type"] == "Normal").collect();
+    assert_eq!(normal.len(), 1, "{events:#?}");
+    assert_eq!(normal[0]["note"], "successful scan: found 3 tags");
+
+    // Neither password (nor the encoded auth) appears in the process's log.
+    use base64::Engine as _;
+    let log = c.reflector().log();
+    for secret in [
+        password.to_string(),
+        wrong.to_string(),
+        base64::engine::general_purpose::STANDARD.encode(format!("flux:{password}")),
+        base64::engine::general_purpose::STANDARD.encode(format!("flux:{wrong}")),
+    ] {
+        assert!(!log.contains(&secret), "a credential leaked into the log");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
