@@ -591,6 +591,71 @@ async fn deleting_a_repository_runs_the_finalizer_and_its_tags_leave_the_store()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repositories_deleted_while_stopped_leave_the_store_at_start() {
+    let mut c = start_with_podinfo("10m", &["1.0.0"]).await;
+    let host = c.registry.host();
+    c.apply(&namespace("team-a")).await;
+    c.apply(&format!(
+        "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata:
+  name: app
+  namespace: team-a
+spec:
+  interval: 10m
+  image: {host}/stefanprodan/podinfo
+"
+    ))
+    .await;
+    ready_podinfo(&c, 1).await;
+    c.wait_for_repository("team-a", "app", "Ready=True", |o| {
+        ready_is(o, "True", Some("Succeeded"))
+    })
+    .await;
+    let terminating = c.store_file("flux-system", "podinfo");
+    let gone = c.store_file("team-a", "app");
+    assert!(
+        terminating.is_file() && gone.is_file(),
+        "{:?}",
+        c.store_files()
+    );
+
+    // While image-reflector is down: one repository is deleted (it waits, Terminating,
+    // for the finalizer), the other goes with its namespace (at once, finalizer or not).
+    c.kill_reflector().await;
+    c.kubectl_ok(&[
+        "delete",
+        "imagerepository",
+        "podinfo",
+        "-n",
+        "flux-system",
+        "--wait=false",
+    ])
+    .await;
+    c.kubectl_ok(&["delete", "namespace", "team-a", "--wait=false"])
+        .await;
+    let pending = c.repository("flux-system", "podinfo").expect("Terminating");
+    assert!(pending["metadata"]["deletionTimestamp"].is_string());
+    assert!(c.repository("team-a", "app").is_none());
+
+    c.start_reflector().await;
+    let started = Instant::now();
+    while terminating.exists() || gone.exists() || c.repository("flux-system", "podinfo").is_some()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "after the restart: store {:?}, podinfo {:?}; {}",
+            c.store_files(),
+            c.repository("flux-system", "podinfo")
+                .map(|o| o["metadata"].clone()),
+            c.reflector_log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(c.store_files().is_empty(), "{:?}", c.store_files());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_scans_nothing_before_the_interval_and_leaves_every_status_unchanged() {
     let mut c = start_with_podinfo("10m", &["5.0.0", "5.1.0", "6.0.0"]).await;
     c.apply(
