@@ -300,6 +300,66 @@ async fn new_tags_appear_after_the_interval_and_an_unchanged_rescan_writes_one_s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_exclusion_list_rescans_at_once_and_a_changed_interval_only_records_the_generation()
+ {
+    let c = start_with_podinfo("10m", &["1.0.0", "1.1.0", "1.2.0-rc.1", "latest"]).await;
+    let host = c.registry.host();
+    ready_podinfo(&c, 4).await;
+    let with = |interval: &str, exclusions: &str| {
+        format!(
+            "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata:
+  name: podinfo
+  namespace: flux-system
+spec:
+  interval: {interval}
+  image: {host}/stefanprodan/podinfo
+  exclusionList: {exclusions}
+"
+        )
+    };
+
+    // A scan-relevant field: scanned again at once, well before the 10m interval.
+    c.apply(&with("10m", r#"["^latest$", "-rc"]"#)).await;
+    let repo = c
+        .wait_for_repository(
+            "flux-system",
+            "podinfo",
+            "2 tags after the exclusions",
+            |o| tag_count(o) == Some(2) && o["status"]["observedGeneration"] == 2,
+        )
+        .await;
+    assert_eq!(
+        repo["status"]["observedExclusionList"],
+        serde_json::json!(["^latest$", "-rc"])
+    );
+    assert!(ready_is(&repo, "True", Some("Succeeded")));
+
+    // Only the interval: no scan, one status write recording the generation.
+    let requests = registry_requests(&c);
+    c.api.reset_write_counts();
+    c.apply(&with("20m", r#"["^latest$", "-rc"]"#)).await;
+    let after = c
+        .wait_for_repository("flux-system", "podinfo", "observedGeneration 3", |o| {
+            o["status"]["observedGeneration"] == 3
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(registry_requests(&c), requests, "a new interval rescanned");
+    assert_eq!(
+        status_writes(&c, REPO_STATUS),
+        1,
+        "{:?}",
+        c.api.write_counts()
+    );
+    assert_eq!(
+        after["status"]["lastScanResult"],
+        repo["status"]["lastScanResult"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_requested_at_annotation_rescans_at_once() {
     let c = start_with_podinfo("10m", &["1.0.0"]).await;
     ready_podinfo(&c, 1).await;
@@ -999,6 +1059,33 @@ spec:
         "{}",
         ran.stderr
     );
+    c.wait_for_policy("team-b", "later", "DependencyNotReady", |o| {
+        ready_is(o, "False", Some("DependencyNotReady"))
+    })
+    .await;
+    // The repository appears (admitting every namespace) and is scanned: the policy
+    // follows without being touched.
+    c.apply(&format!(
+        "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata:
+  name: not-yet
+  namespace: apps
+spec:
+  interval: 5m
+  image: {host}/org/image
+  accessFrom:
+    namespaceSelectors:
+      - matchLabels: {{}}
+"
+    ))
+    .await;
+    let later = c
+        .wait_for_policy("team-b", "later", "Ready=True", |o| {
+            ready_is(o, "True", Some("Succeeded"))
+        })
+        .await;
+    assert_eq!(later["status"]["latestRef"]["tag"], "1.1.0");
 }
 
 /// Pushes `tag` as an image whose config blob is `config`, so its digest differs from
