@@ -42,5 +42,6 @@ standin: ## run the in-memory Kubernetes API stand-in with the project's CRDs (k
 
 demo: ## the main job with no cluster: registry + API stand-in + image-reflector + kubectl apply
 	./scripts/demo.sh
+
 bench-policy: ## tag selection over 100,000 tags per policy kind, with and without filterTags (release build)
 	CARGO=$(CARGO) ./bench/policy.sh
