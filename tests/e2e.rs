@@ -7,7 +7,7 @@
 mod common;
 
 use common::cluster::{Cluster, condition, docker_config_secret, ready_is};
-use common::registry::{RegistryAuth, RegistryOptions};
+use common::registry::{RegistryAuth, RegistryOptions, RegistryTls};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -504,6 +504,96 @@ spec:
         base64::engine::general_purpose::STANDARD.encode(format!("flux:{wrong}")),
     ] {
         assert!(!log.contains(&secret), "a credential leaked into the log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_a_service_account_and_a_ca_from_cert_secret_ref_in_both_key_sets() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let c = Cluster::start(RegistryOptions {
+        auth: RegistryAuth::Basic {
+            username: "flux".into(),
+            password: "pull-only".into(),
+        },
+        tls: RegistryTls::Server,
+    })
+    .await;
+    let host = c.registry.host();
+    let ca = c.registry.ca_pem().expect("a CA").to_string();
+    c.registry
+        .push_tags("org/private", &["1.0.0", "1.0.1"])
+        .await;
+    c.apply(&namespace("flux-system")).await;
+    c.apply(&docker_config_secret(
+        "flux-system",
+        "regcred",
+        &host,
+        "flux",
+        "pull-only",
+    ))
+    .await;
+    c.apply(&format!(
+        "apiVersion: v1
+kind: Secret
+metadata:
+  name: registry-ca
+  namespace: flux-system
+type: Opaque
+data:
+  ca.crt: {}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: seed-ca
+  namespace: flux-system
+type: Opaque
+data:
+  caFile: {}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: puller
+  namespace: flux-system
+imagePullSecrets:
+  - name: regcred
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata:
+  name: via-service-account
+  namespace: flux-system
+spec:
+  interval: 10m
+  image: {host}/org/private
+  serviceAccountName: puller
+  certSecretRef:
+    name: registry-ca
+---
+apiVersion: image.toolkit.fluxcd.io/v1beta1
+kind: ImageRepository
+metadata:
+  name: seed-keys
+  namespace: flux-system
+spec:
+  interval: 10m
+  image: {host}/org/private
+  secretRef:
+    name: regcred
+  certSecretRef:
+    name: seed-ca
+",
+        b64(&ca),
+        b64(&ca)
+    ))
+    .await;
+    for name in ["via-service-account", "seed-keys"] {
+        c.wait_for_repository("flux-system", name, "Ready=True with 2 tags", |o| {
+            ready_is(o, "True", Some("Succeeded")) && tag_count(o) == Some(2)
+        })
+        .await;
     }
 }
 
