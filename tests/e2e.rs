@@ -297,6 +297,25 @@ async fn new_tags_appear_after_the_interval_and_an_unchanged_rescan_writes_one_s
         latest.contains("2.0.0") && latest.contains("2.1.0"),
         "{latest}"
     );
+    // A new tag set is news (a Normal event); the unchanged rescans before it were not.
+    let events = c
+        .events_about("flux-system", "ImageRepository", "podinfo")
+        .await;
+    let mut notes: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "Normal")
+        .filter_map(|e| e["note"].as_str())
+        .collect();
+    notes.sort();
+    assert_eq!(
+        notes,
+        [
+            "successful scan: found 2 tags",
+            "successful scan: found 4 tags"
+        ],
+        "{events:#?}"
+    );
+    assert!(events.iter().all(|e| e["series"].is_null()), "{events:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1303,6 +1322,20 @@ spec:
     assert_eq!(registry_digest(&c, "org/app", "1.1.0").await, moved);
     c.wait_for_policy("default", "app", "the new digest", |o| {
         o["status"]["latestRef"]["digest"] == moved.as_str()
+    })
+    .await;
+
+    // The requestedAt annotation on a policy is handled and recorded.
+    c.kubectl_ok(&[
+        "annotate",
+        "--overwrite",
+        "imagepolicy",
+        "app",
+        "reconcile.fluxcd.io/requestedAt=now-please",
+    ])
+    .await;
+    c.wait_for_policy("default", "app", "lastHandledReconcileAt", |o| {
+        o["status"]["lastHandledReconcileAt"] == "now-please"
     })
     .await;
 }
