@@ -464,8 +464,15 @@ spec:
 
     // Let it retry with backoff (1 s, 2 s, 4 s ...): four attempts in about 7 s, the next
     // one about 8 s later.
+    let attempts = |c: &Cluster| {
+        c.reflector()
+            .log()
+            .lines()
+            .filter(|l| l.contains("scan failed; retrying with backoff"))
+            .count()
+    };
     let started = Instant::now();
-    while c.registry.requests_matching("/tags/list") < 4 {
+    while attempts(&c) < 4 {
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "fewer than 4 attempts in 20 s: {}",
@@ -473,6 +480,11 @@ spec:
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(
+        started.elapsed() > Duration::from_secs(4),
+        "4 attempts in {:?}: no backoff between retries",
+        started.elapsed()
+    );
     let events = c
         .events_about("flux-system", "ImageRepository", "podinfo")
         .await;
@@ -698,7 +710,7 @@ async fn a_suspended_repository_is_not_scanned_until_resumed() {
     c.wait_for_reconcile("ImageRepository", "flux-system", "podinfo", reconciles)
         .await;
     // A scan that had started before the patch may still finish.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let requests = registry_requests(&c);
     let suspended = c.repository("flux-system", "podinfo").expect("exists");
     tokio::time::sleep(Duration::from_secs(5)).await;
