@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: help build release test test-deps lint fmt demo certs manifests \
-        bench bench-webhook bench-scan bench-scale bench-policy standin
+        bench bench-webhook bench-scan bench-scale bench-policy standin e2e
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,6 +20,9 @@ test-deps: ## install what the tests need (apt packages), idempotently
 test: test-deps ## install test dependencies, then run every test (unit, integration, end to end)
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
+
+e2e: test-deps ## only the end-to-end tests (registry + API stand-in + image-reflector + kubectl; part of `make test`)
+	$(CARGO) test --test e2e
 
 lint: ## formatting and clippy, as CI expects
 	$(CARGO) fmt --all -- --check

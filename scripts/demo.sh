@@ -60,7 +60,7 @@ push_image() { # REPO TAG...
 }
 push_image stefanprodan/podinfo 5.0.0 5.0.3 5.1.0 5.1.4 6.0.0 6.1.0-rc.1 latest
 push_image fluxcd/app main-1a2b3c4-1700000001 main-5d6e7f8-1700000302 dev-0000000-1700009999
-push_image library/alpine 3.17 3.18 3.19 3.20 edge latest
+push_image library/alpine 3.17.3 3.18.9 3.19.4 3.20.3 edge latest
 echo "   pushed podinfo, app and alpine with their tags"
 
 echo "== making a CA and the webhook's serving certificate"

@@ -675,8 +675,12 @@ fn stops_gracefully_on_sigterm() {
 }
 
 #[test]
-fn serve_without_webhook_only_says_the_controllers_are_not_built_in() {
+fn serve_without_a_cluster_says_where_it_looked_and_suggests_webhook_only() {
+    let store = tempfile::tempdir().unwrap();
     let out = Command::new(binary())
+        .env_remove("KUBECONFIG")
+        .env("HOME", store.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .args([
             "serve",
             "--webhook-addr",
@@ -686,11 +690,18 @@ fn serve_without_webhook_only_says_the_controllers_are_not_built_in() {
             "--metrics-addr",
             "127.0.0.1:0",
         ])
+        .arg("--storage-path")
+        .arg(store.path().join("tags"))
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("KUBECONFIG"), "{stderr}");
     assert!(stderr.contains("--webhook-only"), "{stderr}");
+    assert!(
+        !store.path().join("tags").exists(),
+        "nothing is created before the cluster is found"
+    );
 }
 
 #[test]

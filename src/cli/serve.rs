@@ -132,27 +132,40 @@ impl ServeArgs {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is
+/// called, not when the future is first polled, so a signal that arrives while the
+/// server is still starting is not lost (nor does it kill the process outright).
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            let term = async {
+                match term {
+                    Ok(mut s) => drop(s.recv().await),
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            let int = async {
+                match int {
+                    Ok(mut s) => drop(s.recv().await),
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = term => {},
+                _ = int => {},
             }
-            Err(_) => std::future::pending::<()>().await,
+            tracing::info!("shutdown requested; finishing in-flight requests");
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
-    tracing::info!("shutdown requested; finishing in-flight requests");
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown requested; finishing in-flight requests");
+    }
 }
 
 /// Runs `serve`.
@@ -181,6 +194,7 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
     use futures::FutureExt;
     use std::sync::Arc;
 
+    let shutdown = shutdown_signal().boxed().shared();
     let c = &args.controllers;
     let options = ControllerOptions {
         namespace: (!c.watch_all_namespaces).then(|| c.runtime_namespace.clone()),
@@ -194,6 +208,19 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ..ControllerOptions::default()
     };
 
+    let kube_config = kube::Config::infer()
+        .await
+        .context(
+            "finding the Kubernetes API (in-cluster service account or KUBECONFIG); to serve only the webhooks without a cluster, add --webhook-only",
+        )?;
+    let client = kube::client::ClientBuilder::try_from(kube_config)
+        .context("building the Kubernetes client")?
+        .with_layer(&ratelimit::RateLimitLayer::new(
+            c.kube_api_qps,
+            c.kube_api_burst,
+        ))
+        .build();
+
     let store = crate::store::TagStore::open(&c.storage_path)
         .with_context(|| format!("--storage-path {}", c.storage_path.display()))?;
     let scanner = crate::scanner::Scanner::new(crate::scanner::ScannerConfig {
@@ -204,17 +231,6 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     })
     .context("starting the registry scanner")?;
-
-    let kube_config = kube::Config::infer()
-        .await
-        .context("finding the Kubernetes API (in-cluster service account or KUBECONFIG)")?;
-    let client = kube::client::ClientBuilder::try_from(kube_config)
-        .context("building the Kubernetes client")?
-        .with_layer(&ratelimit::RateLimitLayer::new(
-            c.kube_api_qps,
-            c.kube_api_burst,
-        ))
-        .build();
 
     let (caches, changes, drivers) = controller::start_watches(&client, &options);
     tokio::spawn(drivers.run());
@@ -236,7 +252,6 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let state = AppState::new(admission, readiness.clone(), registry);
     let server = crate::server::Server::bind(&args.server_config(), state).await?;
-    let shutdown = shutdown_signal().boxed().shared();
     let server_task = tokio::spawn(server.run(shutdown.clone()));
 
     tokio::select! {

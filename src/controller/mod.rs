@@ -16,6 +16,7 @@
 
 mod conditions;
 mod credentials;
+mod events;
 pub mod image_policy;
 pub mod image_repository;
 pub mod leader;
@@ -32,7 +33,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::Api;
 use kube::core::PartialObjectMeta as PartialObjectMetadata;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{Event as KubeEvent, EventType, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -307,7 +308,7 @@ pub struct Context {
     pub store: TagStore,
     pub secrets: Store<PartialObjectMetadata<Secret>>,
     pub caches: Caches,
-    pub recorder: Recorder,
+    pub recorder: events::EventRecorder,
     pub metrics: Metrics,
     pub options: ControllerOptions,
     failures: Mutex<HashMap<ObjectRef<kube::api::DynamicObject>, u32>>,
@@ -416,7 +417,7 @@ pub async fn run_controllers(
     let namespaces_for_policies = changes_of(changes.namespaces.subscribe(), lag_policy_tx);
 
     prune_store(&store, &caches.repositories, &options).await?;
-    let recorder = Recorder::new(
+    let recorder = events::EventRecorder::new(
         client.clone(),
         Reporter {
             controller: options.reporter.clone(),

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod cluster;
 pub mod fake_registry;
 pub mod proxy;
 pub mod registry;
