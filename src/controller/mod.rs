@@ -627,3 +627,36 @@ async fn log_reconcile_result<T, E: std::fmt::Display>(kind: &str, r: Result<T, 
         tracing::debug!(kind, error = %e, "controller");
     }
 }
+
+#[cfg(test)]
+mod secret_uses_tests {
+    use super::*;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new("apps", name)
+    }
+
+    #[test]
+    fn a_changed_pull_secret_marks_its_users_for_a_rescan_once() {
+        let uses = SecretUses::default();
+        uses.record(&key("a"), vec![("regcred".into(), "7".into())]);
+        uses.record(&key("b"), vec![("other".into(), "3".into())]);
+        assert_eq!(uses.users_of("apps", "regcred", "8"), vec![key("a")]);
+        assert!(uses.take_rescan(&key("a")));
+        assert!(!uses.take_rescan(&key("a")), "the mark is taken once");
+        assert!(!uses.take_rescan(&key("b")));
+    }
+
+    #[test]
+    fn an_unchanged_or_foreign_secret_marks_nothing() {
+        let uses = SecretUses::default();
+        uses.record(&key("a"), vec![("regcred".into(), "7".into())]);
+        assert!(
+            uses.users_of("apps", "regcred", "7").is_empty(),
+            "a relist replays version 7"
+        );
+        assert!(uses.users_of("other-ns", "regcred", "9").is_empty());
+        uses.forget(&key("a"));
+        assert!(uses.users_of("apps", "regcred", "9").is_empty());
+    }
+}
