@@ -264,6 +264,7 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
     readiness.mark_caches_synced();
     tracing::info!("caches synced");
 
+    let release_lease = tokio_util::sync::CancellationToken::new();
     if c.enable_leader_election {
         let identity = options
             .instance
@@ -273,6 +274,7 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut leading = leader::spawn(
             client.clone(),
             leader::LeaderConfig::new(&c.runtime_namespace, &c.leader_election_id, &identity),
+            release_lease.clone(),
         );
         tracing::info!(lease = %c.leader_election_id, %identity, "waiting for leadership");
         tokio::select! {
@@ -303,7 +305,10 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown.clone(),
     )
     .await?;
+    release_lease.cancel();
     server_task.await??;
+    // Give the election loop a moment to hand the lease over.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -51,7 +51,8 @@ impl CredentialsError {
     }
 }
 
-/// Everything a scan needs from the cluster.
+/// Everything a scan needs from the cluster, and the names of the service account's image
+/// pull secrets it consulted (so a change to one of them can trigger a rescan).
 pub async fn scan_request(
     client: &Client,
     namespace: &str,
@@ -59,9 +60,10 @@ pub async fn scan_request(
     image: ImageRef,
     default_service_account: Option<&str>,
     timeout: Duration,
-) -> Result<ScanRequest, CredentialsError> {
+) -> Result<(ScanRequest, Vec<String>), CredentialsError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut credentials = Credentials::Anonymous;
+    let mut pull_secrets = Vec::new();
     // Cloud providers' workload identity is not available here; only `generic` reads
     // secretRef, as Flux does (the webhook warns when secretRef is set with another one).
     if spec.effective_provider() == Provider::Generic {
@@ -74,7 +76,8 @@ pub async fn scan_request(
             .as_deref()
             .or(default_service_account)
         {
-            credentials = pull_secret_credentials(client, namespace, sa, &image).await?;
+            (credentials, pull_secrets) =
+                pull_secret_credentials(client, namespace, sa, &image).await?;
         }
     }
     let tls = match &spec.cert_secret_ref {
@@ -95,7 +98,7 @@ pub async fn scan_request(
         }
         None => None,
     };
-    Ok(ScanRequest {
+    let request = ScanRequest {
         image,
         insecure: spec.insecure,
         exclusion_list: spec.effective_exclusion_list(),
@@ -103,7 +106,8 @@ pub async fn scan_request(
         tls,
         proxy,
         timeout,
-    })
+    };
+    Ok((request, pull_secrets))
 }
 
 fn bad(field: &'static str, namespace: &str, name: &str, detail: String) -> CredentialsError {
@@ -148,13 +152,13 @@ async fn secret_data(
 }
 
 /// The first image pull secret of the service account that has credentials for the
-/// image's registry; anonymous when none has.
+/// image's registry (anonymous when none has), and the names of all its pull secrets.
 async fn pull_secret_credentials(
     client: &Client,
     namespace: &str,
     service_account: &str,
     image: &ImageRef,
-) -> Result<Credentials, CredentialsError> {
+) -> Result<(Credentials, Vec<String>), CredentialsError> {
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let sa = accounts
         .get_opt(service_account)
@@ -168,11 +172,15 @@ async fn pull_secret_credentials(
             name: service_account.to_string(),
         })?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    for reference in sa.image_pull_secrets.unwrap_or_default() {
-        let name = reference.name;
-        if name.is_empty() {
-            continue;
-        }
+    let names: Vec<String> = sa
+        .image_pull_secrets
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.name)
+        .filter(|n| !n.is_empty())
+        .collect();
+    for name in &names {
+        let name = name.clone();
         let data = match secret_data(&secrets, "imagePullSecrets", namespace, &name).await {
             Ok(data) => data,
             // A service account may list pull secrets that do not exist (yet); the
@@ -184,8 +192,8 @@ async fn pull_secret_credentials(
             continue;
         };
         if credentials.for_registry(image.registry()).is_some() {
-            return Ok(credentials);
+            return Ok((credentials, names));
         }
     }
-    Ok(Credentials::Anonymous)
+    Ok((Credentials::Anonymous, names))
 }

@@ -23,7 +23,7 @@ use crate::api::{
     ImagePolicy, ImagePolicySpec, ImagePolicyStatus, ImageRef as LatestRef, ImageRepository, READY,
     RECONCILING, STALLED, SUCCEEDED, SortOrder,
 };
-use crate::policy::{FilterTags, Policy, PolicyError, Selector};
+use crate::policy::{Policy, PolicyError, Selector};
 use crate::reference::ImageRef;
 use crate::store::ObjectKey;
 
@@ -39,6 +39,7 @@ pub fn selector(spec: &ImagePolicySpec) -> Result<Selector, String> {
 }
 
 fn selector_inner(spec: &ImagePolicySpec) -> Result<Selector, Option<PolicyError>> {
+    let filter = spec.filter_tags.as_ref();
     let order = |o: Option<SortOrder>| match o.unwrap_or_default() {
         SortOrder::Asc => "asc",
         SortOrder::Desc => "desc",
@@ -50,16 +51,12 @@ fn selector_inner(spec: &ImagePolicySpec) -> Result<Selector, Option<PolicyError
         (None, None, Some(n)) => Policy::numerical(order(n.order)).map_err(Some)?,
         _ => return Err(None),
     };
-    let filter = match &spec.filter_tags {
-        Some(f) => match f.pattern.as_deref() {
-            Some(pattern) if !pattern.is_empty() => {
-                Some(FilterTags::new(pattern, f.extract.as_deref()).map_err(Some)?)
-            }
-            _ => None,
-        },
-        None => None,
-    };
-    Ok(Selector::new(policy, filter))
+    Selector::from_spec(
+        policy,
+        filter.and_then(|f| f.pattern.as_deref()),
+        filter.and_then(|f| f.extract.as_deref()),
+    )
+    .map_err(Some)
 }
 
 /// The ImagePolicies that reference `repo` (for mapping repository changes to policies).
@@ -390,6 +387,7 @@ async fn fetch_digest(
             ReconcileError::Credentials(message),
         )
     })?;
+    let (request, _) = request;
     ctx.scanner.digest(&request, tag).await.map_err(|e| {
         let reason = e.kind().condition_reason();
         failed(

@@ -74,6 +74,7 @@ async fn cleanup(obj: Arc<ImageRepository>, ctx: &Context) -> Result<Action, Rec
         .await
         .map_err(|e| ReconcileError::Join(e.to_string()))??;
     ctx.metrics.forget_repository(&key.namespace, &key.name);
+    ctx.secret_uses.forget(&key);
     info!(repository = %key, removed, "ImageRepository deleted; its tags left the store");
     Ok(Action::await_change())
 }
@@ -133,7 +134,9 @@ async fn apply(
         .annotations()
         .get(api::RECONCILE_REQUESTED_AT_ANNOTATION)
         .cloned();
+    let forced = ctx.secret_uses.take_rescan(&key);
     let due = scan_due(
+        forced,
         &old,
         ctx.store.meta(&key).as_ref(),
         obj.uid().as_deref().unwrap_or_default(),
@@ -184,7 +187,9 @@ async fn apply(
 }
 
 /// Decides whether a scan is due now, or how long until it is.
+#[allow(clippy::too_many_arguments)]
 fn scan_due(
+    forced: bool,
     status: &ImageRepositoryStatus,
     meta: Option<&EntryMeta>,
     uid: &str,
@@ -196,6 +201,9 @@ fn scan_due(
     let Some(meta) = meta.filter(|m| m.uid == uid) else {
         return Due::Now("never scanned");
     };
+    if forced {
+        return Due::Now("an image pull secret of the service account changed");
+    }
     if meta.spec_fingerprint != fingerprint {
         return Due::Now("the scan-relevant spec or a referenced Secret changed");
     }
@@ -251,7 +259,21 @@ async fn scan(
     )
     .await;
     let request = match request {
-        Ok(r) => r,
+        Ok((r, pull_secrets)) => {
+            let versions = pull_secrets
+                .into_iter()
+                .map(|name| {
+                    let version = ctx
+                        .secrets
+                        .get(&ObjectRef::new(&name).within(&namespace))
+                        .and_then(|s| s.metadata.resource_version.clone())
+                        .unwrap_or_default();
+                    (name, version)
+                })
+                .collect();
+            ctx.secret_uses.record(&key, versions);
+            r
+        }
         Err(e) => {
             let reason = if e.is_configuration() {
                 AUTHENTICATION_FAILED
@@ -599,7 +621,16 @@ mod tests {
 
     #[test]
     fn a_repository_never_scanned_is_scanned_now() {
-        let due = scan_due(&Default::default(), None, "u1", "fp", None, MIN, at(1000));
+        let due = scan_due(
+            false,
+            &Default::default(),
+            None,
+            "u1",
+            "fp",
+            None,
+            MIN,
+            at(1000),
+        );
         assert_eq!(due, Due::Now("never scanned"));
     }
 
@@ -607,6 +638,7 @@ mod tests {
     fn a_recreated_object_does_not_inherit_the_old_tags() {
         let m = meta("old-uid", "sha256:a", 990);
         let due = scan_due(
+            false,
             &ready_status("sha256:a", 990),
             Some(&m),
             "new-uid",
@@ -622,6 +654,7 @@ mod tests {
     fn a_recent_scan_waits_for_the_rest_of_the_interval() {
         let m = meta("u1", "sha256:a", 990);
         let due = scan_due(
+            false,
             &ready_status("sha256:a", 990),
             Some(&m),
             "u1",
@@ -637,6 +670,7 @@ mod tests {
     fn an_elapsed_interval_scans() {
         let m = meta("u1", "sha256:a", 900);
         let due = scan_due(
+            false,
             &ready_status("sha256:a", 900),
             Some(&m),
             "u1",
@@ -652,6 +686,7 @@ mod tests {
     fn a_changed_fingerprint_scans_at_once() {
         let m = meta("u1", "sha256:a", 990);
         let due = scan_due(
+            false,
             &ready_status("sha256:a", 990),
             Some(&m),
             "u1",
@@ -667,11 +702,48 @@ mod tests {
     fn a_new_requested_at_scans_at_once_and_an_handled_one_does_not() {
         let m = meta("u1", "sha256:a", 990);
         let mut status = ready_status("sha256:a", 990);
-        let due = scan_due(&status, Some(&m), "u1", "fp", Some("now"), MIN, at(1000));
+        let due = scan_due(
+            false,
+            &status,
+            Some(&m),
+            "u1",
+            "fp",
+            Some("now"),
+            MIN,
+            at(1000),
+        );
         assert_eq!(due, Due::Now("reconcile requested"));
         status.last_handled_reconcile_at = Some("now".into());
-        let due = scan_due(&status, Some(&m), "u1", "fp", Some("now"), MIN, at(1000));
+        let due = scan_due(
+            false,
+            &status,
+            Some(&m),
+            "u1",
+            "fp",
+            Some("now"),
+            MIN,
+            at(1000),
+        );
         assert!(matches!(due, Due::In(_)));
+    }
+
+    #[test]
+    fn a_changed_pull_secret_of_the_service_account_scans_at_once() {
+        let m = meta("u1", "sha256:a", 990);
+        let due = scan_due(
+            true,
+            &ready_status("sha256:a", 990),
+            Some(&m),
+            "u1",
+            "fp",
+            None,
+            MIN,
+            at(1000),
+        );
+        assert_eq!(
+            due,
+            Due::Now("an image pull secret of the service account changed")
+        );
     }
 
     #[test]
@@ -687,7 +759,7 @@ mod tests {
             Some(1),
             at(995),
         );
-        let due = scan_due(&status, Some(&m), "u1", "fp", None, MIN, at(1000));
+        let due = scan_due(false, &status, Some(&m), "u1", "fp", None, MIN, at(1000));
         assert_eq!(due, Due::Now("the last attempt failed"));
     }
 
@@ -695,6 +767,7 @@ mod tests {
     fn a_status_that_does_not_match_the_store_scans_again() {
         let m = meta("u1", "sha256:b", 990);
         let due = scan_due(
+            false,
             &ready_status("sha256:a", 990),
             Some(&m),
             "u1",

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// How a replica competes for the lease.
@@ -45,13 +46,28 @@ pub type Leadership = watch::Receiver<bool>;
 
 /// Runs the election loop in the background. The returned receiver turns `true` when this
 /// replica becomes leader and `false` when it loses the lease (then the caller should stop
-/// reconciling at once; the process exits so a fresh start re-syncs its caches).
-pub fn spawn(client: Client, config: LeaderConfig) -> Leadership {
+/// reconciling at once; the process exits so a fresh start re-syncs its caches). When
+/// `stop` is cancelled the loop ends and, if this replica leads, releases the lease so
+/// another replica takes over at once instead of after `lease_duration`.
+pub fn spawn(client: Client, config: LeaderConfig, stop: CancellationToken) -> Leadership {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
         let mut leading = false;
         loop {
+            if stop.is_cancelled() {
+                if leading {
+                    match release(&api, &config).await {
+                        Ok(()) => {
+                            info!(lease = %config.lease_name, "leader election: released the lease")
+                        }
+                        Err(e) => {
+                            warn!(lease = %config.lease_name, error = %e, "leader election: releasing the lease failed")
+                        }
+                    }
+                }
+                return;
+            }
             let outcome = try_acquire_or_renew(&api, &config).await;
             let now_leading = match outcome {
                 Ok(held) => held,
@@ -77,10 +93,30 @@ pub fn spawn(client: Client, config: LeaderConfig) -> Leadership {
             } else {
                 config.retry_every
             };
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => {}
+            }
         }
     });
     rx
+}
+
+/// Gives the lease up: no holder, expired at once (as client-go's ReleaseOnCancel).
+async fn release(api: &Api<Lease>, config: &LeaderConfig) -> Result<(), kube::Error> {
+    let Some(mut lease) = api.get_opt(&config.lease_name).await? else {
+        return Ok(());
+    };
+    let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+    if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
+        return Ok(());
+    }
+    spec.holder_identity = None;
+    spec.lease_duration_seconds = Some(1);
+    spec.renew_time = Some(MicroTime(jiff::Timestamp::now()));
+    api.replace(&config.lease_name, &PostParams::default(), &lease)
+        .await
+        .map(|_| ())
 }
 
 /// Reads the lease and takes or renews it when allowed. Ok(true) when this replica holds it.

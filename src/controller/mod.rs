@@ -301,6 +301,66 @@ fn unit_stream(
     )
 }
 
+/// Which Secrets each ImageRepository's last scan read through its service account's
+/// image pull secrets (not named in its spec), and which repositories must rescan because
+/// one of those changed. Kept in memory: after a restart the interval decides.
+#[derive(Clone, Default)]
+pub struct SecretUses {
+    inner: Arc<Mutex<SecretUsesInner>>,
+}
+
+#[derive(Default)]
+struct SecretUsesInner {
+    /// Per repository: (secret name, its resourceVersion when the scan read it).
+    pull_secrets: HashMap<ObjectKey, Vec<(String, String)>>,
+    rescan: std::collections::HashSet<ObjectKey>,
+}
+
+impl SecretUses {
+    fn record(&self, key: &ObjectKey, secrets: Vec<(String, String)>) {
+        if let Ok(mut i) = self.inner.lock() {
+            if secrets.is_empty() {
+                i.pull_secrets.remove(key);
+            } else {
+                i.pull_secrets.insert(key.clone(), secrets);
+            }
+        }
+    }
+
+    fn forget(&self, key: &ObjectKey) {
+        if let Ok(mut i) = self.inner.lock() {
+            i.pull_secrets.remove(key);
+            i.rescan.remove(key);
+        }
+    }
+
+    /// The repositories in `namespace` whose last scan read the pull secret `name` at
+    /// another resourceVersion than `version`; they are marked to rescan. (A relist of the
+    /// Secret watch replays unchanged Secrets: those trigger nothing.)
+    fn users_of(&self, namespace: &str, name: &str, version: &str) -> Vec<ObjectKey> {
+        let Ok(mut i) = self.inner.lock() else {
+            return Vec::new();
+        };
+        let users: Vec<ObjectKey> = i
+            .pull_secrets
+            .iter()
+            .filter(|(k, used)| {
+                k.namespace == namespace && used.iter().any(|(n, v)| n == name && v != version)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        i.rescan.extend(users.iter().cloned());
+        users
+    }
+
+    fn take_rescan(&self, key: &ObjectKey) -> bool {
+        self.inner
+            .lock()
+            .map(|mut i| i.rescan.remove(key))
+            .unwrap_or(false)
+    }
+}
+
 /// Everything a reconcile needs.
 pub struct Context {
     pub client: Client,
@@ -311,6 +371,7 @@ pub struct Context {
     pub recorder: events::EventRecorder,
     pub metrics: Metrics,
     pub options: ControllerOptions,
+    pub secret_uses: SecretUses,
     failures: Mutex<HashMap<ObjectRef<kube::api::DynamicObject>, u32>>,
 }
 
@@ -417,6 +478,7 @@ pub async fn run_controllers(
     let namespaces_for_policies = changes_of(changes.namespaces.subscribe(), lag_policy_tx);
 
     prune_store(&store, &caches.repositories, &options).await?;
+    let secret_uses = SecretUses::default();
     let recorder = events::EventRecorder::new(
         client.clone(),
         Reporter {
@@ -433,6 +495,7 @@ pub async fn run_controllers(
         recorder,
         metrics,
         options: options.clone(),
+        secret_uses: secret_uses.clone(),
         failures: Mutex::new(HashMap::new()),
     });
     let config = kube::runtime::Config::default().concurrency(options.concurrency);
@@ -441,6 +504,7 @@ pub async fn run_controllers(
     // ImageRepository: reconcile on its own changes and on changes of the Secrets it
     // references.
     let repo_reader = caches.repositories.clone();
+    let mapper_uses = secret_uses.clone();
     let repo_controller = Controller::for_stream(repos_for_repos, caches.repositories.clone())
         .with_config(config.clone())
         .watches_stream(
@@ -448,7 +512,8 @@ pub async fn run_controllers(
             move |secret: PartialObjectMetadata<Secret>| {
                 let ns = secret.namespace().unwrap_or_default();
                 let name = secret.name_any();
-                repo_reader
+                let version = secret.resource_version().unwrap_or_default();
+                let mut refs: Vec<ObjectRef<ImageRepository>> = repo_reader
                     .state()
                     .into_iter()
                     .filter(|r| {
@@ -456,7 +521,16 @@ pub async fn run_controllers(
                             && image_repository::referenced_secrets(r).any(|s| s == name)
                     })
                     .map(|r| ObjectRef::from_obj(&*r))
-                    .collect::<Vec<_>>()
+                    .collect();
+                // Pull secrets of a service account are not in the spec: the last scan
+                // recorded which it read, and those repositories rescan.
+                refs.extend(
+                    mapper_uses
+                        .users_of(&ns, &name, &version)
+                        .into_iter()
+                        .map(|k| ObjectRef::new(&k.name).within(&k.namespace)),
+                );
+                refs
             },
         )
         .reconcile_all_on(initial())
@@ -551,5 +625,38 @@ where
 async fn log_reconcile_result<T, E: std::fmt::Display>(kind: &str, r: Result<T, E>) {
     if let Err(e) = r {
         tracing::debug!(kind, error = %e, "controller");
+    }
+}
+
+#[cfg(test)]
+mod secret_uses_tests {
+    use super::*;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new("apps", name)
+    }
+
+    #[test]
+    fn a_changed_pull_secret_marks_its_users_for_a_rescan_once() {
+        let uses = SecretUses::default();
+        uses.record(&key("a"), vec![("regcred".into(), "7".into())]);
+        uses.record(&key("b"), vec![("other".into(), "3".into())]);
+        assert_eq!(uses.users_of("apps", "regcred", "8"), vec![key("a")]);
+        assert!(uses.take_rescan(&key("a")));
+        assert!(!uses.take_rescan(&key("a")), "the mark is taken once");
+        assert!(!uses.take_rescan(&key("b")));
+    }
+
+    #[test]
+    fn an_unchanged_or_foreign_secret_marks_nothing() {
+        let uses = SecretUses::default();
+        uses.record(&key("a"), vec![("regcred".into(), "7".into())]);
+        assert!(
+            uses.users_of("apps", "regcred", "7").is_empty(),
+            "a relist replays version 7"
+        );
+        assert!(uses.users_of("other-ns", "regcred", "9").is_empty());
+        uses.forget(&key("a"));
+        assert!(uses.users_of("apps", "regcred", "9").is_empty());
     }
 }
