@@ -178,6 +178,14 @@ pub struct Scanner {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanner")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything one scan or digest lookup needs, resolved once.
 struct Ctx<'a> {
     req: &'a ScanRequest,
