@@ -61,6 +61,8 @@ pub struct FieldError {
     pub value: Option<Value>,
     /// What is wrong and the fix.
     pub detail: String,
+    /// The detail already quotes the value (messages of the shared parsers).
+    detail_names_value: bool,
 }
 
 impl FieldError {
@@ -69,6 +71,17 @@ impl FieldError {
             path: path.into(),
             value: Some(value.clone()),
             detail: detail.into(),
+            detail_names_value: false,
+        }
+    }
+
+    /// An invalid value whose `detail` already quotes it.
+    fn described(path: impl Into<String>, value: &Value, detail: impl Into<String>) -> Self {
+        FieldError {
+            path: path.into(),
+            value: Some(value.clone()),
+            detail: detail.into(),
+            detail_names_value: true,
         }
     }
 
@@ -77,6 +90,7 @@ impl FieldError {
             path: path.into(),
             value: None,
             detail: detail.into(),
+            detail_names_value: false,
         }
     }
 
@@ -93,6 +107,9 @@ impl FieldError {
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.value {
+            Some(_) if self.detail_names_value => {
+                write!(f, "{}: Invalid value: {}", self.path, self.detail)
+            }
             Some(v) => write!(f, "{}: Invalid value: {}: {}", self.path, v, self.detail),
             None => write!(f, "{}: Required value: {}", self.path, self.detail),
         }
@@ -452,6 +469,7 @@ impl Checker {
                         path: "spec.exclusionList".into(),
                         value: Some(json!(format!("{} entries", items.len()))),
                         detail: format!("at most {MAX_EXCLUSION_LIST} entries are allowed; combine regexes with '|'"),
+                        detail_names_value: false,
                     });
                 }
                 for (i, item) in items.iter().enumerate() {
@@ -532,7 +550,6 @@ impl Checker {
                 "must not be empty; name the image repository, e.g. \"ghcr.io/org/app\"",
             );
         }
-        // The reference grammar check (crate::reference) is added in `image_reference`.
         self.image_reference(image);
     }
 
@@ -735,52 +752,40 @@ impl Checker {
     }
 }
 
-// Checks built on the shared parsers (crate::reference, crate::policy).
+// Checks built on the shared parsers (crate::reference, crate::policy), whose messages
+// already name the value.
 impl Checker {
     fn image_reference(&mut self, image: &str) {
-        // Interim until crate::reference lands on main: the scheme, tag and digest checks.
-        let v = json!(image);
-        if let Some((scheme, rest)) = image.split_once("://") {
-            self.invalid(
+        if image.is_empty() {
+            return; // reported by `image`
+        }
+        if let Err(e) = crate::reference::ImageRef::parse(image) {
+            self.errors.push(FieldError::described(
                 "spec.image",
-                &v,
-                format!("has a scheme {scheme:?}; write the repository without it: {rest:?}"),
-            );
-        } else if let Some((name, digest)) = image.split_once('@') {
-            self.invalid(
-                "spec.image",
-                &v,
-                format!(
-                    "names a digest ({digest}); use {name:?} and select images with an ImagePolicy"
-                ),
-            );
-        } else if let Some((name, tag)) = image.rsplit_once(':').filter(|(_, t)| !t.contains('/'))
-            && tag.parse::<u16>().is_err()
-        {
-            self.invalid(
-                "spec.image",
-                &v,
-                format!("names a tag ({tag:?}); use {name:?} and select tags with an ImagePolicy"),
-            );
+                &json!(image),
+                e.to_string(),
+            ));
         }
     }
 
     fn semver_range(&mut self, range: &str) {
-        // Interim until crate::policy lands on main.
-        if range.trim().is_empty() {
-            self.invalid(
-                "spec.policy.semver.range",
+        if let Err(e) = crate::policy::semver::Range::parse(range) {
+            self.errors.push(FieldError::described(
+                e.field(),
                 &json!(range),
-                "must not be empty; e.g. \">=1.0.0\"",
-            );
+                e.to_string(),
+            ));
         }
     }
 
     fn filter_tags(&mut self, pattern: Option<&str>, extract: Option<&str>) {
-        // Interim until crate::policy lands on main.
-        let re = pattern.and_then(|p| self.regex(p, "spec.filterTags.pattern"));
-        if let (Some(re), Some(extract)) = (re, extract) {
-            let _ = (re, extract);
+        if let Err(e) = crate::policy::FilterTags::new(pattern.unwrap_or(""), extract) {
+            let value = match &e {
+                crate::policy::PolicyError::InvalidExtract { extract, .. } => json!(extract),
+                _ => json!(pattern.unwrap_or("")),
+            };
+            self.errors
+                .push(FieldError::described(e.field(), &value, e.to_string()));
         }
     }
 }

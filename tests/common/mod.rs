@@ -6,3 +6,4 @@ pub mod fake_registry;
 pub mod proxy;
 pub mod registry;
 pub mod token_server;
+pub mod webhook;

@@ -670,3 +670,78 @@ fn skips_the_access_check_without_a_cluster_view() {
     let v = validate(Kind::ImagePolicy, "v1", "team-b", &obj, Context::default());
     assert_eq!(v, Verdict::default());
 }
+
+// ---- the shared parsers' checks ----
+
+#[test]
+fn refuses_upper_case_and_bare_hex_image_names() {
+    let msg = one_error(&check_repo(with(
+        valid_repo(),
+        "image",
+        json!("ghcr.io/Org/App"),
+    )));
+    assert!(
+        msg.starts_with("spec.image: Invalid value: \"ghcr.io/Org/App\"")
+            && msg.contains("upper-case"),
+        "{msg}"
+    );
+    let msg = one_error(&check_repo(with(
+        valid_repo(),
+        "image",
+        json!("a".repeat(64)),
+    )));
+    assert!(msg.contains("64-digit"), "{msg}");
+}
+
+#[test]
+fn accepts_an_ipv6_registry_in_brackets() {
+    assert!(check_repo(with(valid_repo(), "image", json!("[::1]:5000/org/app"))).allowed());
+}
+
+#[test]
+fn refuses_a_semver_range_that_does_not_parse() {
+    let spec = json!({"imageRepositoryRef": {"name": "a"}, "policy": {"semver": {"range": ">=1.0.0 <<2"}}});
+    let msg = one_error(&check_policy(spec));
+    assert!(
+        msg.starts_with(
+            "spec.policy.semver.range: Invalid value: invalid semver range \">=1.0.0 <<2\""
+        ),
+        "{msg}"
+    );
+}
+
+#[test]
+fn accepts_masterminds_range_forms() {
+    for range in [
+        "1.0.x",
+        ">=1.2 <2",
+        "^1.2",
+        "~1.2.3",
+        "1.2 - 1.4",
+        "1.x || >=3",
+    ] {
+        let spec =
+            json!({"imageRepositoryRef": {"name": "a"}, "policy": {"semver": {"range": range}}});
+        assert!(check_policy(spec).allowed(), "{range}");
+    }
+}
+
+#[test]
+fn refuses_an_extract_naming_a_group_the_pattern_lacks() {
+    let spec = with(
+        semver_policy(),
+        "filterTags",
+        json!({"pattern": "^main-(?P<ts>[0-9]+)$", "extract": "$version"}),
+    );
+    let msg = one_error(&check_policy(spec));
+    assert!(
+        msg.starts_with("spec.filterTags.extract: Invalid value") && msg.contains("$version"),
+        "{msg}"
+    );
+    let spec = with(
+        semver_policy(),
+        "filterTags",
+        json!({"pattern": "^main-(?P<ts>[0-9]+)$", "extract": "$ts"}),
+    );
+    assert!(check_policy(spec).allowed());
+}
