@@ -443,7 +443,6 @@ impl Scanner {
                     // The plain-HTTP fallback reached something that is not a registry
                     // (typically a TLS server's "HTTP request to an HTTPS server" 400):
                     // the HTTPS failure is the real one.
-                    let _ = i;
                     return Err(first_err.unwrap_or_else(|| {
                         ctx.err(ScanErrorKind::Unreachable, "no registry answered")
                     }));
