@@ -50,8 +50,9 @@ row() {
   read -r ow orss < <(measure "$expect" "$OURS" --log-level error scan "$image" --page-size "$page" \
       --requests-per-second 0 --max-tags 1000000 --exclude '^$' -o json --all-tags)
   read -r sw srss < <(measure "$expect" skopeo list-tags --tls-verify=false "docker://$image")
-  printf '%-44s %10s %10s %12s %12s %9.2f %9.2f\n' "$name" "$ow" "$sw" "$orss" "$srss" \
-    "$(echo "$ow / $sw" | bc -l)" "$(echo "$orss / $srss" | bc -l)"
+  ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+  printf '%-44s %10s %10s %12s %12s %9s %9s\n' "$name" "$ow" "$sw" "$orss" "$srss" \
+    "$(ratio "$ow" "$sw")" "$(ratio "$orss" "$srss")"
 }
 row "docker-registry 10,000 tags (one page)" 10000 "${addr[REGISTRY]}/bench/ten-thousand" 1000
 row "stand-in 100,000 tags, pages of 100" 100000 "${addr[STANDIN_100]}/bench/hundred-thousand" 100
