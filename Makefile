@@ -45,3 +45,6 @@ demo: ## the main job with no cluster: registry + API stand-in + image-reflector
 
 bench-policy: ## tag selection over 100,000 tags per policy kind, with and without filterTags (release build)
 	CARGO=$(CARGO) ./bench/policy.sh
+
+bench-scan: test-deps ## tag listing: ours vs skopeo list-tags (10,000 tags; 100,000 in pages of 100 and 1000): wall time, peak RSS
+	CARGO=$(CARGO) ./bench/scan.sh
