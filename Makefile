@@ -33,3 +33,6 @@ manifests: ## regenerate manifests/crds/ from the Rust types in src/api
 
 certs: ## development CA + webhook serving certificate in certs/out, and webhook configs with caBundle
 	./certs/make-certs.sh
+
+bench-webhook: ## webhook throughput and latency vs a bare axum+rustls baseline (wrk, fixed-rate load)
+	./bench/webhook.sh
