@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: help build release test test-deps lint fmt demo certs manifests \
-        bench bench-webhook bench-scan bench-scale bench-policy
+        bench bench-webhook bench-scan bench-scale bench-policy standin
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,5 +34,14 @@ manifests: ## regenerate manifests/crds/ from the Rust types in src/api
 certs: ## development CA + webhook serving certificate in certs/out, and webhook configs with caBundle
 	./certs/make-certs.sh
 
+standin: ## run the in-memory Kubernetes API stand-in with the project's CRDs (kubeconfig: target/kube-standin.kubeconfig)
+	$(CARGO) run --quiet -p kube-standin -- --crds manifests/crds --kubeconfig-out target/kube-standin.kubeconfig $(STANDIN_ARGS)
+
+demo: ## the main job with no cluster: registry + API stand-in + image-reflector + kubectl apply
+	./scripts/demo.sh
+
+bench-policy: ## tag selection over 100,000 tags per policy kind, with and without filterTags (release build)
+	CARGO=$(CARGO) ./bench/policy.sh
+
 bench-webhook: ## webhook throughput and latency vs a bare axum+rustls baseline (wrk, fixed-rate load)
-	./bench/webhook.sh
+	CARGO=$(CARGO) ./bench/webhook.sh

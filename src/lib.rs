@@ -6,9 +6,11 @@
 pub mod admission;
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod metrics;
 pub mod policy;
 pub mod reference;
+pub mod scanner;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -1,4 +1,5 @@
-//! `image-reflector serve`: the webhooks, probes and metrics (and, later, the controllers).
+//! `image-reflector serve`: the webhooks, probes and metrics, and (without
+//! `--webhook-only`) the controllers.
 
 use crate::admission::Admission;
 use crate::server::{AppState, Readiness, ServerConfig, serve};
@@ -55,6 +56,66 @@ pub struct ServeArgs {
     /// Refuse ImagePolicies that reference an ImageRepository in another namespace.
     #[arg(long)]
     pub no_cross_namespace_refs: bool,
+
+    #[command(flatten)]
+    pub controllers: ControllerArgs,
+}
+
+/// Flags of the controllers (ignored with `--webhook-only`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// Directory of the tag store (one checksummed file per ImageRepository).
+    #[arg(long, default_value = "/data")]
+    pub storage_path: PathBuf,
+    /// Run the reconcilers only while holding the leader-election Lease; every replica
+    /// serves the webhooks regardless.
+    #[arg(long)]
+    pub enable_leader_election: bool,
+    /// The namespace this process runs in: of the Lease, and the one watched without
+    /// --watch-all-namespaces.
+    #[arg(long, env = "RUNTIME_NAMESPACE", default_value = "flux-system")]
+    pub runtime_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "image-reflector-controller-leader-election")]
+    pub leader_election_id: String,
+    /// Watch every namespace; `--watch-all-namespaces=false` watches only --runtime-namespace.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub watch_all_namespaces: bool,
+    /// Reconcile only objects with these labels (e.g. `sharding.fluxcd.io/key=shard1`).
+    #[arg(long)]
+    pub watch_label_selector: Option<String>,
+    /// Objects of each kind reconciled at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrent: u16,
+    /// Client-side limit of Kubernetes API requests per second (0: unlimited).
+    #[arg(long, default_value_t = 50.0)]
+    pub kube_api_qps: f32,
+    /// Burst of Kubernetes API requests above --kube-api-qps.
+    #[arg(long, default_value_t = 300)]
+    pub kube_api_burst: u32,
+    /// Requeues are delayed by a random share of the interval up to this percentage, so
+    /// objects created together do not scan together.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub interval_jitter_percentage: u8,
+    /// Service account whose image pull secrets are used when an ImageRepository has
+    /// neither secretRef nor serviceAccountName.
+    #[arg(long)]
+    pub default_service_account: Option<String>,
+    /// How long an ImagePolicy waits before looking again at a repository without tags.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_flag)]
+    pub requeue_dependency: Duration,
+    /// Tags asked for per page of `tags/list`.
+    #[arg(long, default_value_t = 1000)]
+    pub registry_page_size: usize,
+    /// Largest number of tags kept for one repository; more fails the scan.
+    #[arg(long, default_value_t = 250_000)]
+    pub registry_max_tags: usize,
+    /// Concurrent requests to one registry host, across every scan.
+    #[arg(long, default_value_t = 8)]
+    pub registry_concurrency: usize,
+    /// Requests per second to one registry host, across every scan (0: unlimited).
+    #[arg(long, default_value_t = 50.0)]
+    pub registry_qps: f64,
 }
 
 impl ServeArgs {
@@ -96,22 +157,146 @@ pub async fn shutdown_signal() {
 
 /// Runs `serve`.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    if !args.webhook_only {
-        anyhow::bail!(
-            "the controllers are not built into this binary yet; run `image-reflector serve --webhook-only` to serve the admission webhooks alone"
+    if args.webhook_only {
+        let admission = Admission {
+            cluster: None,
+            no_cross_namespace_refs: args.no_cross_namespace_refs,
+        };
+        let state = AppState::new(
+            admission,
+            Readiness::new(false),
+            prometheus_client::registry::Registry::default(),
         );
+        serve(&args.server_config(), state, shutdown_signal()).await?;
+        return Ok(ExitCode::SUCCESS);
     }
+    run_with_controllers(args).await
+}
+
+/// The whole process: watches, webhooks, probes, metrics and (on the leader) the
+/// reconcilers, sharing one scanner, one tag store and one set of caches.
+async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    use crate::controller::{self, CacheView, ControllerOptions, leader, ratelimit};
+    use anyhow::Context as _;
+    use futures::FutureExt;
+    use std::sync::Arc;
+
+    let c = &args.controllers;
+    let options = ControllerOptions {
+        namespace: (!c.watch_all_namespaces).then(|| c.runtime_namespace.clone()),
+        label_selector: c.watch_label_selector.clone().filter(|s| !s.is_empty()),
+        concurrency: c.concurrent,
+        interval_jitter_percentage: c.interval_jitter_percentage,
+        default_service_account: c.default_service_account.clone().filter(|s| !s.is_empty()),
+        no_cross_namespace_refs: args.no_cross_namespace_refs,
+        requeue_dependency: c.requeue_dependency,
+        instance: std::env::var("POD_NAME").ok().or_else(hostname),
+        ..ControllerOptions::default()
+    };
+
+    let store = crate::store::TagStore::open(&c.storage_path)
+        .with_context(|| format!("--storage-path {}", c.storage_path.display()))?;
+    let scanner = crate::scanner::Scanner::new(crate::scanner::ScannerConfig {
+        page_size: c.registry_page_size,
+        max_tags: c.registry_max_tags,
+        per_host_concurrency: c.registry_concurrency.max(1),
+        per_host_requests_per_second: c.registry_qps,
+        ..Default::default()
+    })
+    .context("starting the registry scanner")?;
+
+    let kube_config = kube::Config::infer()
+        .await
+        .context("finding the Kubernetes API (in-cluster service account or KUBECONFIG)")?;
+    let client = kube::client::ClientBuilder::try_from(kube_config)
+        .context("building the Kubernetes client")?
+        .with_layer(&ratelimit::RateLimitLayer::new(
+            c.kube_api_qps,
+            c.kube_api_burst,
+        ))
+        .build();
+
+    let (caches, changes, drivers) = controller::start_watches(&client, &options);
+    tokio::spawn(drivers.run());
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = controller::Metrics::default();
+    metrics.register(&mut registry);
+    scanner.register_metrics(&mut registry);
+    store.register_metrics(&mut registry);
+
+    let view = CacheView {
+        repositories: caches.repositories.clone(),
+        namespaces: caches.namespaces.clone(),
+    };
+    let readiness = Readiness::new(true);
     let admission = Admission {
-        cluster: None,
+        cluster: Some(Arc::new(view)),
         no_cross_namespace_refs: args.no_cross_namespace_refs,
     };
-    let state = AppState::new(
-        admission,
-        Readiness::new(false),
-        prometheus_client::registry::Registry::default(),
-    );
-    serve(&args.server_config(), state, shutdown_signal()).await?;
+    let state = AppState::new(admission, readiness.clone(), registry);
+    let server = crate::server::Server::bind(&args.server_config(), state).await?;
+    let shutdown = shutdown_signal().boxed().shared();
+    let server_task = tokio::spawn(server.run(shutdown.clone()));
+
+    tokio::select! {
+        _ = caches.wait_until_ready() => {}
+        _ = shutdown.clone() => {
+            server_task.await??;
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    readiness.mark_caches_synced();
+    tracing::info!("caches synced");
+
+    if c.enable_leader_election {
+        let identity = options
+            .instance
+            .clone()
+            .unwrap_or_else(|| "image-reflector".to_string());
+        let identity = format!("{identity}_{:08x}", rand::random::<u32>());
+        let mut leading = leader::spawn(
+            client.clone(),
+            leader::LeaderConfig::new(&c.runtime_namespace, &c.leader_election_id, &identity),
+        );
+        tracing::info!(lease = %c.leader_election_id, %identity, "waiting for leadership");
+        tokio::select! {
+            r = leading.wait_for(|l| *l) => { r.context("leader election stopped")?; }
+            _ = shutdown.clone() => {
+                server_task.await??;
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        // Losing the lease ends the process: a fresh start re-syncs before leading again,
+        // as controller-runtime does.
+        tokio::spawn(async move {
+            if leading.wait_for(|l| !*l).await.is_ok() {
+                tracing::error!("lost the leader-election lease; exiting");
+                std::process::exit(1);
+            }
+        });
+    }
+
+    controller::run_controllers(
+        client,
+        caches,
+        changes,
+        scanner,
+        store,
+        metrics,
+        options,
+        shutdown.clone(),
+    )
+    .await?;
+    server_task.await??;
     Ok(ExitCode::SUCCESS)
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
 }
 
 #[cfg(test)]

@@ -9,10 +9,12 @@ use super::PolicyError;
 
 /// A compiled `filterTags` (`pattern` and optional `extract`).
 ///
-/// The pattern is a regular expression in Go's RE2 syntax, which the `regex` crate accepts
-/// as is for everything a tag can contain (tags are ASCII, so the crate's Unicode-aware
-/// `\d`, `\w` and `\s` match what Go's ASCII ones do). It is unanchored: write `^...$` to
-/// match whole tags.
+/// The pattern is a regular expression in Go's RE2 syntax, compiled by the `regex` crate,
+/// which shares RE2's syntax and leftmost-first semantics. Tags are ASCII, so the crate's
+/// Unicode-aware `\d`, `\w` and `\s` match what Go's ASCII ones do. Known differences:
+/// the crate also accepts a few patterns Go refuses (a doubled repetition such as `x**`)
+/// and refuses Go's `\Q...\E` quoting and `\C`. The pattern is unanchored: write `^...$`
+/// to match whole tags.
 ///
 /// The extract template refers to the pattern's capture groups as in Go's
 /// `Regexp.Expand`: `$1`, `${1}`, `$name`, `${name}` (`$0` is the whole match), `$$` for a
@@ -105,16 +107,20 @@ impl FilterTags {
     }
 }
 
-/// The regex crate's error, on one line.
+/// The regex crate's error on one line: its complaint, and where in the pattern when the
+/// pattern is a single line (the crate draws carets under it, indented by 4).
 fn regex_problem(e: &regex::Error) -> String {
-    match e {
-        regex::Error::Syntax(text) => text
-            .lines()
-            .map(str::trim_end)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join(" / "),
-        other => other.to_string(),
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(problem) = lines.iter().rev().find_map(|l| l.strip_prefix("error: ")) else {
+        return text.trim().to_owned();
+    };
+    match lines.as_slice() {
+        [_, _, carets, _] if carets.trim_start().starts_with('^') => {
+            let column = carets.find('^').unwrap_or(4).saturating_sub(4);
+            format!("{problem} (at character {column})")
+        }
+        _ => problem.to_owned(),
     }
 }
 
@@ -311,7 +317,7 @@ mod tests {
         assert!(matches!(err, PolicyError::InvalidPattern { .. }));
         let msg = err.to_string();
         assert!(msg.contains("\"^(v\""), "{msg}");
-        assert!(msg.contains("unclosed group"), "{msg}");
+        assert!(msg.contains("unclosed group (at character 1)"), "{msg}");
         assert!(!msg.contains('\n'), "{msg}");
     }
 

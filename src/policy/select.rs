@@ -247,6 +247,24 @@ impl Selector {
         Selector { policy, filter }
     }
 
+    /// A selector from a policy and a `filterTags` as the API holds it: no filter when
+    /// both `pattern` and `extract` are absent or empty; an absent pattern with an extract
+    /// is the empty pattern, which matches every tag (as in Flux).
+    pub fn from_spec(
+        policy: Policy,
+        pattern: Option<&str>,
+        extract: Option<&str>,
+    ) -> Result<Selector, PolicyError> {
+        let pattern = pattern.unwrap_or("");
+        let extract = extract.filter(|e| !e.is_empty());
+        let filter = if pattern.is_empty() && extract.is_none() {
+            None
+        } else {
+            Some(FilterTags::new(pattern, extract)?)
+        };
+        Ok(Selector { policy, filter })
+    }
+
     /// The newest tag under the policy, after filtering; `None` when no tag is eligible.
     /// Linear in the number of tags.
     pub fn select<'a, I>(&self, tags: I) -> Option<Selection<'a>>
@@ -630,6 +648,22 @@ mod tests {
         );
         let s = selector.select(["build-10", "build-9"]).unwrap();
         assert_eq!((s.tag, s.value.as_ref()), ("build-10", "10"));
+    }
+
+    #[test]
+    fn from_spec_treats_empty_filter_fields_as_absent() {
+        let s = Selector::from_spec(semver("*"), Some(""), Some("")).unwrap();
+        assert!(s.filter.is_none());
+        let s = Selector::from_spec(semver("*"), None, Some("v$0")).unwrap();
+        assert_eq!(s.select(["1.0.0"]).map(|s| s.value.into_owned()), None);
+        // The empty pattern matches the empty string at the start, so $0 is empty.
+        let s = Selector::from_spec(alphabetical("asc"), None, Some("x$0")).unwrap();
+        assert_eq!(
+            s.select(["a"]).map(|s| s.value.into_owned()).as_deref(),
+            Some("x")
+        );
+        let err = Selector::from_spec(semver("*"), Some("("), None).unwrap_err();
+        assert_eq!(err.field(), "spec.filterTags.pattern");
     }
 
     #[test]

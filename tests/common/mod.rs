@@ -2,4 +2,8 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod fake_registry;
+pub mod proxy;
+pub mod registry;
+pub mod token_server;
 pub mod webhook;

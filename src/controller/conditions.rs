@@ -1,0 +1,161 @@
+//! Setting kstatus conditions the way Flux does: one entry per type, `lastTransitionTime`
+//! moved only when the status flips, `observedGeneration` stamped on each.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+/// Sets (or replaces) the condition of `type_`. Keeps `lastTransitionTime` when the status
+/// is unchanged, so rewriting the same verdict does not change the object.
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    let status = if status { "True" } else { "False" };
+    let transition = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    let condition = Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: truncate(message),
+        observed_generation: generation,
+        last_transition_time: transition,
+    };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(existing) => *existing = condition,
+        None => conditions.push(condition),
+    }
+    sort(conditions);
+}
+
+/// Removes the condition of `type_` (negative-polarity conditions are absent when false).
+pub fn remove(conditions: &mut Vec<Condition>, type_: &str) {
+    conditions.retain(|c| c.type_ != type_);
+}
+
+/// The condition of `type_`, if present.
+pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether the condition of `type_` is present with status `True`.
+pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
+    get(conditions, type_).is_some_and(|c| c.status == "True")
+}
+
+/// Ready first, then Reconciling, then Stalled, then the rest by name: a stable order, so
+/// equal verdicts serialise to equal bytes.
+fn sort(conditions: &mut [Condition]) {
+    let rank = |t: &str| match t {
+        "Ready" => 0,
+        "Reconciling" => 1,
+        "Stalled" => 2,
+        _ => 3,
+    };
+    conditions.sort_by(|a, b| {
+        rank(&a.type_)
+            .cmp(&rank(&b.type_))
+            .then_with(|| a.type_.cmp(&b.type_))
+    });
+}
+
+/// Condition messages are capped (the API allows 32 KiB; Flux keeps them short).
+fn truncate(message: &str) -> String {
+    const MAX: usize = 4096;
+    if message.len() <= MAX {
+        return message.to_string();
+    }
+    let mut end = MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(secs).expect("valid timestamp")
+    }
+
+    #[test]
+    fn rewriting_the_same_status_keeps_the_transition_time() {
+        let mut c = Vec::new();
+        set(
+            &mut c,
+            "Ready",
+            true,
+            "Succeeded",
+            "found 3 tags",
+            Some(1),
+            at(100),
+        );
+        set(
+            &mut c,
+            "Ready",
+            true,
+            "Succeeded",
+            "found 4 tags",
+            Some(2),
+            at(200),
+        );
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].last_transition_time, Time(at(100)));
+        assert_eq!(c[0].message, "found 4 tags");
+        assert_eq!(c[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn flipping_the_status_moves_the_transition_time() {
+        let mut c = Vec::new();
+        set(&mut c, "Ready", true, "Succeeded", "ok", Some(1), at(100));
+        set(
+            &mut c,
+            "Ready",
+            false,
+            "AuthenticationFailed",
+            "401",
+            Some(1),
+            at(200),
+        );
+        assert_eq!(c[0].last_transition_time, Time(at(200)));
+        assert_eq!(c[0].status, "False");
+    }
+
+    #[test]
+    fn conditions_are_kept_in_a_stable_order() {
+        let mut c = Vec::new();
+        set(
+            &mut c,
+            "Stalled",
+            true,
+            "ImageURLInvalid",
+            "bad",
+            Some(1),
+            at(1),
+        );
+        set(
+            &mut c,
+            "Ready",
+            false,
+            "ImageURLInvalid",
+            "bad",
+            Some(1),
+            at(1),
+        );
+        let types: Vec<&str> = c.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Ready", "Stalled"]);
+        remove(&mut c, "Stalled");
+        assert!(!is_true(&c, "Stalled"));
+        assert!(get(&c, "Ready").is_some());
+    }
+}

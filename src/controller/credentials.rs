@@ -1,0 +1,191 @@
+//! Turning an ImageRepository's spec and the Secrets it names into a scan request:
+//! `secretRef` (Docker config), the image pull secrets of `serviceAccountName` (or of
+//! `--default-service-account`), `certSecretRef` and `proxySecretRef`.
+//!
+//! Secrets are read with one GET each, only when a scan is due; they are never cached
+//! (the controller watches Secrets' metadata only, to notice changes).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::Client;
+use kube::api::Api;
+
+use crate::api::{ImageRepositorySpec, Provider};
+use crate::reference::ImageRef;
+use crate::scanner::{Credentials, ProxyConfig, ScanRequest, TlsMaterial};
+
+/// Why the cluster side of a scan request could not be assembled. The messages name the
+/// field and the Secret, never a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("{field}: secret {namespace}/{name} not found; create it or fix the reference")]
+    SecretNotFound {
+        field: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error("{field}: secret {namespace}/{name} cannot be used: {detail}")]
+    BadSecret {
+        field: &'static str,
+        namespace: String,
+        name: String,
+        detail: String,
+    },
+    #[error("spec.serviceAccountName: service account {namespace}/{name} not found")]
+    ServiceAccountNotFound { namespace: String, name: String },
+    #[error("reading {what} from the API server: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl CredentialsError {
+    /// Whether this is the user's to fix (a missing or malformed Secret) rather than a
+    /// passing API failure. Both are retried: a Secret may appear later.
+    pub fn is_configuration(&self) -> bool {
+        !matches!(self, CredentialsError::Api { .. })
+    }
+}
+
+/// Everything a scan needs from the cluster.
+pub async fn scan_request(
+    client: &Client,
+    namespace: &str,
+    spec: &ImageRepositorySpec,
+    image: ImageRef,
+    default_service_account: Option<&str>,
+    timeout: Duration,
+) -> Result<ScanRequest, CredentialsError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut credentials = Credentials::Anonymous;
+    // Cloud providers' workload identity is not available here; only `generic` reads
+    // secretRef, as Flux does (the webhook warns when secretRef is set with another one).
+    if spec.effective_provider() == Provider::Generic {
+        if let Some(r) = &spec.secret_ref {
+            let data = secret_data(&secrets, "spec.secretRef", namespace, &r.name).await?;
+            credentials = Credentials::from_secret_data(&data)
+                .map_err(|e| bad("spec.secretRef", namespace, &r.name, e.to_string()))?;
+        } else if let Some(sa) = spec
+            .service_account_name
+            .as_deref()
+            .or(default_service_account)
+        {
+            credentials = pull_secret_credentials(client, namespace, sa, &image).await?;
+        }
+    }
+    let tls = match &spec.cert_secret_ref {
+        Some(r) => {
+            let data = secret_data(&secrets, "spec.certSecretRef", namespace, &r.name).await?;
+            TlsMaterial::from_secret_data(&data)
+                .map_err(|e| bad("spec.certSecretRef", namespace, &r.name, e.to_string()))?
+        }
+        None => TlsMaterial::default(),
+    };
+    let proxy = match &spec.proxy_secret_ref {
+        Some(r) => {
+            let data = secret_data(&secrets, "spec.proxySecretRef", namespace, &r.name).await?;
+            Some(
+                ProxyConfig::from_secret_data(&data)
+                    .map_err(|e| bad("spec.proxySecretRef", namespace, &r.name, e.to_string()))?,
+            )
+        }
+        None => None,
+    };
+    Ok(ScanRequest {
+        image,
+        insecure: spec.insecure,
+        exclusion_list: spec.effective_exclusion_list(),
+        credentials,
+        tls,
+        proxy,
+        timeout,
+    })
+}
+
+fn bad(field: &'static str, namespace: &str, name: &str, detail: String) -> CredentialsError {
+    CredentialsError::BadSecret {
+        field,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        detail,
+    }
+}
+
+async fn secret_data(
+    api: &Api<Secret>,
+    field: &'static str,
+    namespace: &str,
+    name: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, CredentialsError> {
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|source| CredentialsError::Api {
+            what: format!("secret {namespace}/{name}"),
+            source,
+        })?
+        .ok_or_else(|| CredentialsError::SecretNotFound {
+            field,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })?;
+    let mut data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    // stringData is write-only in a real API server, but a stand-in or an old object may
+    // still carry it.
+    for (k, v) in secret.string_data.unwrap_or_default() {
+        data.entry(k).or_insert_with(|| v.into_bytes());
+    }
+    Ok(data)
+}
+
+/// The first image pull secret of the service account that has credentials for the
+/// image's registry; anonymous when none has.
+async fn pull_secret_credentials(
+    client: &Client,
+    namespace: &str,
+    service_account: &str,
+    image: &ImageRef,
+) -> Result<Credentials, CredentialsError> {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let sa = accounts
+        .get_opt(service_account)
+        .await
+        .map_err(|source| CredentialsError::Api {
+            what: format!("service account {namespace}/{service_account}"),
+            source,
+        })?
+        .ok_or_else(|| CredentialsError::ServiceAccountNotFound {
+            namespace: namespace.to_string(),
+            name: service_account.to_string(),
+        })?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    for reference in sa.image_pull_secrets.unwrap_or_default() {
+        let name = reference.name;
+        if name.is_empty() {
+            continue;
+        }
+        let data = match secret_data(&secrets, "imagePullSecrets", namespace, &name).await {
+            Ok(data) => data,
+            // A service account may list pull secrets that do not exist (yet); the
+            // kubelet skips those too.
+            Err(CredentialsError::SecretNotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let Ok(credentials) = Credentials::from_secret_data(&data) else {
+            continue;
+        };
+        if credentials.for_registry(image.registry()).is_some() {
+            return Ok(credentials);
+        }
+    }
+    Ok(Credentials::Anonymous)
+}

@@ -1,0 +1,628 @@
+//! The ImagePolicy reconciler: read the referenced repository's tags from the store, pick
+//! the newest by the policy, reflect its digest when asked, and write status only when it
+//! changes. Triggered by the policy's own changes, by a change of the repository (a new
+//! scan revision, a new `accessFrom`) and by a change of namespace labels; never by
+//! polling, except `digestReflectionPolicy: Always`, which re-checks every `spec.interval`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tracing::{debug, info};
+
+use super::conditions;
+use super::credentials;
+use super::image_repository::write_status;
+use super::{Context, ReconcileError};
+use crate::api::{
+    self, ACCESS_DENIED, DEPENDENCY_NOT_READY, DigestReflectionPolicy, FAILURE, INVALID_POLICY,
+    ImagePolicy, ImagePolicySpec, ImagePolicyStatus, ImageRef as LatestRef, ImageRepository, READY,
+    RECONCILING, STALLED, SUCCEEDED, SortOrder,
+};
+use crate::policy::{FilterTags, Policy, PolicyError, Selector};
+use crate::reference::ImageRef;
+use crate::store::ObjectKey;
+
+/// The kind label of metrics and logs.
+pub const KIND: &str = "ImagePolicy";
+
+/// Builds the selection rule of a policy's spec; the errors name the field and the fix.
+pub fn selector(spec: &ImagePolicySpec) -> Result<Selector, String> {
+    selector_inner(spec).map_err(|e| match e {
+        Some(e) => format!("{}: {e}", e.field()),
+        None => "spec.policy: give exactly one of semver, alphabetical or numerical".to_string(),
+    })
+}
+
+fn selector_inner(spec: &ImagePolicySpec) -> Result<Selector, Option<PolicyError>> {
+    let order = |o: Option<SortOrder>| match o.unwrap_or_default() {
+        SortOrder::Asc => "asc",
+        SortOrder::Desc => "desc",
+    };
+    let choice = &spec.policy;
+    let policy = match (&choice.semver, &choice.alphabetical, &choice.numerical) {
+        (Some(s), None, None) => Policy::semver(&s.range).map_err(Some)?,
+        (None, Some(a), None) => Policy::alphabetical(order(a.order)).map_err(Some)?,
+        (None, None, Some(n)) => Policy::numerical(order(n.order)).map_err(Some)?,
+        _ => return Err(None),
+    };
+    let filter = match &spec.filter_tags {
+        Some(f) => match f.pattern.as_deref() {
+            Some(pattern) if !pattern.is_empty() => {
+                Some(FilterTags::new(pattern, f.extract.as_deref()).map_err(Some)?)
+            }
+            _ => None,
+        },
+        None => None,
+    };
+    Ok(Selector::new(policy, filter))
+}
+
+/// The ImagePolicies that reference `repo` (for mapping repository changes to policies).
+pub fn policies_using(
+    policies: &Store<ImagePolicy>,
+    repo: &ImageRepository,
+) -> Vec<ObjectRef<ImagePolicy>> {
+    let repo_ns = repo.namespace().unwrap_or_default();
+    let repo_name = repo.name_any();
+    policies
+        .state()
+        .into_iter()
+        .filter(|p| {
+            let r = &p.spec.image_repository_ref;
+            let ns = r
+                .namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .or_else(|| p.namespace())
+                .unwrap_or_default();
+            r.name == repo_name && ns == repo_ns
+        })
+        .map(|p| ObjectRef::from_obj(&*p))
+        .collect()
+}
+
+/// The ImagePolicies in `namespace` that reference a repository in another namespace:
+/// their access depends on the namespace's labels.
+pub fn policies_in_namespace(
+    policies: &Store<ImagePolicy>,
+    namespace: &str,
+) -> Vec<ObjectRef<ImagePolicy>> {
+    policies
+        .state()
+        .into_iter()
+        .filter(|p| {
+            p.namespace().as_deref() == Some(namespace)
+                && p.spec
+                    .image_repository_ref
+                    .namespace
+                    .as_deref()
+                    .is_some_and(|ns| !ns.is_empty() && ns != namespace)
+        })
+        .map(|p| ObjectRef::from_obj(&*p))
+        .collect()
+}
+
+/// Entry point for the kube-runtime Controller.
+pub async fn reconcile(obj: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let api: Api<ImagePolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = apply(&obj, &ctx, &api).await;
+    ctx.metrics
+        .observe_reconcile(KIND, &namespace, &name, started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.clear_failures(&ObjectRef::from_obj(&*obj).erase());
+    }
+    result
+}
+
+/// How a reconcile ended when it did not select a tag.
+struct NotReady {
+    reason: &'static str,
+    message: String,
+    stalled: bool,
+    then: Action,
+    error: Option<ReconcileError>,
+}
+
+async fn apply(
+    obj: &ImagePolicy,
+    ctx: &Context,
+    api: &Api<ImagePolicy>,
+) -> Result<Action, ReconcileError> {
+    if obj.spec.suspend {
+        debug!(policy = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()), "suspended");
+        return Ok(Action::await_change());
+    }
+    match select(obj, ctx).await {
+        Ok(selected) => succeed(obj, ctx, api, selected).await,
+        Err(not_ready) => {
+            ctx.metrics.count_policy(not_ready.reason);
+            record_failure(obj, ctx, api, &not_ready).await?;
+            match not_ready.error {
+                Some(e) => Err(e),
+                None => Ok(not_ready.then),
+            }
+        }
+    }
+}
+
+/// The outcome of a successful evaluation.
+struct Selected {
+    latest: LatestRef,
+    repository: String,
+    requeue: Option<Duration>,
+}
+
+async fn select(obj: &ImagePolicy, ctx: &Context) -> Result<Selected, NotReady> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let spec = &obj.spec;
+    let selector = selector(spec).map_err(|e| NotReady {
+        reason: INVALID_POLICY,
+        message: e,
+        stalled: true,
+        then: Action::await_change(),
+        error: None,
+    })?;
+    let digest_policy = spec.effective_digest_reflection_policy();
+    let interval = match (&spec.interval, digest_policy) {
+        (Some(i), DigestReflectionPolicy::Always) => match api::parse_duration(i) {
+            Ok(d) if !d.is_zero() => Some(d),
+            _ => {
+                return Err(NotReady {
+                    reason: INVALID_POLICY,
+                    message: format!(
+                        "spec.interval: {i:?} is not a positive duration such as \"10m\""
+                    ),
+                    stalled: true,
+                    then: Action::await_change(),
+                    error: None,
+                });
+            }
+        },
+        (None, DigestReflectionPolicy::Always) => {
+            return Err(NotReady {
+                reason: INVALID_POLICY,
+                message: "spec.interval is required with digestReflectionPolicy: Always; set it, e.g. \"10m\"".to_string(),
+                stalled: true,
+                then: Action::await_change(),
+                error: None,
+            });
+        }
+        _ => None,
+    };
+
+    let reference = &spec.image_repository_ref;
+    let repo_ns = reference
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| namespace.clone());
+    let repo_id = format!("{repo_ns}/{}", reference.name);
+    let dependency_wait = Action::requeue(ctx.options.requeue_dependency);
+    let Some(repo) = ctx
+        .caches
+        .repositories
+        .get(&ObjectRef::new(&reference.name).within(&repo_ns))
+    else {
+        return Err(NotReady {
+            reason: DEPENDENCY_NOT_READY,
+            message: format!("referenced ImageRepository {repo_id} does not exist"),
+            stalled: false,
+            then: dependency_wait,
+            error: None,
+        });
+    };
+
+    if repo_ns != namespace {
+        let labels = ctx
+            .caches
+            .namespaces
+            .get(&ObjectRef::new(&namespace))
+            .and_then(|ns| ns.metadata.labels.clone())
+            .unwrap_or_default();
+        if let Err(denied) = api::access_allowed(
+            &repo,
+            &namespace,
+            &labels,
+            ctx.options.no_cross_namespace_refs,
+        ) {
+            return Err(NotReady {
+                reason: ACCESS_DENIED,
+                message: denied.to_string(),
+                stalled: false,
+                then: Action::await_change(),
+                error: None,
+            });
+        }
+    }
+
+    let key = ObjectKey::new(&repo_ns, &reference.name);
+    let repo_uid = repo.uid().unwrap_or_default();
+    let has_result = repo
+        .status
+        .as_ref()
+        .is_some_and(|s| s.last_scan_result.is_some());
+    let meta = ctx.store.meta(&key).filter(|m| m.uid == repo_uid);
+    let (true, Some(meta)) = (has_result, meta) else {
+        return Err(NotReady {
+            reason: DEPENDENCY_NOT_READY,
+            message: format!("ImageRepository {repo_id} has not been scanned yet"),
+            stalled: false,
+            then: dependency_wait,
+            error: None,
+        });
+    };
+    let store = ctx.store.clone();
+    let tags = tokio::task::spawn_blocking(move || store.tags(&key))
+        .await
+        .map_err(|e| NotReady {
+            reason: FAILURE,
+            message: format!("reading the tags of {repo_id}: {e}"),
+            stalled: false,
+            then: Action::await_change(),
+            error: Some(ReconcileError::Join(e.to_string())),
+        })?;
+    let tags = match tags {
+        Ok(Some(tags)) => tags,
+        Ok(None) => {
+            return Err(NotReady {
+                reason: DEPENDENCY_NOT_READY,
+                message: format!("ImageRepository {repo_id} has no stored tags yet"),
+                stalled: false,
+                then: dependency_wait,
+                error: None,
+            });
+        }
+        Err(e) => {
+            return Err(NotReady {
+                reason: FAILURE,
+                message: format!("reading the tags of {repo_id}: {e}"),
+                stalled: false,
+                then: Action::await_change(),
+                error: Some(ReconcileError::Store(e)),
+            });
+        }
+    };
+    let Some(selection) = selector.select(tags.iter().map(String::as_str)) else {
+        return Err(NotReady {
+            reason: FAILURE,
+            message: format!(
+                "no tag of ImageRepository {repo_id} ({} tags) matches the {} policy{}",
+                tags.len(),
+                selector.policy.kind(),
+                if selector.filter.is_some() {
+                    " after spec.filterTags"
+                } else {
+                    ""
+                }
+            ),
+            stalled: false,
+            // A new scan of the repository triggers a new evaluation.
+            then: Action::await_change(),
+            error: None,
+        });
+    };
+    let tag = selection.tag.to_string();
+    let image_name = repo
+        .status
+        .as_ref()
+        .and_then(|s| s.canonical_image_name.clone())
+        .unwrap_or(meta.canonical_image_name);
+
+    let old = obj.status.as_ref().and_then(|s| s.latest_ref.clone());
+    let digest = match digest_policy {
+        DigestReflectionPolicy::Never => None,
+        DigestReflectionPolicy::IfNotPresent => match old
+            .as_ref()
+            .filter(|o| o.name == image_name && o.tag == tag)
+            .and_then(|o| o.digest.clone())
+        {
+            Some(d) => Some(d),
+            None => Some(fetch_digest(ctx, &repo, &repo_ns, &tag).await?),
+        },
+        DigestReflectionPolicy::Always => Some(fetch_digest(ctx, &repo, &repo_ns, &tag).await?),
+    };
+    Ok(Selected {
+        latest: LatestRef {
+            name: image_name,
+            tag,
+            digest,
+        },
+        repository: repo_id,
+        requeue: interval,
+    })
+}
+
+/// The digest of `tag` from a manifest HEAD, with the repository's credentials, TLS and
+/// proxy.
+async fn fetch_digest(
+    ctx: &Context,
+    repo: &ImageRepository,
+    repo_ns: &str,
+    tag: &str,
+) -> Result<String, NotReady> {
+    let failed = |reason: &'static str, message: String, error: ReconcileError| NotReady {
+        reason,
+        message,
+        stalled: false,
+        then: Action::await_change(),
+        error: Some(error),
+    };
+    let image = ImageRef::parse(&repo.spec.image).map_err(|e| NotReady {
+        reason: DEPENDENCY_NOT_READY,
+        message: format!(
+            "ImageRepository {repo_ns}/{}: spec.image: {e}",
+            repo.name_any()
+        ),
+        stalled: false,
+        then: Action::requeue(ctx.options.requeue_dependency),
+        error: None,
+    })?;
+    let timeout = repo
+        .spec
+        .timeout
+        .as_deref()
+        .or(Some(repo.spec.interval.as_str()))
+        .and_then(|t| api::parse_duration(t).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(60));
+    let request = credentials::scan_request(
+        &ctx.client,
+        repo_ns,
+        &repo.spec,
+        image,
+        ctx.options.default_service_account.as_deref(),
+        timeout,
+    )
+    .await
+    .map_err(|e| {
+        let message = format!("digest of tag {tag:?}: {e}");
+        failed(
+            FAILURE,
+            message.clone(),
+            ReconcileError::Credentials(message),
+        )
+    })?;
+    ctx.scanner.digest(&request, tag).await.map_err(|e| {
+        let reason = e.kind().condition_reason();
+        failed(
+            reason_static(reason),
+            format!("digest of tag {tag:?}: {e}"),
+            ReconcileError::Scan(e),
+        )
+    })
+}
+
+fn reason_static(reason: &str) -> &'static str {
+    match reason {
+        "AuthenticationFailed" => api::AUTHENTICATION_FAILED,
+        "ReadOperationFailed" => api::READ_OPERATION_FAILED,
+        _ => FAILURE,
+    }
+}
+
+fn latest_image(r: &LatestRef) -> String {
+    match &r.digest {
+        Some(d) => format!("{}:{}@{}", r.name, r.tag, d),
+        None => format!("{}:{}", r.name, r.tag),
+    }
+}
+
+async fn succeed(
+    obj: &ImagePolicy,
+    ctx: &Context,
+    api: &Api<ImagePolicy>,
+    selected: Selected,
+) -> Result<Action, ReconcileError> {
+    let old = obj.status.clone().unwrap_or_default();
+    let generation = obj.metadata.generation;
+    let now = jiff::Timestamp::now();
+    let mut status = old.clone();
+    let previous = old.latest_ref.clone();
+    let changed = previous
+        .as_ref()
+        .is_some_and(|p| p.name != selected.latest.name || p.tag != selected.latest.tag);
+    let message = match (&previous, changed) {
+        (Some(p), true) => format!(
+            "Latest image tag for '{}' resolved to {} (previously {})",
+            selected.latest.name,
+            selected.latest.tag,
+            p.image_with_tag()
+        ),
+        _ => format!(
+            "Latest image tag for '{}' resolved to {}",
+            selected.latest.name, selected.latest.tag
+        ),
+    };
+    if changed {
+        status.observed_previous_ref = previous.clone();
+        status.observed_previous_image = previous.as_ref().map(latest_image);
+    }
+    status.latest_image = Some(latest_image(&selected.latest));
+    status.latest_ref = Some(selected.latest.clone());
+    status.observed_generation = generation;
+    if let Some(at) = obj
+        .annotations()
+        .get(api::RECONCILE_REQUESTED_AT_ANNOTATION)
+    {
+        status.last_handled_reconcile_at = Some(at.clone());
+    }
+    // The condition message keeps the "previously" note only while it is news.
+    let keep_message = conditions::get(&old.conditions, READY)
+        .filter(|c| c.status == "True" && !changed && previous.is_some())
+        .map(|c| c.message.clone())
+        .filter(|m| m.contains(&format!("resolved to {}", selected.latest.tag)));
+    conditions::set(
+        &mut status.conditions,
+        READY,
+        true,
+        SUCCEEDED,
+        keep_message.as_deref().unwrap_or(&message),
+        generation,
+        now,
+    );
+    conditions::remove(&mut status.conditions, RECONCILING);
+    conditions::remove(&mut status.conditions, STALLED);
+    write_status(api, &obj.name_any(), &old, &status).await?;
+    ctx.metrics.count_policy("succeeded");
+
+    let was_ready = conditions::is_true(&old.conditions, READY);
+    if changed || previous.is_none() || !was_ready {
+        ctx.publish(obj, EventType::Normal, SUCCEEDED, &message)
+            .await;
+        info!(
+            policy = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+            repository = %selected.repository,
+            tag = %selected.latest.tag,
+            "{message}"
+        );
+    }
+    Ok(match selected.requeue {
+        Some(interval) => Action::requeue(interval + ctx.jitter(interval)),
+        None => Action::await_change(),
+    })
+}
+
+async fn record_failure(
+    obj: &ImagePolicy,
+    ctx: &Context,
+    api: &Api<ImagePolicy>,
+    not_ready: &NotReady,
+) -> Result<(), ReconcileError> {
+    let old: ImagePolicyStatus = obj.status.clone().unwrap_or_default();
+    let generation = obj.metadata.generation;
+    let now = jiff::Timestamp::now();
+    let mut status = old.clone();
+    let NotReady {
+        reason,
+        message,
+        stalled,
+        ..
+    } = not_ready;
+    conditions::set(
+        &mut status.conditions,
+        READY,
+        false,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    if *stalled {
+        conditions::set(
+            &mut status.conditions,
+            STALLED,
+            true,
+            reason,
+            message,
+            generation,
+            now,
+        );
+        conditions::remove(&mut status.conditions, RECONCILING);
+        status.observed_generation = generation;
+    } else {
+        conditions::remove(&mut status.conditions, STALLED);
+    }
+    if let Some(at) = obj
+        .annotations()
+        .get(api::RECONCILE_REQUESTED_AT_ANNOTATION)
+    {
+        status.last_handled_reconcile_at = Some(at.clone());
+    }
+    write_status(api, &obj.name_any(), &old, &status).await?;
+    let previous = conditions::get(&old.conditions, READY);
+    if previous.is_none_or(|c| c.status == "True" || c.reason != *reason) {
+        ctx.publish(obj, EventType::Warning, reason, message).await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        AlphabeticalPolicy, ImagePolicyChoice, NamespacedObjectReference, SemVerPolicy, TagFilter,
+    };
+
+    fn spec(choice: ImagePolicyChoice) -> ImagePolicySpec {
+        ImagePolicySpec {
+            image_repository_ref: NamespacedObjectReference {
+                name: "podinfo".into(),
+                namespace: None,
+            },
+            policy: choice,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_semver_spec_selects_the_highest_version_in_range() {
+        let s = spec(ImagePolicyChoice {
+            semver: Some(SemVerPolicy {
+                range: "5.x".into(),
+            }),
+            ..Default::default()
+        });
+        let sel = selector(&s).expect("valid");
+        let chosen = sel
+            .select(["5.0.1", "5.1.4", "6.0.0", "latest"])
+            .expect("a match");
+        assert_eq!(chosen.tag, "5.1.4");
+    }
+
+    #[test]
+    fn filter_tags_extracts_before_the_policy_and_reports_the_original_tag() {
+        let mut s = spec(ImagePolicyChoice {
+            alphabetical: Some(AlphabeticalPolicy { order: None }),
+            ..Default::default()
+        });
+        s.filter_tags = Some(TagFilter {
+            pattern: Some(r"^main-(?P<ts>\d+)$".into()),
+            extract: Some("$ts".into()),
+        });
+        let sel = selector(&s).expect("valid");
+        let chosen = sel
+            .select(["main-100", "main-200", "dev-999"])
+            .expect("a match");
+        assert_eq!(chosen.tag, "main-200");
+    }
+
+    #[test]
+    fn a_spec_with_no_policy_is_refused() {
+        let s = spec(ImagePolicyChoice::default());
+        let e = selector(&s).expect_err("no policy");
+        assert!(
+            e.contains("exactly one of semver, alphabetical or numerical"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_range_is_an_invalid_policy() {
+        let s = spec(ImagePolicyChoice {
+            semver: Some(SemVerPolicy {
+                range: ">=>1".into(),
+            }),
+            ..Default::default()
+        });
+        let e = selector(&s).expect_err("invalid range");
+        assert!(e.starts_with("spec.policy.semver.range: "), "{e}");
+    }
+
+    #[test]
+    fn latest_image_carries_the_digest_when_reflected() {
+        let r = LatestRef {
+            name: "ghcr.io/a/b".into(),
+            tag: "1.0".into(),
+            digest: Some("sha256:abc".into()),
+        };
+        assert_eq!(latest_image(&r), "ghcr.io/a/b:1.0@sha256:abc");
+    }
+}

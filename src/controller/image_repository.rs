@@ -1,0 +1,728 @@
+//! The ImageRepository reconciler: decide whether a scan is due, scan with the shared
+//! scanner, keep the tags in the store, and write status only when it changes.
+//!
+//! A scan is due when the object was never scanned (no store entry for its uid), a
+//! scan-relevant part of the spec or a referenced Secret changed (the entry's
+//! fingerprint differs), the `reconcile.fluxcd.io/requestedAt` annotation is new, the last
+//! attempt failed, or `spec.interval` has passed since `lastScanResult.scanTime`.
+//! Otherwise the object is requeued for the time left, plus a small jitter, and nothing is
+//! written: after a restart, objects scanned recently are not scanned again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta as PartialObjectMetadata;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
+
+use super::conditions;
+use super::credentials::{self, CredentialsError};
+use super::{Context, ReconcileError};
+use crate::api::{
+    self, AUTHENTICATION_FAILED, FAILURE, IMAGE_URL_INVALID, ImageRepository, ImageRepositorySpec,
+    ImageRepositoryStatus, PROGRESSING_WITH_RETRY, READY, RECONCILING, STALLED, SUCCEEDED,
+    ScanResult,
+};
+use crate::reference::ImageRef;
+use crate::scanner::ScanOutcome;
+use crate::store::{Entry, EntryMeta, ObjectKey};
+
+/// The kind label of metrics and logs.
+pub const KIND: &str = "ImageRepository";
+
+/// Entry point for the kube-runtime Controller.
+pub async fn reconcile(
+    obj: Arc<ImageRepository>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let api: Api<ImageRepository> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, api::FINALIZER, obj, |event| async {
+        match event {
+            Finalizer::Apply(obj) => apply(obj, &ctx, &api).await,
+            Finalizer::Cleanup(obj) => cleanup(obj, &ctx).await,
+        }
+    })
+    .await
+    .map_err(ReconcileError::from_finalizer);
+    ctx.metrics
+        .observe_reconcile(KIND, &namespace, &name, started.elapsed().as_secs_f64());
+    let key = ObjectRef::<ImageRepository>::new(&name).within(&namespace);
+    if result.is_ok() {
+        ctx.clear_failures(&key.erase());
+    }
+    result
+}
+
+/// The object is being deleted: its tags leave the store.
+async fn cleanup(obj: Arc<ImageRepository>, ctx: &Context) -> Result<Action, ReconcileError> {
+    let key = store_key(&obj);
+    let store = ctx.store.clone();
+    let k = key.clone();
+    let removed = tokio::task::spawn_blocking(move || store.remove(&k))
+        .await
+        .map_err(|e| ReconcileError::Join(e.to_string()))??;
+    ctx.metrics.forget_repository(&key.namespace, &key.name);
+    info!(repository = %key, removed, "ImageRepository deleted; its tags left the store");
+    Ok(Action::await_change())
+}
+
+/// What the reconciler decided about scanning.
+#[derive(Debug, PartialEq, Eq)]
+enum Due {
+    Now(&'static str),
+    In(Duration),
+}
+
+async fn apply(
+    obj: Arc<ImageRepository>,
+    ctx: &Context,
+    api: &Api<ImageRepository>,
+) -> Result<Action, ReconcileError> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let spec = &obj.spec;
+    let old = obj.status.clone().unwrap_or_default();
+    let generation = obj.metadata.generation;
+    let now = jiff::Timestamp::now();
+
+    if spec.suspend {
+        debug!(repository = %format!("{namespace}/{name}"), "suspended; not scanning");
+        return Ok(Action::await_change());
+    }
+
+    let interval = match api::parse_duration(&spec.interval) {
+        Ok(d) if !d.is_zero() => d,
+        _ => {
+            let message = format!(
+                "spec.interval: {:?} is not a positive duration such as \"5m\" or \"1h\"",
+                spec.interval
+            );
+            return stall(ctx, api, &obj, FAILURE, &message, now).await;
+        }
+    };
+    let timeout = spec
+        .timeout
+        .as_deref()
+        .and_then(|t| api::parse_duration(t).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(interval);
+
+    let image = match ImageRef::parse(&spec.image) {
+        Ok(image) => image,
+        Err(e) => {
+            let message = format!("spec.image: {e}");
+            return stall(ctx, api, &obj, IMAGE_URL_INVALID, &message, now).await;
+        }
+    };
+
+    let key = store_key(&obj);
+    let fingerprint = fingerprint(spec, &image, &namespace, &ctx.secrets);
+    let requested_at = obj
+        .annotations()
+        .get(api::RECONCILE_REQUESTED_AT_ANNOTATION)
+        .cloned();
+    let due = scan_due(
+        &old,
+        ctx.store.meta(&key).as_ref(),
+        obj.uid().as_deref().unwrap_or_default(),
+        &fingerprint,
+        requested_at.as_deref(),
+        interval,
+        now,
+    );
+
+    let wait = match due {
+        Due::In(wait) => wait,
+        Due::Now(why) => {
+            debug!(repository = %key, why, "scanning");
+            return scan(
+                ctx,
+                api,
+                &obj,
+                image,
+                key,
+                fingerprint,
+                requested_at,
+                interval,
+                timeout,
+            )
+            .await;
+        }
+    };
+
+    // Nothing to scan. Only a new generation that changed nothing scan-relevant (e.g.
+    // spec.interval) needs a status write, to record the generation as observed.
+    let mut status = old.clone();
+    if status.observed_generation != generation && conditions::is_true(&old.conditions, READY) {
+        status.observed_generation = generation;
+        if let Some(ready) = conditions::get(&old.conditions, READY).cloned() {
+            conditions::set(
+                &mut status.conditions,
+                READY,
+                true,
+                &ready.reason,
+                &ready.message,
+                generation,
+                now,
+            );
+        }
+    }
+    write_status(api, &name, &old, &status).await?;
+    Ok(Action::requeue(wait + ctx.jitter(interval)))
+}
+
+/// Decides whether a scan is due now, or how long until it is.
+fn scan_due(
+    status: &ImageRepositoryStatus,
+    meta: Option<&EntryMeta>,
+    uid: &str,
+    fingerprint: &str,
+    requested_at: Option<&str>,
+    interval: Duration,
+    now: jiff::Timestamp,
+) -> Due {
+    let Some(meta) = meta.filter(|m| m.uid == uid) else {
+        return Due::Now("never scanned");
+    };
+    if meta.spec_fingerprint != fingerprint {
+        return Due::Now("the scan-relevant spec or a referenced Secret changed");
+    }
+    let Some(result) = &status.last_scan_result else {
+        return Due::Now("the status has no scan result");
+    };
+    if result.revision.as_deref() != Some(meta.revision.as_str()) {
+        return Due::Now("the status does not match the stored tags");
+    }
+    if let Some(at) = requested_at
+        && status.last_handled_reconcile_at.as_deref() != Some(at)
+    {
+        return Due::Now("reconcile requested");
+    }
+    if !conditions::is_true(&status.conditions, READY) {
+        return Due::Now("the last attempt failed");
+    }
+    let last = result
+        .scan_time
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(meta.scan_time);
+    let elapsed = now.duration_since(last);
+    let elapsed = Duration::try_from(elapsed).unwrap_or(Duration::ZERO);
+    if elapsed >= interval {
+        Due::Now("the interval has elapsed")
+    } else {
+        Due::In(interval - elapsed)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn scan(
+    ctx: &Context,
+    api: &Api<ImageRepository>,
+    obj: &ImageRepository,
+    image: ImageRef,
+    key: ObjectKey,
+    fingerprint: String,
+    requested_at: Option<String>,
+    interval: Duration,
+    timeout: Duration,
+) -> Result<Action, ReconcileError> {
+    let namespace = key.namespace.clone();
+    let old = obj.status.clone().unwrap_or_default();
+    let request = credentials::scan_request(
+        &ctx.client,
+        &namespace,
+        &obj.spec,
+        image,
+        ctx.options.default_service_account.as_deref(),
+        timeout,
+    )
+    .await;
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => {
+            let reason = if e.is_configuration() {
+                AUTHENTICATION_FAILED
+            } else {
+                FAILURE
+            };
+            ctx.metrics.count_scan("credentials_error");
+            fail(
+                ctx,
+                api,
+                obj,
+                reason,
+                &e.to_string(),
+                requested_at.as_deref(),
+            )
+            .await?;
+            return Err(match e {
+                CredentialsError::Api { source, .. } => ReconcileError::Kube(source),
+                other => ReconcileError::Credentials(other.to_string()),
+            });
+        }
+    };
+    let outcome = match ctx.scanner.scan(&request).await {
+        Ok(o) => o,
+        Err(e) => {
+            ctx.metrics.count_scan(e.kind().as_str());
+            let reason = e.kind().condition_reason();
+            fail(
+                ctx,
+                api,
+                obj,
+                reason,
+                &e.to_string(),
+                requested_at.as_deref(),
+            )
+            .await?;
+            return Err(ReconcileError::Scan(e));
+        }
+    };
+    ctx.metrics.count_scan("succeeded");
+    ctx.metrics
+        .set_repository_tags(&key.namespace, &key.name, outcome.tag_count);
+
+    let entry = Entry {
+        meta: EntryMeta {
+            uid: obj.uid().unwrap_or_default(),
+            canonical_image_name: outcome.canonical_image_name.clone(),
+            revision: outcome.revision.clone(),
+            scan_time: outcome.scan_time,
+            tag_count: outcome.tags.len() as u64,
+            spec_fingerprint: fingerprint,
+        },
+        tags: outcome.tags.clone(),
+    };
+    let store = ctx.store.clone();
+    let k = key.clone();
+    let stored = tokio::task::spawn_blocking(move || store.put(&k, &entry))
+        .await
+        .map_err(|e| ReconcileError::Join(e.to_string()))?;
+    if let Err(e) = stored {
+        let message = format!("storing the scanned tags failed: {e}");
+        fail(ctx, api, obj, FAILURE, &message, requested_at.as_deref()).await?;
+        return Err(ReconcileError::Store(e));
+    }
+
+    let status = succeeded_status(obj, &old, &outcome, requested_at);
+    write_status(api, &key.name, &old, &status).await?;
+
+    let previous = conditions::get(&old.conditions, READY);
+    let old_revision = old
+        .last_scan_result
+        .as_ref()
+        .and_then(|r| r.revision.as_deref());
+    let message = success_message(&outcome);
+    let newsworthy = match previous {
+        None => true,
+        Some(c) if c.status != "True" => true,
+        Some(_) => old_revision != Some(outcome.revision.as_str()),
+    };
+    if newsworthy {
+        ctx.publish(obj, EventType::Normal, SUCCEEDED, &message)
+            .await;
+    }
+    info!(repository = %key, tags = outcome.tag_count, revision = %outcome.revision, "scan succeeded");
+    Ok(Action::requeue(interval + ctx.jitter(interval)))
+}
+
+fn success_message(outcome: &ScanOutcome) -> String {
+    format!("successful scan: found {} tags", outcome.tag_count)
+}
+
+fn succeeded_status(
+    obj: &ImageRepository,
+    old: &ImageRepositoryStatus,
+    outcome: &ScanOutcome,
+    requested_at: Option<String>,
+) -> ImageRepositoryStatus {
+    let generation = obj.metadata.generation;
+    let mut status = old.clone();
+    status.canonical_image_name = Some(outcome.canonical_image_name.clone());
+    status.last_scan_result = Some(ScanResult {
+        tag_count: i64::try_from(outcome.tag_count).unwrap_or(i64::MAX),
+        scan_time: Some(Time(outcome.scan_time)),
+        latest_tags: outcome.latest_tags.clone(),
+        revision: Some(outcome.revision.clone()),
+    });
+    status.observed_exclusion_list = Some(obj.spec.effective_exclusion_list());
+    status.observed_generation = generation;
+    if requested_at.is_some() {
+        status.last_handled_reconcile_at = requested_at;
+    }
+    conditions::set(
+        &mut status.conditions,
+        READY,
+        true,
+        SUCCEEDED,
+        &success_message(outcome),
+        generation,
+        outcome.scan_time,
+    );
+    conditions::remove(&mut status.conditions, RECONCILING);
+    conditions::remove(&mut status.conditions, STALLED);
+    status
+}
+
+/// Records a failed attempt that will be retried with backoff: Ready=False with the
+/// reason, Reconciling=True (ProgressingWithRetry). A Warning event only on the way into
+/// failure (or into another reason), not on every retry.
+async fn fail(
+    ctx: &Context,
+    api: &Api<ImageRepository>,
+    obj: &ImageRepository,
+    reason: &str,
+    message: &str,
+    requested_at: Option<&str>,
+) -> Result<(), ReconcileError> {
+    let old = obj.status.clone().unwrap_or_default();
+    let generation = obj.metadata.generation;
+    let now = jiff::Timestamp::now();
+    let mut status = old.clone();
+    conditions::set(
+        &mut status.conditions,
+        READY,
+        false,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    conditions::set(
+        &mut status.conditions,
+        RECONCILING,
+        true,
+        PROGRESSING_WITH_RETRY,
+        message,
+        generation,
+        now,
+    );
+    conditions::remove(&mut status.conditions, STALLED);
+    if let Some(at) = requested_at {
+        status.last_handled_reconcile_at = Some(at.to_string());
+    }
+    write_status(api, &obj.name_any(), &old, &status).await?;
+    let previous = conditions::get(&old.conditions, READY);
+    let transition = previous.is_none_or(|c| c.status == "True" || c.reason != reason);
+    if transition {
+        ctx.publish(obj, EventType::Warning, reason, message).await;
+    }
+    warn!(
+        repository = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),
+        reason, error = message, "scan failed; retrying with backoff"
+    );
+    Ok(())
+}
+
+/// The spec can never work as written: Stalled=True and Ready=False with the reason, no
+/// retry until the spec changes.
+async fn stall(
+    ctx: &Context,
+    api: &Api<ImageRepository>,
+    obj: &ImageRepository,
+    reason: &str,
+    message: &str,
+    now: jiff::Timestamp,
+) -> Result<Action, ReconcileError> {
+    let old = obj.status.clone().unwrap_or_default();
+    let generation = obj.metadata.generation;
+    let mut status = old.clone();
+    conditions::set(
+        &mut status.conditions,
+        READY,
+        false,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    conditions::set(
+        &mut status.conditions,
+        STALLED,
+        true,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    conditions::remove(&mut status.conditions, RECONCILING);
+    status.observed_generation = generation;
+    status.observed_exclusion_list = Some(obj.spec.effective_exclusion_list());
+    let changed = write_status(api, &obj.name_any(), &old, &status).await?;
+    if changed && !conditions::is_true(&old.conditions, STALLED) {
+        ctx.publish(obj, EventType::Warning, reason, message).await;
+    }
+    ctx.metrics.count_scan("stalled");
+    Ok(Action::await_change())
+}
+
+/// Writes `status` with a merge patch on the status subresource when it differs from
+/// `old`; fields present before and absent now are removed explicitly. Returns whether a
+/// write happened.
+pub(super) async fn write_status<K>(
+    api: &Api<K>,
+    name: &str,
+    old: &impl serde::Serialize,
+    status: &impl serde::Serialize,
+) -> Result<bool, ReconcileError>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let old = serde_json::to_value(old).map_err(ReconcileError::Encode)?;
+    let mut new = serde_json::to_value(status).map_err(ReconcileError::Encode)?;
+    if old == new {
+        return Ok(false);
+    }
+    if let (Some(old), Some(new)) = (old.as_object(), new.as_object_mut()) {
+        for k in old.keys() {
+            if !new.contains_key(k) {
+                new.insert(k.clone(), serde_json::Value::Null);
+            }
+        }
+    }
+    let patch = json!({ "status": new });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(ReconcileError::Kube)?;
+    Ok(true)
+}
+
+fn store_key(obj: &ImageRepository) -> ObjectKey {
+    ObjectKey::new(obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// A digest of everything that changes what a scan returns: the image, the exclusion
+/// list, provider and insecure, the credential references and the resourceVersions of the
+/// Secrets they name (from the metadata-only Secret cache), so editing a Secret rescans.
+fn fingerprint(
+    spec: &ImageRepositorySpec,
+    image: &ImageRef,
+    namespace: &str,
+    secrets: &kube::runtime::reflector::Store<PartialObjectMetadata<Secret>>,
+) -> String {
+    let secret_version = |name: Option<&str>| -> serde_json::Value {
+        match name {
+            None => serde_json::Value::Null,
+            Some(name) => {
+                let key = ObjectRef::<PartialObjectMetadata<Secret>>::new(name).within(namespace);
+                let rv = secrets
+                    .get(&key)
+                    .and_then(|s| s.metadata.resource_version.clone())
+                    .unwrap_or_default();
+                json!([name, rv])
+            }
+        }
+    };
+    let material = json!({
+        "image": image.canonical(),
+        "exclusionList": spec.effective_exclusion_list(),
+        "provider": spec.effective_provider().as_str(),
+        "insecure": spec.insecure,
+        "serviceAccountName": spec.service_account_name,
+        "secretRef": secret_version(spec.secret_ref.as_ref().map(|r| r.name.as_str())),
+        "certSecretRef": secret_version(spec.cert_secret_ref.as_ref().map(|r| r.name.as_str())),
+        "proxySecretRef": secret_version(spec.proxy_secret_ref.as_ref().map(|r| r.name.as_str())),
+    });
+    let digest = Sha256::digest(material.to_string().as_bytes());
+    format!("sha256:{}", hex::encode(digest))
+}
+
+/// The names of the Secrets an ImageRepository references (for mapping Secret changes
+/// back to the repositories that use them).
+pub fn referenced_secrets(repo: &ImageRepository) -> impl Iterator<Item = &str> {
+    [
+        repo.spec.secret_ref.as_ref(),
+        repo.spec.cert_secret_ref.as_ref(),
+        repo.spec.proxy_secret_ref.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|r| r.name.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ImageRepositorySpec;
+
+    fn at(secs: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(secs).expect("valid timestamp")
+    }
+
+    fn meta(uid: &str, revision: &str, scanned: i64) -> EntryMeta {
+        EntryMeta {
+            uid: uid.into(),
+            canonical_image_name: "docker.io/library/alpine".into(),
+            revision: revision.into(),
+            scan_time: at(scanned),
+            tag_count: 1,
+            spec_fingerprint: "fp".into(),
+        }
+    }
+
+    fn ready_status(revision: &str, scanned: i64) -> ImageRepositoryStatus {
+        let mut s = ImageRepositoryStatus {
+            last_scan_result: Some(ScanResult {
+                tag_count: 1,
+                scan_time: Some(Time(at(scanned))),
+                latest_tags: vec!["1.0".into()],
+                revision: Some(revision.into()),
+            }),
+            ..Default::default()
+        };
+        conditions::set(
+            &mut s.conditions,
+            READY,
+            true,
+            SUCCEEDED,
+            "ok",
+            Some(1),
+            at(scanned),
+        );
+        s
+    }
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_repository_never_scanned_is_scanned_now() {
+        let due = scan_due(&Default::default(), None, "u1", "fp", None, MIN, at(1000));
+        assert_eq!(due, Due::Now("never scanned"));
+    }
+
+    #[test]
+    fn a_recreated_object_does_not_inherit_the_old_tags() {
+        let m = meta("old-uid", "sha256:a", 990);
+        let due = scan_due(
+            &ready_status("sha256:a", 990),
+            Some(&m),
+            "new-uid",
+            "fp",
+            None,
+            MIN,
+            at(1000),
+        );
+        assert_eq!(due, Due::Now("never scanned"));
+    }
+
+    #[test]
+    fn a_recent_scan_waits_for_the_rest_of_the_interval() {
+        let m = meta("u1", "sha256:a", 990);
+        let due = scan_due(
+            &ready_status("sha256:a", 990),
+            Some(&m),
+            "u1",
+            "fp",
+            None,
+            MIN,
+            at(1000),
+        );
+        assert_eq!(due, Due::In(Duration::from_secs(50)));
+    }
+
+    #[test]
+    fn an_elapsed_interval_scans() {
+        let m = meta("u1", "sha256:a", 900);
+        let due = scan_due(
+            &ready_status("sha256:a", 900),
+            Some(&m),
+            "u1",
+            "fp",
+            None,
+            MIN,
+            at(1000),
+        );
+        assert_eq!(due, Due::Now("the interval has elapsed"));
+    }
+
+    #[test]
+    fn a_changed_fingerprint_scans_at_once() {
+        let m = meta("u1", "sha256:a", 990);
+        let due = scan_due(
+            &ready_status("sha256:a", 990),
+            Some(&m),
+            "u1",
+            "other",
+            None,
+            MIN,
+            at(1000),
+        );
+        assert!(matches!(due, Due::Now(_)));
+    }
+
+    #[test]
+    fn a_new_requested_at_scans_at_once_and_an_handled_one_does_not() {
+        let m = meta("u1", "sha256:a", 990);
+        let mut status = ready_status("sha256:a", 990);
+        let due = scan_due(&status, Some(&m), "u1", "fp", Some("now"), MIN, at(1000));
+        assert_eq!(due, Due::Now("reconcile requested"));
+        status.last_handled_reconcile_at = Some("now".into());
+        let due = scan_due(&status, Some(&m), "u1", "fp", Some("now"), MIN, at(1000));
+        assert!(matches!(due, Due::In(_)));
+    }
+
+    #[test]
+    fn a_failed_last_attempt_scans_again() {
+        let m = meta("u1", "sha256:a", 990);
+        let mut status = ready_status("sha256:a", 990);
+        conditions::set(
+            &mut status.conditions,
+            READY,
+            false,
+            "AuthenticationFailed",
+            "401",
+            Some(1),
+            at(995),
+        );
+        let due = scan_due(&status, Some(&m), "u1", "fp", None, MIN, at(1000));
+        assert_eq!(due, Due::Now("the last attempt failed"));
+    }
+
+    #[test]
+    fn a_status_that_does_not_match_the_store_scans_again() {
+        let m = meta("u1", "sha256:b", 990);
+        let due = scan_due(
+            &ready_status("sha256:a", 990),
+            Some(&m),
+            "u1",
+            "fp",
+            None,
+            MIN,
+            at(1000),
+        );
+        assert_eq!(due, Due::Now("the status does not match the stored tags"));
+    }
+
+    #[test]
+    fn referenced_secrets_lists_every_reference() {
+        let repo = ImageRepository::new(
+            "r",
+            ImageRepositorySpec {
+                image: "alpine".into(),
+                interval: "1m".into(),
+                secret_ref: Some(api::LocalObjectReference {
+                    name: "creds".into(),
+                }),
+                proxy_secret_ref: Some(api::LocalObjectReference {
+                    name: "proxy".into(),
+                }),
+                ..Default::default()
+            },
+        );
+        let names: Vec<&str> = referenced_secrets(&repo).collect();
+        assert_eq!(names, ["creds", "proxy"]);
+    }
+}

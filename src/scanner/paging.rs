@@ -1,0 +1,243 @@
+//! `tags/list` pages: the `Link` header, its safety rules, and the page body.
+
+use reqwest::header::{HeaderMap, LINK};
+use url::Url;
+
+/// The page size asked for after a registry refuses a larger one (Quay's maximum).
+pub(crate) const FALLBACK_PAGE_SIZE: usize = 100;
+
+/// The `rel="next"` target of the `Link` headers, if any.
+pub(crate) fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(parse_next)
+}
+
+/// `<url>; rel="next", <url2>; rel="prev"` -> `url`.
+fn parse_next(value: &str) -> Option<String> {
+    let mut rest = value;
+    loop {
+        let start = rest.find('<')?;
+        let end = start + rest[start..].find('>')?;
+        let target = &rest[start + 1..end];
+        let after = &rest[end + 1..];
+        let params_end = after.find('<').unwrap_or(after.len());
+        let params = &after[..params_end];
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim().trim_end_matches(',').trim();
+            match p.split_once('=') {
+                Some((k, v)) if k.trim().eq_ignore_ascii_case("rel") => v
+                    .trim()
+                    .trim_matches('"')
+                    .split_ascii_whitespace()
+                    .any(|r| r.eq_ignore_ascii_case("next")),
+                _ => false,
+            }
+        });
+        if is_next {
+            return Some(target.trim().to_string());
+        }
+        rest = after;
+    }
+}
+
+/// Resolves a next link against the current page and checks it stays on the registry:
+/// another host is refused; a link that lost the registry's port (Nexus) or scheme
+/// (a TLS-terminating proxy) is repaired.
+pub(crate) fn resolve_next(base: &Url, current: &Url, link: &str) -> Result<Url, String> {
+    let mut next = current
+        .join(link)
+        .map_err(|e| format!("the next-page link is not a URL ({e})"))?;
+    if next.host_str() != base.host_str() {
+        return Err(format!(
+            "the next-page link points at another host ({}); it is not followed, so no credentials leave the registry",
+            next.host_str().unwrap_or("none")
+        ));
+    }
+    if next.scheme() != base.scheme() {
+        let explicit_port = next.port();
+        next.set_scheme(base.scheme())
+            .map_err(|()| "the next-page link has an unusable scheme".to_string())?;
+        // An explicit port kept by set_scheme is compared below.
+        let _ = next.set_port(explicit_port);
+    }
+    if next.port_or_known_default() != base.port_or_known_default() {
+        if next.port().is_none() {
+            next.set_port(base.port())
+                .map_err(|()| "the next-page link cannot take the registry's port".to_string())?;
+        } else {
+            return Err(format!(
+                "the next-page link points at another port ({}) of the registry host; it is not followed",
+                next.port_or_known_default().unwrap_or(0)
+            ));
+        }
+    }
+    Ok(next)
+}
+
+/// The same page URL asking for `size` tags, when it asked for more (or for none).
+pub(crate) fn with_smaller_page(url: &Url, size: usize) -> Option<Url> {
+    let n = url
+        .query_pairs()
+        .find(|(k, _)| k == "n")
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    if n.is_some_and(|n| n <= size) {
+        return None;
+    }
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "n")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let mut smaller = url.clone();
+    {
+        let mut q = smaller.query_pairs_mut();
+        q.clear();
+        q.append_pair("n", &size.to_string());
+        for (k, v) in &pairs {
+            q.append_pair(k, v);
+        }
+    }
+    Some(smaller)
+}
+
+#[derive(serde::Deserialize)]
+struct Page {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+/// The tags of one page (`"tags": null` is an empty page).
+pub(crate) fn parse_page(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+    let page: Page = serde_json::from_slice(body)?;
+    Ok(page.tags.unwrap_or_default())
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    errors: Vec<ErrorEntry>,
+}
+
+#[derive(serde::Deserialize)]
+struct ErrorEntry {
+    #[serde(default)]
+    code: String,
+}
+
+/// The first distribution error code of an error body (`NAME_UNKNOWN`, ...).
+pub(crate) fn error_code(body: &[u8]) -> Option<String> {
+    let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
+    parsed.errors.into_iter().map(|e| e.code).find(|c| {
+        !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+    })
+}
+
+pub(crate) fn path_and_query(url: &Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).unwrap()
+    }
+
+    #[test]
+    fn finds_the_next_link_among_others() {
+        assert_eq!(
+            parse_next(r#"</v2/a/tags/list?n=2&last=b>; rel="next""#).as_deref(),
+            Some("/v2/a/tags/list?n=2&last=b")
+        );
+        assert_eq!(
+            parse_next(r#"<https://r/prev>; rel="prev", <https://r/next>; rel=next"#).as_deref(),
+            Some("https://r/next")
+        );
+        assert_eq!(parse_next(r#"<https://r/prev>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn relative_and_absolute_links_resolve_against_the_registry() {
+        let base = url("https://ghcr.io/");
+        let cur = url("https://ghcr.io/v2/a/tags/list?n=100");
+        assert_eq!(
+            resolve_next(&base, &cur, "/v2/a/tags/list?last=x&n=100")
+                .unwrap()
+                .as_str(),
+            "https://ghcr.io/v2/a/tags/list?last=x&n=100"
+        );
+        assert_eq!(
+            resolve_next(&base, &cur, "https://ghcr.io/v2/a/tags/list?last=y")
+                .unwrap()
+                .as_str(),
+            "https://ghcr.io/v2/a/tags/list?last=y"
+        );
+    }
+
+    #[test]
+    fn refuses_a_link_to_another_host() {
+        let base = url("https://ghcr.io/");
+        let cur = url("https://ghcr.io/v2/a/tags/list");
+        let e = resolve_next(&base, &cur, "https://evil.example/v2/a/tags/list").unwrap_err();
+        assert!(e.contains("evil.example"), "{e}");
+        assert!(resolve_next(&base, &cur, "//evil.example/x").is_err());
+    }
+
+    #[test]
+    fn repairs_a_link_that_lost_the_port_or_scheme() {
+        let base = url("https://nexus.local:8443/");
+        let cur = url("https://nexus.local:8443/v2/a/tags/list");
+        assert_eq!(
+            resolve_next(&base, &cur, "https://nexus.local/v2/a/tags/list?last=b")
+                .unwrap()
+                .as_str(),
+            "https://nexus.local:8443/v2/a/tags/list?last=b"
+        );
+        assert_eq!(
+            resolve_next(&base, &cur, "http://nexus.local/v2/a/tags/list?last=b")
+                .unwrap()
+                .as_str(),
+            "https://nexus.local:8443/v2/a/tags/list?last=b"
+        );
+        assert!(resolve_next(&base, &cur, "https://nexus.local:9999/v2/a/tags/list").is_err());
+    }
+
+    #[test]
+    fn a_refused_page_size_falls_back_to_100_once() {
+        let u = url("https://quay.io/v2/a/tags/list?n=1000");
+        let smaller = with_smaller_page(&u, 100).unwrap();
+        assert_eq!(smaller.as_str(), "https://quay.io/v2/a/tags/list?n=100");
+        assert!(with_smaller_page(&smaller, 100).is_none());
+        let with_last = url("https://quay.io/v2/a/tags/list?last=x&n=500");
+        assert_eq!(
+            with_smaller_page(&with_last, 100).unwrap().as_str(),
+            "https://quay.io/v2/a/tags/list?n=100&last=x"
+        );
+    }
+
+    #[test]
+    fn pages_parse_with_null_tags_and_errors_give_their_code() {
+        assert_eq!(
+            parse_page(br#"{"name":"a","tags":["1","2"]}"#).unwrap(),
+            vec!["1", "2"]
+        );
+        assert!(
+            parse_page(br#"{"name":"a","tags":null}"#)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(parse_page(b"<html>").is_err());
+        assert_eq!(
+            error_code(br#"{"errors":[{"code":"NAME_UNKNOWN","message":"x"}]}"#).as_deref(),
+            Some("NAME_UNKNOWN")
+        );
+        assert_eq!(error_code(b"nope"), None);
+    }
+}

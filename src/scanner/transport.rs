@@ -1,0 +1,230 @@
+//! TLS material and proxy settings of a scan, and the pooled HTTP clients built from them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// PEM material for a registry: a CA bundle added to the system roots, and a client
+/// certificate and key for mutual TLS.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct TlsMaterial {
+    pub ca_pem: Option<Vec<u8>>,
+    pub client_cert_pem: Option<Vec<u8>>,
+    pub client_key_pem: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_cert", &self.client_cert_pem.is_some())
+            .field(
+                "client_key",
+                &self.client_key_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Why a Secret's TLS or proxy data cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretDataError {
+    #[error(
+        "the secret has a client certificate ({cert_key:?}) but no private key; add \"tls.key\" (or \"keyFile\")"
+    )]
+    CertWithoutKey { cert_key: &'static str },
+    #[error(
+        "the secret has a private key ({key_key:?}) but no client certificate; add \"tls.crt\" (or \"certFile\")"
+    )]
+    KeyWithoutCert { key_key: &'static str },
+    #[error(
+        "the secret has none of the keys \"ca.crt\", \"tls.crt\"/\"tls.key\", \"caFile\", \"certFile\"/\"keyFile\""
+    )]
+    NoTlsKeys,
+    #[error(
+        "the proxy secret has no \"address\" key; add the proxy URL, e.g. \"http://proxy:3128\""
+    )]
+    NoProxyAddress,
+    #[error("the proxy secret value {key:?} is not UTF-8")]
+    NotUtf8 { key: &'static str },
+    #[error("the proxy secret has a \"password\" but no \"username\"")]
+    PasswordWithoutUsername,
+}
+
+impl TlsMaterial {
+    /// Reads `ca.crt`, `tls.crt`, `tls.key` (Flux v1) or `caFile`, `certFile`, `keyFile`
+    /// (the v1beta1 seed). Either a CA, a certificate with its key, or both.
+    pub fn from_secret_data(
+        data: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<TlsMaterial, SecretDataError> {
+        let pick = |a: &'static str, b: &'static str| {
+            data.get(a)
+                .map(|v| (a, v.clone()))
+                .or_else(|| data.get(b).map(|v| (b, v.clone())))
+        };
+        let ca = pick("ca.crt", "caFile");
+        let cert = pick("tls.crt", "certFile");
+        let key = pick("tls.key", "keyFile");
+        match (&cert, &key) {
+            (Some((k, _)), None) => return Err(SecretDataError::CertWithoutKey { cert_key: k }),
+            (None, Some((k, _))) => return Err(SecretDataError::KeyWithoutCert { key_key: k }),
+            _ => {}
+        }
+        if ca.is_none() && cert.is_none() {
+            return Err(SecretDataError::NoTlsKeys);
+        }
+        Ok(TlsMaterial {
+            ca_pem: ca.map(|(_, v)| v),
+            client_cert_pem: cert.map(|(_, v)| v),
+            client_key_pem: key.map(|(_, v)| v),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ca_pem.is_none() && self.client_cert_pem.is_none() && self.client_key_pem.is_none()
+    }
+}
+
+/// An HTTP(S) proxy, as Flux's `proxySecretRef` has it. HTTPS registries are reached
+/// through it with HTTP CONNECT.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ProxyConfig {
+    pub address: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("address", &redact_url_userinfo(&self.address))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl ProxyConfig {
+    /// Reads `address` (required), `username` and `password`.
+    pub fn from_secret_data(
+        data: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<ProxyConfig, SecretDataError> {
+        let get = |k: &'static str| -> Result<Option<String>, SecretDataError> {
+            data.get(k)
+                .map(|v| {
+                    String::from_utf8(v.clone())
+                        .map(|s| s.trim().to_string())
+                        .map_err(|_| SecretDataError::NotUtf8 { key: k })
+                })
+                .transpose()
+        };
+        let address = get("address")?
+            .filter(|a| !a.is_empty())
+            .ok_or(SecretDataError::NoProxyAddress)?;
+        let username = get("username")?.filter(|u| !u.is_empty());
+        let password = get("password")?.filter(|p| !p.is_empty());
+        if username.is_none() && password.is_some() {
+            return Err(SecretDataError::PasswordWithoutUsername);
+        }
+        Ok(ProxyConfig {
+            address,
+            username,
+            password,
+        })
+    }
+}
+
+/// `http://user:pass@host` -> `http://host` for messages.
+pub(crate) fn redact_url_userinfo(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => match s.rsplit_once('@') {
+            Some((_, host)) => host.to_string(),
+            None => s.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn tls_material_reads_flux_v1_keys() {
+        let t = TlsMaterial::from_secret_data(&data(&[
+            ("ca.crt", "CA"),
+            ("tls.crt", "CERT"),
+            ("tls.key", "KEY"),
+        ]))
+        .unwrap();
+        assert_eq!(t.ca_pem.as_deref(), Some(&b"CA"[..]));
+        assert_eq!(t.client_cert_pem.as_deref(), Some(&b"CERT"[..]));
+        assert_eq!(t.client_key_pem.as_deref(), Some(&b"KEY"[..]));
+    }
+
+    #[test]
+    fn tls_material_reads_the_seed_keys() {
+        let t = TlsMaterial::from_secret_data(&data(&[
+            ("caFile", "CA"),
+            ("certFile", "CERT"),
+            ("keyFile", "KEY"),
+        ]))
+        .unwrap();
+        assert_eq!(t.ca_pem.as_deref(), Some(&b"CA"[..]));
+        assert_eq!(t.client_key_pem.as_deref(), Some(&b"KEY"[..]));
+        let only_ca = TlsMaterial::from_secret_data(&data(&[("caFile", "CA")])).unwrap();
+        assert!(only_ca.client_cert_pem.is_none());
+    }
+
+    #[test]
+    fn tls_material_refuses_a_certificate_without_its_key() {
+        assert_eq!(
+            TlsMaterial::from_secret_data(&data(&[("tls.crt", "CERT")])),
+            Err(SecretDataError::CertWithoutKey {
+                cert_key: "tls.crt"
+            })
+        );
+        assert_eq!(
+            TlsMaterial::from_secret_data(&data(&[("keyFile", "KEY")])),
+            Err(SecretDataError::KeyWithoutCert { key_key: "keyFile" })
+        );
+        assert_eq!(
+            TlsMaterial::from_secret_data(&data(&[("other", "x")])),
+            Err(SecretDataError::NoTlsKeys)
+        );
+    }
+
+    #[test]
+    fn proxy_config_needs_an_address() {
+        let p = ProxyConfig::from_secret_data(&data(&[
+            ("address", "http://proxy:3128"),
+            ("username", "u"),
+            ("password", "hunter2"),
+        ]))
+        .unwrap();
+        assert_eq!(p.address, "http://proxy:3128");
+        assert!(!format!("{p:?}").contains("hunter2"));
+        assert_eq!(
+            ProxyConfig::from_secret_data(&data(&[("username", "u")])),
+            Err(SecretDataError::NoProxyAddress)
+        );
+    }
+
+    #[test]
+    fn proxy_addresses_lose_their_credentials_in_messages() {
+        assert_eq!(
+            redact_url_userinfo("http://u:hunter2@proxy:3128"),
+            "http://proxy:3128/"
+        );
+    }
+}

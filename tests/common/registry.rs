@@ -1,0 +1,334 @@
+//! A real OCI registry for tests: Debian's `docker-registry` (distribution 2.8) started
+//! on 127.0.0.1:0 with a temporary config, optionally with TLS (a CA made at test time),
+//! mutual TLS, htpasswd Basic auth or token auth. Killed on drop.
+//!
+//! ```ignore
+//! let registry = Registry::start(RegistryOptions::default());
+//! registry.push_tags("team/app", &["1.0", "1.1"]).await;
+//! registry.host();                      // "127.0.0.1:PORT"
+//! registry.requests_matching("/tags/list");
+//! ```
+
+use super::certs::{Leaf, TestCa};
+use super::token_server::{TOKEN_ISSUER, TOKEN_SERVICE, TokenSigner};
+use base64::Engine as _;
+use futures::StreamExt as _;
+use sha2::Digest as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How the registry authenticates.
+#[derive(Clone, Default)]
+pub enum RegistryAuth {
+    #[default]
+    Anonymous,
+    /// htpasswd (bcrypt) with one user.
+    Basic { username: String, password: String },
+    /// The distribution token flow against `realm` (see `TokenServer`), tokens signed by
+    /// `signer`.
+    Token {
+        realm: String,
+        signer: Arc<TokenSigner>,
+    },
+}
+
+/// TLS for the registry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RegistryTls {
+    /// Plain HTTP.
+    #[default]
+    None,
+    /// HTTPS with a server certificate from a CA made at test time.
+    Server,
+    /// HTTPS that also requires a client certificate signed by that CA.
+    Mutual,
+}
+
+#[derive(Clone, Default)]
+pub struct RegistryOptions {
+    pub auth: RegistryAuth,
+    pub tls: RegistryTls,
+}
+
+/// A running `docker-registry`.
+pub struct Registry {
+    child: Child,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    options: RegistryOptions,
+    ca: Option<TestCa>,
+    client_leaf: Option<Leaf>,
+    http: reqwest::Client,
+}
+
+fn require_tool(name: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{name}` is not on PATH: install the Debian package `{package}` (make test-deps, or scripts/install-test-deps.sh)"
+    );
+}
+
+impl Registry {
+    pub fn start(options: RegistryOptions) -> Registry {
+        require_tool("docker-registry", "docker-registry");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = String::from(
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  inmemory: {}\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:0\n  secret: image-reflector-test\n",
+        );
+        let (mut ca, mut client_leaf) = (None, None);
+        if options.tls != RegistryTls::None {
+            let test_ca = TestCa::new("registry test CA");
+            let (cert, key) = test_ca
+                .server(&["127.0.0.1", "localhost"])
+                .write(dir.path(), "server");
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+            if options.tls == RegistryTls::Mutual {
+                let ca_path = test_ca.write_ca(dir.path());
+                config.push_str(&format!("    clientcas:\n      - {}\n", ca_path.display()));
+                client_leaf = Some(test_ca.client("registry test client"));
+            }
+            ca = Some(test_ca);
+        }
+        match &options.auth {
+            RegistryAuth::Anonymous => {}
+            RegistryAuth::Basic { username, password } => {
+                require_tool("htpasswd", "apache2-utils");
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", username, password])
+                    .output()
+                    .expect("run htpasswd");
+                assert!(out.status.success(), "htpasswd failed");
+                let path = dir.path().join("htpasswd");
+                std::fs::write(&path, &out.stdout).expect("write htpasswd");
+                config.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: image-reflector-test\n    path: {}\n",
+                    path.display()
+                ));
+            }
+            RegistryAuth::Token { realm, signer } => {
+                let path = dir.path().join("token-root.crt");
+                std::fs::write(&path, &signer.cert_pem).expect("write token cert");
+                config.push_str(&format!(
+                    "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                    path.display()
+                ));
+            }
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, &config).expect("write registry config");
+        let log_path = dir.path().join("registry.log");
+        let access_path = dir.path().join("access.log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&access_path).expect("access log"))
+            .stderr(std::fs::File::create(&log_path).expect("registry log"))
+            .spawn()
+            .expect("start docker-registry");
+        let addr = wait_for_listen(&log_path, Duration::from_secs(10));
+
+        let mut http = reqwest::Client::builder().pool_max_idle_per_host(64);
+        if let Some(ca) = &ca {
+            http = http.tls_certs_merge(
+                reqwest::Certificate::from_pem_bundle(ca.cert_pem.as_bytes()).expect("CA"),
+            );
+        }
+        if let Some(leaf) = &client_leaf {
+            let pem = format!("{}\n{}", leaf.cert_pem, leaf.key_pem);
+            http = http.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
+        }
+        Registry {
+            child,
+            dir,
+            addr,
+            options,
+            ca,
+            client_leaf,
+            http: http.no_proxy().build().expect("client"),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `127.0.0.1:PORT`, as in image names.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// `http(s)://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.options.tls == RegistryTls::None {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The CA that signed the server (and client) certificates, PEM.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca.as_ref().map(|c| c.cert_pem.as_str())
+    }
+
+    /// A client certificate the registry accepts (mutual TLS only).
+    pub fn client_cert(&self) -> Option<&Leaf> {
+        self.client_leaf.as_ref()
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Access-log lines containing `needle` (e.g. `"GET /v2/team/app/tags/list"`).
+    pub fn requests_matching(&self, needle: &str) -> usize {
+        std::fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    fn auth_header(&self, repo: &str) -> Option<String> {
+        match &self.options.auth {
+            RegistryAuth::Anonymous => None,
+            RegistryAuth::Basic { username, password } => Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+            )),
+            RegistryAuth::Token { signer, .. } => Some(format!(
+                "Bearer {}",
+                signer.token("pusher", repo, &["pull", "push"], 600)
+            )),
+        }
+    }
+
+    /// Pushes one small OCI image and tags it with every tag (one config blob, one
+    /// manifest, then a manifest PUT per tag, 32 at a time). Returns the manifest digest.
+    pub async fn push_tags<S: AsRef<str>>(&self, repo: &str, tags: &[S]) -> String {
+        let base = self.base_url();
+        let auth = self.auth_header(repo);
+        let with_auth = |rb: reqwest::RequestBuilder| match &auth {
+            Some(a) => rb.header("authorization", a),
+            None => rb,
+        };
+        let config = b"{}".to_vec();
+        let config_digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&config)));
+        let resp = with_auth(self.http.post(format!("{base}/v2/{repo}/blobs/uploads/")))
+            .send()
+            .await
+            .expect("start upload");
+        assert_eq!(
+            resp.status().as_u16(),
+            202,
+            "start upload: {:?}",
+            resp.text().await
+        );
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("upload location")
+            .to_string();
+        let location = if location.starts_with("http") {
+            location
+        } else {
+            format!("{base}{location}")
+        };
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let resp = with_auth(
+            self.http
+                .put(format!("{location}{sep}digest={config_digest}"))
+                .header("content-type", "application/octet-stream")
+                .body(config.clone()),
+        )
+        .send()
+        .await
+        .expect("finish upload");
+        assert_eq!(
+            resp.status().as_u16(),
+            201,
+            "finish upload: {:?}",
+            resp.text().await
+        );
+
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": config.len(),
+            },
+            "layers": [],
+        })
+        .to_string();
+        let manifest_digest = format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(manifest.as_bytes()))
+        );
+        let puts = futures::stream::iter(tags.iter().map(|t| {
+            let url = format!("{base}/v2/{repo}/manifests/{}", t.as_ref());
+            with_auth(
+                self.http
+                    .put(url)
+                    .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+                    .body(manifest.clone()),
+            )
+            .send()
+        }))
+        .buffer_unordered(32);
+        let results: Vec<_> = puts.collect().await;
+        for r in results {
+            let r = r.expect("manifest PUT");
+            assert_eq!(
+                r.status().as_u16(),
+                201,
+                "manifest PUT: {:?}",
+                r.text().await
+            );
+        }
+        manifest_digest
+    }
+}
+
+fn wait_for_listen(log: &std::path::Path, timeout: Duration) -> SocketAddr {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(pos) = text.find("listening on ") {
+            let rest = &text[pos + "listening on ".len()..];
+            let addr: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+            if let Ok(a) = addr.parse() {
+                return a;
+            }
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "docker-registry did not start within {timeout:?}; its log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
