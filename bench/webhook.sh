@@ -4,7 +4,9 @@
 # answering a fixed AdmissionReview without parsing), with the same realistic
 # AdmissionReview body over HTTPS keep-alive.
 #
-#   1. saturation: wrk, THREADS threads, CONNS connections, DURATION seconds -> requests/s, p50, p99
+#   1. saturation: wrk, THREADS threads, CONNS connections, DURATION seconds -> requests/s, p50, p99;
+#      ROUNDS rounds alternating baseline and image-reflector, best round of each compared
+#      (other work on a shared machine only ever slows a round down)
 #   2. fixed rate: examples/webhook_load.rs at RATE requests/s -> p50, p99 (from scheduled start)
 #
 # Prints figures and ratios; targets (>= 0.8 of the baseline's throughput, p99 < 2 ms at
@@ -13,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 RATE=${RATE:-1000}
@@ -96,10 +99,15 @@ saturate() { # name addr -> sets RPS
 }
 
 echo
-echo "== saturation: wrk -t$THREADS -c$CONNS -d${DURATION}s, POST $ENDPOINT ($(wc -c < "$tmp/body.json") bytes), HTTP/1.1 keep-alive over TLS"
+echo "== saturation: wrk -t$THREADS -c$CONNS -d${DURATION}s x $ROUNDS rounds, POST $ENDPOINT ($(wc -c < "$tmp/body.json") bytes), HTTP/1.1 keep-alive over TLS"
 printf '%-16s %12s %10s %10s\n' server "requests/s" "p50 ms" "p99 ms"
-saturate baseline "$base"; base_rps=$RPS
-saturate image-reflector "$ours"; ours_rps=$RPS
+base_rps=0
+ours_rps=0
+for _ in $(seq 1 "$ROUNDS"); do
+  saturate baseline "$base"; base_rps=$(awk -v a="$base_rps" -v b="$RPS" 'BEGIN {print (b > a) ? b : a}')
+  saturate image-reflector "$ours"; ours_rps=$(awk -v a="$ours_rps" -v b="$RPS" 'BEGIN {print (b > a) ? b : a}')
+done
+printf 'best round: baseline %.0f requests/s, image-reflector %.0f requests/s\n' "$base_rps" "$ours_rps"
 ratio=$(awk -v a="$ours_rps" -v b="$base_rps" 'BEGIN {printf "%.2f", a/b}')
 verdict=$(awk -v r="$ratio" 'BEGIN {print (r >= 0.8) ? "met" : "NOT met"}')
 echo "image-reflector/baseline throughput: $ratio  (target >= 0.80: $verdict)"

@@ -309,3 +309,97 @@ pub fn handle(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(operation: &str, object: Value, old: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "image.toolkit.fluxcd.io", "version": "v1", "kind": "ImageRepository"},
+                "operation": operation,
+                "namespace": "ns",
+                "object": object,
+                "oldObject": old,
+            }
+        }))
+        .unwrap()
+    }
+
+    fn response(outcome: &Outcome) -> Value {
+        let v: Value = serde_json::from_slice(&outcome.body).unwrap();
+        v["response"].clone()
+    }
+
+    #[test]
+    fn patches_are_base64_json_patches() {
+        let obj = json!({"metadata": {"name": "a"}, "spec": {"image": "alpine", "interval": "5m"}});
+        let out = handle(
+            &body("CREATE", obj, Value::Null),
+            Endpoint::Mutate,
+            &Admission::default(),
+        )
+        .unwrap();
+        assert_eq!(out.result, "patched");
+        let r = response(&out);
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(r["patch"].as_str().unwrap())
+            .unwrap();
+        let patch: Value = serde_json::from_slice(&patch).unwrap();
+        assert_eq!(
+            patch[0],
+            json!({"op": "add", "path": "/spec/timeout", "value": "5m"})
+        );
+    }
+
+    #[test]
+    fn an_object_being_deleted_is_never_refused() {
+        let obj = json!({"metadata": {"name": "a", "deletionTimestamp": "2024-01-01T00:00:00Z"}, "spec": {"image": "BAD"}});
+        let old = json!({"metadata": {"name": "a"}, "spec": {"image": "BAD", "interval": "1m"}});
+        let out = handle(
+            &body("UPDATE", obj, old),
+            Endpoint::Validate,
+            &Admission::default(),
+        )
+        .unwrap();
+        assert_eq!(response(&out)["allowed"], true);
+    }
+
+    #[test]
+    fn denials_take_the_name_from_metadata_when_the_request_has_none() {
+        let obj = json!({"metadata": {"generateName": "repo-"}, "spec": {"image": "alpine"}});
+        let out = handle(
+            &body("CREATE", obj, Value::Null),
+            Endpoint::Validate,
+            &Admission::default(),
+        )
+        .unwrap();
+        assert_eq!(out.result, "denied");
+        let msg = response(&out)["status"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            msg.contains("\"repo-\" is invalid: spec.interval: Required value"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn create_without_an_object_is_a_bad_request() {
+        let err = handle(
+            &body("CREATE", Value::Null, Value::Null),
+            Endpoint::Validate,
+            &Admission::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("request.object is missing for operation CREATE")
+        );
+    }
+}
