@@ -675,7 +675,8 @@ fn stops_gracefully_on_sigterm() {
 }
 
 #[test]
-fn serve_without_webhook_only_says_the_controllers_are_not_built_in() {
+fn serve_without_webhook_only_needs_a_cluster_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
     let out = Command::new(binary())
         .args([
             "serve",
@@ -686,11 +687,19 @@ fn serve_without_webhook_only_says_the_controllers_are_not_built_in() {
             "--metrics-addr",
             "127.0.0.1:0",
         ])
+        .arg("--storage-path")
+        .arg(dir.path().join("store"))
+        .env("KUBECONFIG", dir.path().join("missing-kubeconfig"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--webhook-only"), "{stderr}");
+    assert!(
+        stderr.contains("KUBECONFIG") && stderr.contains("missing-kubeconfig"),
+        "{stderr}"
+    );
 }
 
 #[test]
