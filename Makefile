@@ -48,3 +48,6 @@ bench-policy: ## tag selection over 100,000 tags per policy kind, with and witho
 
 bench-scan: test-deps ## tag listing: ours vs skopeo list-tags (10,000 tags; 100,000 in pages of 100 and 1000): wall time, peak RSS
 	CARGO=$(CARGO) ./bench/scan.sh
+
+bench-webhook: ## webhook throughput and latency vs a bare axum+rustls baseline (wrk, fixed-rate load)
+	CARGO=$(CARGO) ./bench/webhook.sh
