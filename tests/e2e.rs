@@ -202,7 +202,7 @@ async fn the_seed_example_becomes_ready_with_the_exact_tag_count_and_flux_column
         .find(|l| l.contains("Succeeded") && l.contains("Normal"))
         .unwrap_or_else(|| panic!("no Normal Succeeded event in describe:\n{described}"));
     assert!(
-        event_line.contains("successful scan: found 5 tags"),
+        event_line.contains("successful scan, found 5 tags"),
         "{described}"
     );
 }
@@ -310,8 +310,8 @@ async fn new_tags_appear_after_the_interval_and_an_unchanged_rescan_writes_one_s
     assert_eq!(
         notes,
         [
-            "successful scan: found 2 tags",
-            "successful scan: found 4 tags"
+            "successful scan, found 2 tags",
+            "successful scan, found 4 tags"
         ],
         "{events:#?}"
     );
@@ -523,7 +523,7 @@ spec:
         .await;
     let normal: Vec<&Value> = events.iter().filter(|e| e["type"] == "Normal").collect();
     assert_eq!(normal.len(), 1, "{events:#?}");
-    assert_eq!(normal[0]["note"], "successful scan: found 3 tags");
+    assert_eq!(normal[0]["note"], "successful scan, found 3 tags");
 
     // Neither password (nor the encoded auth) appears in the process's log.
     use base64::Engine as _;
