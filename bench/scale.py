@@ -341,8 +341,8 @@ def main():
     reflector, _ = start_reflector()
     time.sleep(1)
     idle = proc_status(reflector.pid)
-    log(f"   image-reflector serve (release) pid {reflector.pid}: "
-        f"{' '.join(serve_argv[2:3])} ... --registry-page-size {PAGE_SIZE} {' '.join(EXTRA_SERVE_ARGS)}")
+    log(f"   image-reflector serve (release) pid {reflector.pid}, default flags plus "
+        f"--registry-page-size {PAGE_SIZE} {' '.join(EXTRA_SERVE_ARGS)}")
     log(f"   idle after cache sync, no objects: RSS {idle['VmRSS'] / 1024:.1f} MiB")
 
     # --- 1. create every object, wait until all are Ready
@@ -438,7 +438,8 @@ def main():
     all_writes = sum(r for r, _ in rescan_writes.values())
     log(f"   {rescans:.0f} rescans (scans_total{{result=succeeded}}), "
         f"{r3['tag_requests'] - r2['tag_requests']} tags/list requests")
-    log(f"   API writes in the window: {fmt_counts(rescan_writes)}")
+    log(f"   API writes in the window: {fmt_counts(rescan_writes)} (scans in flight at the "
+        f"window's edges can skew the ratio by a few per cent)")
     peak_during = max(peak_during, proc_status(reflector.pid)["VmHWM"])
     set_interval("1h")
 
