@@ -516,6 +516,8 @@ def main():
 
 
 if __name__ == "__main__":
+    # SIGTERM ends like Ctrl-C: the finally clause stops every process started here.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         main()
     finally:
