@@ -52,5 +52,7 @@ bench-scan: test-deps ## tag listing: ours vs skopeo list-tags (10,000 tags; 100
 bench-webhook: ## webhook throughput and latency vs a bare axum+rustls baseline (wrk, fixed-rate load)
 	CARGO=$(CARGO) ./bench/webhook.sh
 
+bench: bench-webhook bench-scan bench-policy bench-scale ## every benchmark, one after another
+
 bench-scale: ## 1,000 ImageRepositories x 1,000 tags: time to Ready, peak RSS, writes per rescan, registry requests after restart
 	./bench/scale.sh
