@@ -1351,3 +1351,57 @@ spec:
     })
     .await;
 }
+
+/// Two replicas compete for the Lease on the API stand-in: one leads, the other waits;
+/// when the leader shuts down it releases the Lease and the other takes over at once,
+/// without waiting for the lease duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_election_gives_one_leader_and_hands_over_on_release() {
+    use image_reflector::controller::leader::{LeaderConfig, spawn};
+    use tokio_util::sync::CancellationToken;
+
+    let api = kube_standin::StandIn::start(kube_standin::Options::default())
+        .await
+        .expect("API stand-in");
+    let client = api.client().expect("client");
+    let config = |identity: &str| {
+        let mut c = LeaderConfig::new("default", "image-reflector-test", identity);
+        c.lease_duration = Duration::from_secs(30);
+        c.renew_every = Duration::from_millis(200);
+        c.retry_every = Duration::from_millis(100);
+        c
+    };
+    let stop_a = CancellationToken::new();
+    let mut a = spawn(client.clone(), config("replica-a"), stop_a.clone());
+    tokio::time::timeout(Duration::from_secs(10), a.wait_for(|l| *l))
+        .await
+        .expect("replica a leads within 10 s")
+        .expect("election loop alive");
+
+    let stop_b = CancellationToken::new();
+    let mut b = spawn(client.clone(), config("replica-b"), stop_b.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !*b.borrow(),
+        "a second replica does not lead while the first renews"
+    );
+    assert!(*a.borrow(), "the first replica keeps the lease");
+
+    let released = Instant::now();
+    stop_a.cancel();
+    tokio::time::timeout(Duration::from_secs(10), b.wait_for(|l| *l))
+        .await
+        .expect("replica b takes over well before the 30 s lease duration")
+        .expect("election loop alive");
+    assert!(released.elapsed() < Duration::from_secs(10));
+    let lease = api
+        .object(
+            "coordination.k8s.io",
+            "leases",
+            "default",
+            "image-reflector-test",
+        )
+        .expect("the lease exists");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
+    stop_b.cancel();
+}
