@@ -486,12 +486,18 @@ def main():
             kube_qps = float(serve_argv[i + 1])
         if a == "--kube-api-burst":
             kube_burst = int(serve_argv[i + 1])
-    api_floor = max(0, first_writes - kube_burst) / kube_qps if kube_qps > 0 else 0.0
+    # Events have their own client and token bucket; everything else shares the other.
+    event_writes = sum(r for k, (r, _) in first.items() if k.startswith("events"))
+    other_writes = first_writes - event_writes
+    api_floor = (
+        max(0, max(other_writes, event_writes) - kube_burst) / kube_qps if kube_qps > 0 else 0.0
+    )
     log("")
     log("== results (targets from issue 5)")
     rows = [
         ("all Ready after creating", f"{ready_s:.1f} s", "<= 60 s",
-         f"floor set by the client-side API limit: {first_writes} writes at --kube-api-qps "
+         f"floor set by the client-side API limit: {other_writes} writes (+ {event_writes} "
+         f"events on their own bucket) at --kube-api-qps "
          f"{kube_qps:g} (burst {kube_burst}) = {api_floor:.1f} s; by --registry-qps {qps:g}/host: "
          f"{first_reg} requests = {floor:.1f} s; raw: create alone {created_s:.1f} s, "
          f"registry swept directly {sweep_s:.1f} s ({sweep_requests} requests, 8 connections)"),
