@@ -447,7 +447,12 @@ impl Checker {
                 d
             }
         };
+        // The defaulting webhook copies the interval into an absent timeout, so an invalid
+        // interval arrives twice; a timeout written exactly as the invalid interval is not
+        // reported again (a timeout invalid on its own still is).
+        let interval_text = spec.get("interval").and_then(Value::as_str);
         if let Some(timeout_str) = self.string(spec, "timeout", "spec.timeout")
+            && !(interval.is_none() && interval_text == Some(timeout_str))
             && let (Some(timeout), Some(interval)) =
                 (self.duration(timeout_str, "spec.timeout", false), interval)
             && timeout > interval
