@@ -29,6 +29,9 @@ command -v openssl >/dev/null || { echo "bench-webhook: openssl is missing; run 
 echo "bench-webhook: building (release)"
 $CARGO build --release --quiet --bin image-reflector --example webhook_baseline --example webhook_load
 target=${CARGO_TARGET_DIR:-target}/release
+# IMAGE_REFLECTOR=PATH benchmarks another build (e.g. a copy of the previous one) for a
+# before/after comparison in the same conditions.
+ours_bin=${IMAGE_REFLECTOR:-$target/image-reflector}
 
 tmp=$(mktemp -d)
 pids=()
@@ -67,7 +70,7 @@ wait_for_line() { # file pattern
   echo "bench-webhook: server did not start; log:" >&2; cat "$1" >&2; exit 1
 }
 
-"$target/image-reflector" serve --webhook-only --log-encoding json --log-level info \
+"$ours_bin" serve --webhook-only --log-encoding json --log-level info \
   --webhook-addr 127.0.0.1:0 --health-addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 \
   --tls-cert-file "$tmp/tls.crt" --tls-key-file "$tmp/tls.key" 2> "$tmp/ours.log" &
 pids+=($!)
