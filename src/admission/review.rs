@@ -6,6 +6,7 @@ use super::rules::{self, Context, Kind};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// What the admission handlers share: the cluster view (when controllers run) and flags.
@@ -63,70 +64,68 @@ pub struct Outcome {
     pub result: &'static str,
 }
 
+// The envelope borrows its strings from the body (Cow: owned only when a string has
+// escapes), so a review costs no allocation beyond the spec itself.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewIn {
-    #[serde(default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
-    request: Option<RequestIn>,
+struct ReviewIn<'a> {
+    #[serde(default, borrow)]
+    api_version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    request: Option<RequestIn<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RequestIn {
-    uid: String,
-    kind: GroupVersionKind,
-    operation: String,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    object: Option<ObjectIn>,
-    #[serde(default)]
-    old_object: Option<ObjectIn>,
+struct RequestIn<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: GroupVersionKind<'a>,
+    #[serde(borrow)]
+    operation: Cow<'a, str>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    object: Option<ObjectIn<'a>>,
+    #[serde(default, borrow)]
+    old_object: Option<ObjectIn<'a>>,
 }
 
 /// The parts of an object the rules read. Everything else (managedFields, labels,
 /// status...) is skipped while parsing, without being built in memory.
 #[derive(Deserialize)]
-struct ObjectIn {
-    #[serde(default)]
-    metadata: MetadataIn,
+struct ObjectIn<'a> {
+    #[serde(default, borrow)]
+    metadata: MetadataIn<'a>,
     #[serde(default)]
     spec: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-struct MetadataIn {
+struct MetadataIn<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    generate_name: Option<Cow<'a, str>>,
+    /// Only whether it is set (null reads as None) matters.
     #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    generate_name: Option<String>,
-    #[serde(default)]
-    deletion_timestamp: Option<Value>,
-}
-
-impl ObjectIn {
-    /// The object as the rules see it: `{"spec": ...}` (they read nothing else).
-    fn into_rules_view(self) -> Value {
-        let mut map = serde_json::Map::new();
-        if let Some(spec) = self.spec {
-            map.insert("spec".into(), spec);
-        }
-        Value::Object(map)
-    }
+    deletion_timestamp: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
-struct GroupVersionKind {
-    #[serde(default)]
-    group: String,
-    version: String,
-    kind: String,
+struct GroupVersionKind<'a> {
+    #[serde(default, borrow)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    version: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
 }
 
 #[derive(Serialize)]
@@ -158,11 +157,14 @@ fn respond(response: ResponseOut<'_>) -> Vec<u8> {
         kind: "AdmissionReview",
         response,
     };
-    // Serialising these plain structs cannot fail.
-    serde_json::to_vec(&review).unwrap_or_default()
+    // An admission is about 140 bytes: one allocation, no regrowth.
+    let mut out = Vec::with_capacity(256);
+    // Serialising these plain structs into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &review);
+    out
 }
 
-fn name_of(name: Option<&str>, meta: &MetadataIn) -> String {
+fn name_of(name: Option<&str>, meta: &MetadataIn<'_>) -> String {
     name.filter(|n| !n.is_empty())
         .or(meta.name.as_deref())
         .or(meta.generate_name.as_deref())
@@ -176,15 +178,15 @@ pub fn handle(
     endpoint: Endpoint,
     admission: &Admission,
 ) -> Result<Outcome, BadRequest> {
-    let review: ReviewIn = serde_json::from_slice(body)?;
+    let review: ReviewIn<'_> = serde_json::from_slice(body)?;
     if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
         return Err(BadRequest::WrongType {
-            api_version: review.api_version,
-            kind: review.kind,
+            api_version: review.api_version.into_owned(),
+            kind: review.kind.into_owned(),
         });
     }
     let mut req = review.request.ok_or(BadRequest::MissingRequest)?;
-    let operation = req.operation.clone();
+    let operation = req.operation.to_string();
     let base = |allowed| ResponseOut {
         uid: &req.uid,
         allowed,
@@ -227,18 +229,15 @@ pub fn handle(
         .take()
         .ok_or_else(|| BadRequest::MissingObject(operation.clone()))?;
     let old_spec = req.old_object.take().and_then(|o| o.spec);
-    let deleting = object
-        .metadata
-        .deletion_timestamp
-        .as_ref()
-        .is_some_and(|v| !v.is_null());
-    let name = name_of(req.name.as_deref(), &object.metadata);
-    let obj = &object.into_rules_view();
-    let version = req.kind.version.as_str();
+    let deleting = object.metadata.deletion_timestamp.is_some();
+    // The rules read only the spec; they get it directly, without building a
+    // `{"spec": ...}` wrapper object per request.
+    let spec = object.spec.as_ref();
+    let version = &*req.kind.version;
 
     match endpoint {
         Endpoint::Mutate => {
-            let patch = rules::defaults(kind, version, obj);
+            let patch = rules::defaults_spec(kind, version, spec);
             if patch.0.is_empty() {
                 let body = respond(base(true));
                 return Ok(Outcome {
@@ -264,7 +263,7 @@ pub fn handle(
             // An update that leaves the spec alone (finalizers, labels, deletion) is never
             // refused: objects stored before a rule existed must stay manageable.
             if operation == "UPDATE" {
-                let same_spec = old_spec.is_some() && old_spec.as_ref() == obj.get("spec");
+                let same_spec = old_spec.is_some() && old_spec.as_ref() == spec;
                 if deleting || same_spec {
                     let body = respond(base(true));
                     return Ok(Outcome {
@@ -280,10 +279,11 @@ pub fn handle(
                 cluster: admission.cluster.as_deref(),
                 no_cross_namespace_refs: admission.no_cross_namespace_refs,
             };
-            let verdict = rules::validate(kind, version, namespace, obj, ctx);
+            let verdict = rules::validate_spec(kind, version, namespace, spec, ctx);
             let allowed = verdict.allowed();
             let mut r = base(allowed);
             if !allowed {
+                let name = name_of(req.name.as_deref(), &object.metadata);
                 let causes: Vec<Value> = verdict
                     .errors
                     .iter()

@@ -181,8 +181,14 @@ fn absent(obj: &Map<String, Value>, key: &str) -> bool {
 /// are absent, never touches `status`, and yields an empty patch on an already-defaulted
 /// object.
 pub fn defaults(kind: Kind, version: &str, obj: &Value) -> Patch {
+    defaults_spec(kind, version, obj.get("spec"))
+}
+
+/// [`defaults`] given only the object's `spec` (None when absent): what the webhook calls,
+/// as the rules read nothing else of the object.
+pub fn defaults_spec(kind: Kind, version: &str, spec: Option<&Value>) -> Patch {
     let mut ops = Vec::new();
-    let Some(spec) = obj.get("spec").and_then(Value::as_object) else {
+    let Some(spec) = spec.and_then(Value::as_object) else {
         return Patch(ops);
     };
     match kind {
@@ -251,9 +257,21 @@ pub fn validate(
     obj: &Value,
     ctx: Context<'_>,
 ) -> Verdict {
+    validate_spec(kind, version, namespace, obj.get("spec"), ctx)
+}
+
+/// [`validate`] given only the object's `spec` (None when absent): what the webhook calls,
+/// as the rules read nothing else of the object.
+pub fn validate_spec(
+    kind: Kind,
+    version: &str,
+    namespace: &str,
+    spec: Option<&Value>,
+    ctx: Context<'_>,
+) -> Verdict {
     let _ = version; // one superset schema: the rules are the same in every version
     let mut c = Checker::default();
-    match obj.get("spec") {
+    match spec {
         Some(Value::Object(spec)) => match kind {
             Kind::ImageRepository => c.image_repository(spec),
             Kind::ImagePolicy => c.image_policy(spec, namespace, ctx),
@@ -269,6 +287,34 @@ pub fn validate(
     Verdict {
         errors: c.errors,
         warnings: c.warnings,
+    }
+}
+
+/// The Secret references of an ImageRepository, with their field paths spelled out once
+/// (not formatted per request).
+#[derive(Clone, Copy)]
+enum SecretRef {
+    Secret,
+    CertSecret,
+    ProxySecret,
+}
+
+impl SecretRef {
+    /// (key, path, path of its name)
+    fn paths(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            SecretRef::Secret => ("secretRef", "spec.secretRef", "spec.secretRef.name"),
+            SecretRef::CertSecret => (
+                "certSecretRef",
+                "spec.certSecretRef",
+                "spec.certSecretRef.name",
+            ),
+            SecretRef::ProxySecret => (
+                "proxySecretRef",
+                "spec.proxySecretRef",
+                "spec.proxySecretRef.name",
+            ),
+        }
     }
 }
 
@@ -340,16 +386,17 @@ impl Checker {
 
     /// A duration field; `allow_hours` false for timeouts. Returns the parsed value.
     fn duration(&mut self, value: &str, path: &str, allow_hours: bool) -> Option<Duration> {
-        let v = json!(value);
+        // The JSON value is built only for a report: the valid path allocates nothing.
+        let v = || json!(value);
         match parse_duration(value) {
             Err(e) => {
-                self.invalid(path, &v, e.explanation());
+                self.invalid(path, &v(), e.explanation());
                 None
             }
             Ok(d) if !allow_hours && value.contains('h') => {
                 self.invalid(
                     path,
-                    &v,
+                    &v(),
                     format!(
                         "the timeout may not use hours (Flux's schema has no 'h' unit); write {:?}",
                         format_duration_without_hours(d)
@@ -358,7 +405,7 @@ impl Checker {
                 None
             }
             Ok(d) if d.is_zero() => {
-                self.invalid(path, &v, "must be greater than zero, e.g. \"5m\"");
+                self.invalid(path, &v(), "must be greater than zero, e.g. \"5m\"");
                 None
             }
             Ok(d) => Some(d),
@@ -373,13 +420,12 @@ impl Checker {
         }
     }
 
-    fn secret_name_ref(&mut self, spec: &Map<String, Value>, key: &str) -> bool {
-        let path = format!("spec.{key}");
-        let Some(obj) = self.object(spec, key, &path) else {
+    fn secret_name_ref(&mut self, spec: &Map<String, Value>, key: SecretRef) -> bool {
+        let (key, path, name_path) = key.paths();
+        let Some(obj) = self.object(spec, key, path) else {
             return false;
         };
-        let name_path = format!("{path}.name");
-        match self.string(obj, "name", &name_path) {
+        match self.string(obj, "name", name_path) {
             None => self.errors.push(FieldError::required(
                 name_path,
                 "name the Secret in the object's namespace",
@@ -400,7 +446,7 @@ impl Checker {
     /// Checks an exclusion regex: Err(message) when it does not compile, else whether it
     /// matches every sample tag. Compiling is by far the costliest step of validation, and
     /// the same few lists arrive again and again, so verdicts are cached.
-    fn exclusion_regex(&mut self, pattern: &str, path: &str) -> Option<bool> {
+    fn exclusion_regex(&mut self, pattern: &str, path: impl FnOnce() -> String) -> Option<bool> {
         let verdict = EXCLUSION_CACHE.get_or_insert(pattern, || match regex::Regex::new(pattern) {
             Ok(re) => Ok(SAMPLE_TAGS.iter().all(|t| re.is_match(t))),
             Err(e) => Err(regex_error(&e)),
@@ -409,7 +455,7 @@ impl Checker {
             Ok(matches_all) => Some(matches_all),
             Err(msg) => {
                 self.invalid(
-                    path,
+                    path(),
                     &json!(pattern),
                     format!("is not a valid regular expression: {msg}"),
                 );
@@ -447,7 +493,12 @@ impl Checker {
                 d
             }
         };
+        // The defaulting webhook copies the interval into an absent timeout, so an invalid
+        // interval arrives twice; a timeout written exactly as the invalid interval is not
+        // reported again (a timeout invalid on its own still is).
+        let interval_text = spec.get("interval").and_then(Value::as_str);
         if let Some(timeout_str) = self.string(spec, "timeout", "spec.timeout")
+            && !(interval.is_none() && interval_text == Some(timeout_str))
             && let (Some(timeout), Some(interval)) =
                 (self.duration(timeout_str, "spec.timeout", false), interval)
             && timeout > interval
@@ -470,17 +521,19 @@ impl Checker {
                     });
                 }
                 for (i, item) in items.iter().enumerate() {
-                    let path = format!("spec.exclusionList[{i}]");
+                    // Formatted only when something is reported.
+                    let path = || format!("spec.exclusionList[{i}]");
                     match item {
                         Value::String(p) => {
-                            if self.exclusion_regex(p, &path) == Some(true) {
+                            if self.exclusion_regex(p, path) == Some(true) {
+                                let path = path();
                                 self.warnings.push(format!(
                                         "{path}: {p:?} matches every tag, so no tag will be stored; anchor it, e.g. \"^.*\\\\.sig$\""
                                     ));
                             }
                         }
                         other => {
-                            self.invalid(path, other, "must be a string (a regular expression)")
+                            self.invalid(path(), other, "must be a string (a regular expression)")
                         }
                     }
                 }
@@ -493,9 +546,9 @@ impl Checker {
         }
 
         // References and names
-        let has_secret_ref = self.secret_name_ref(spec, "secretRef");
-        self.secret_name_ref(spec, "certSecretRef");
-        self.secret_name_ref(spec, "proxySecretRef");
+        let has_secret_ref = self.secret_name_ref(spec, SecretRef::Secret);
+        self.secret_name_ref(spec, SecretRef::CertSecret);
+        self.secret_name_ref(spec, SecretRef::ProxySecret);
         if let Some(sa) = self.string(spec, "serviceAccountName", "spec.serviceAccountName")
             && let Err(e) = dns1123_subdomain(sa)
         {
@@ -537,11 +590,10 @@ impl Checker {
     }
 
     fn image(&mut self, image: &str) {
-        let v = json!(image);
         if image.is_empty() {
             self.invalid(
                 "spec.image",
-                &v,
+                &json!(image),
                 "must not be empty; name the image repository, e.g. \"ghcr.io/org/app\"",
             );
         }
@@ -556,27 +608,33 @@ impl Checker {
             )),
             Some(Value::Array(selectors)) => {
                 for (i, selector) in selectors.iter().enumerate() {
-                    let path = format!("spec.accessFrom.namespaceSelectors[{i}]");
+                    // Paths are formatted only when something is reported.
+                    let path = || format!("spec.accessFrom.namespaceSelectors[{i}]");
                     let Value::Object(selector) = selector else {
-                        self.invalid(path, selector, "must be an object with matchLabels");
+                        self.invalid(path(), selector, "must be an object with matchLabels");
                         continue;
                     };
-                    let labels_path = format!("{path}.matchLabels");
-                    let Some(labels) = self.object(selector, "matchLabels", &labels_path) else {
-                        continue;
+                    let labels_path = || format!("{}.matchLabels", path());
+                    let labels = match selector.get("matchLabels") {
+                        None | Some(Value::Null) => continue,
+                        Some(Value::Object(labels)) => labels,
+                        Some(other) => {
+                            self.invalid(labels_path(), other, "must be an object");
+                            continue;
+                        }
                     };
                     for (key, value) in labels {
-                        let key_path = format!("{labels_path}[{key:?}]");
+                        let key_path = || format!("{}[{key:?}]", labels_path());
                         if let Err(e) = label_key(key) {
-                            self.invalid(key_path.clone(), &json!(key), format!("is not a valid label key: {e}"));
+                            self.invalid(key_path(), &json!(key), format!("is not a valid label key: {e}"));
                         }
                         match value {
                             Value::String(s) => {
                                 if let Err(e) = label_value(s) {
-                                    self.invalid(key_path, value, format!("is not a valid label value: {e}"));
+                                    self.invalid(key_path(), value, format!("is not a valid label value: {e}"));
                                 }
                             }
-                            other => self.invalid(key_path, other, "a label value must be a string"),
+                            other => self.invalid(key_path(), other, "a label value must be a string"),
                         }
                     }
                 }

@@ -228,6 +228,41 @@ fn refuses_intervals_flux_would_not_parse_and_zero() {
 }
 
 #[test]
+fn reports_an_invalid_interval_once_when_defaulting_copied_it_into_the_timeout() {
+    // What the validating webhook sees after /mutate defaulted `timeout` from `interval`.
+    let obj = repo(with(valid_repo(), "interval", json!("0s")));
+    let defaulted = apply(&obj, &defaults(Kind::ImageRepository, "v1", &obj));
+    assert_eq!(defaulted["spec"]["timeout"], json!("0s"));
+    let v = validate(
+        Kind::ImageRepository,
+        "v1",
+        "flux-system",
+        &defaulted,
+        Context::default(),
+    );
+    let msg = one_error(&v);
+    assert!(
+        msg.starts_with("spec.interval: Invalid value") && msg.contains("greater than zero"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn still_reports_a_written_timeout_that_is_invalid_on_its_own() {
+    // Different text from the (also invalid) interval: both are reported.
+    let spec = json!({"image": "a", "interval": "0s", "timeout": "ten seconds"});
+    let v = check_repo(spec);
+    let paths: Vec<&str> = v.errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["spec.interval", "spec.timeout"], "{:#?}", v.errors);
+    // A valid interval does not shield a timeout of the same text that is invalid as a
+    // timeout (hours are not allowed there).
+    let msg = one_error(&check_repo(
+        json!({"image": "a", "interval": "2h", "timeout": "2h"}),
+    ));
+    assert!(msg.starts_with("spec.timeout: Invalid value"), "{msg}");
+}
+
+#[test]
 fn refuses_a_timeout_with_hours_suggesting_minutes() {
     let spec = json!({"image": "a", "interval": "3h", "timeout": "2h"});
     let msg = one_error(&check_repo(spec));
