@@ -45,3 +45,14 @@ demo: ## the main job with no cluster: registry + API stand-in + image-reflector
 
 bench-policy: ## tag selection over 100,000 tags per policy kind, with and without filterTags (release build)
 	CARGO=$(CARGO) ./bench/policy.sh
+
+bench-scan: test-deps ## tag listing: ours vs skopeo list-tags (10,000 tags; 100,000 in pages of 100 and 1000): wall time, peak RSS
+	CARGO=$(CARGO) ./bench/scan.sh
+
+bench-webhook: ## webhook throughput and latency vs a bare axum+rustls baseline (wrk, fixed-rate load)
+	CARGO=$(CARGO) ./bench/webhook.sh
+
+bench: bench-webhook bench-scan bench-policy bench-scale ## every benchmark, one after another
+
+bench-scale: ## 1,000 ImageRepositories x 1,000 tags: time to Ready, peak RSS, writes per rescan, registry requests after restart
+	./bench/scale.sh

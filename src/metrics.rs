@@ -15,8 +15,8 @@ pub struct AdmissionLabels {
     pub webhook: &'static str,
     /// `ImageRepository`, `ImagePolicy`, or `unknown`.
     pub kind: &'static str,
-    /// `CREATE`, `UPDATE`, `DELETE`, `CONNECT`, or `none` for a bad request.
-    pub operation: String,
+    /// `CREATE`, `UPDATE`, `DELETE`, `CONNECT`, `other`, or `none` for a bad request.
+    pub operation: &'static str,
     /// `allowed`, `patched`, `denied`, `bad_request` or `too_large`.
     pub result: &'static str,
 }

@@ -316,7 +316,9 @@ async fn read_body(request: Request) -> Result<Bytes, (StatusCode, String)> {
         return Err(too_large());
     }
     let mut stream = request.into_body().into_data_stream();
-    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(MAX_BODY_BYTES));
+    // Most bodies arrive in one chunk, which is kept as is; more are copied together.
+    let mut first: Option<Bytes> = None;
+    let mut buf: Option<bytes::BytesMut> = None;
     let mut total = 0usize;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
@@ -329,14 +331,33 @@ async fn read_body(request: Request) -> Result<Bytes, (StatusCode, String)> {
         if total > DRAIN_LIMIT {
             return Err(too_large());
         }
-        if total <= MAX_BODY_BYTES {
-            buf.extend_from_slice(&chunk);
+        if total > MAX_BODY_BYTES {
+            first = None;
+            buf = None;
+            continue;
+        }
+        match (&mut first, &mut buf) {
+            (None, None) => first = Some(chunk),
+            (Some(head), None) => {
+                let mut joined = bytes::BytesMut::with_capacity(
+                    declared.unwrap_or(0).clamp(total, MAX_BODY_BYTES),
+                );
+                joined.extend_from_slice(head);
+                joined.extend_from_slice(&chunk);
+                first = None;
+                buf = Some(joined);
+            }
+            (_, Some(joined)) => joined.extend_from_slice(&chunk),
         }
     }
     if total > MAX_BODY_BYTES {
         return Err(too_large());
     }
-    Ok(buf.freeze())
+    Ok(match (first, buf) {
+        (_, Some(joined)) => joined.freeze(),
+        (Some(head), None) => head,
+        (None, None) => Bytes::new(),
+    })
 }
 
 fn refuse_body(
@@ -354,7 +375,7 @@ fn refuse_body(
         AdmissionLabels {
             webhook,
             kind: "unknown",
-            operation: "none".into(),
+            operation: "none",
             result,
         },
         Duration::ZERO,
@@ -376,7 +397,7 @@ fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
                 AdmissionLabels {
                     webhook,
                     kind,
-                    operation: outcome.operation,
+                    operation: operation_label(&outcome.operation),
                     result: outcome.result,
                 },
                 start.elapsed(),
@@ -389,13 +410,24 @@ fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
                 AdmissionLabels {
                     webhook,
                     kind: "unknown",
-                    operation: "none".into(),
+                    operation: "none",
                     result: "bad_request",
                 },
                 start.elapsed(),
             );
             (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
         }
+    }
+}
+
+/// The operation as a metric label (a fixed set, so labels cannot grow without bound).
+fn operation_label(operation: &str) -> &'static str {
+    match operation {
+        "CREATE" => "CREATE",
+        "UPDATE" => "UPDATE",
+        "DELETE" => "DELETE",
+        "CONNECT" => "CONNECT",
+        _ => "other",
     }
 }
 

@@ -202,7 +202,7 @@ async fn the_seed_example_becomes_ready_with_the_exact_tag_count_and_flux_column
         .find(|l| l.contains("Succeeded") && l.contains("Normal"))
         .unwrap_or_else(|| panic!("no Normal Succeeded event in describe:\n{described}"));
     assert!(
-        event_line.contains("successful scan: found 5 tags"),
+        event_line.contains("successful scan, found 5 tags"),
         "{described}"
     );
 }
@@ -310,8 +310,8 @@ async fn new_tags_appear_after_the_interval_and_an_unchanged_rescan_writes_one_s
     assert_eq!(
         notes,
         [
-            "successful scan: found 2 tags",
-            "successful scan: found 4 tags"
+            "successful scan, found 2 tags",
+            "successful scan, found 4 tags"
         ],
         "{events:#?}"
     );
@@ -523,7 +523,7 @@ spec:
         .await;
     let normal: Vec<&Value> = events.iter().filter(|e| e["type"] == "Normal").collect();
     assert_eq!(normal.len(), 1, "{events:#?}");
-    assert_eq!(normal[0]["note"], "successful scan: found 3 tags");
+    assert_eq!(normal[0]["note"], "successful scan, found 3 tags");
 
     // Neither password (nor the encoded auth) appears in the process's log.
     use base64::Engine as _;
@@ -1350,4 +1350,58 @@ spec:
         o["status"]["lastHandledReconcileAt"] == "now-please"
     })
     .await;
+}
+
+/// Two replicas compete for the Lease on the API stand-in: one leads, the other waits;
+/// when the leader shuts down it releases the Lease and the other takes over at once,
+/// without waiting for the lease duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_election_gives_one_leader_and_hands_over_on_release() {
+    use image_reflector::controller::leader::{LeaderConfig, spawn};
+    use tokio_util::sync::CancellationToken;
+
+    let api = kube_standin::StandIn::start(kube_standin::Options::default())
+        .await
+        .expect("API stand-in");
+    let client = api.client().expect("client");
+    let config = |identity: &str| {
+        let mut c = LeaderConfig::new("default", "image-reflector-test", identity);
+        c.lease_duration = Duration::from_secs(30);
+        c.renew_every = Duration::from_millis(200);
+        c.retry_every = Duration::from_millis(100);
+        c
+    };
+    let stop_a = CancellationToken::new();
+    let mut a = spawn(client.clone(), config("replica-a"), stop_a.clone());
+    tokio::time::timeout(Duration::from_secs(10), a.wait_for(|l| *l))
+        .await
+        .expect("replica a leads within 10 s")
+        .expect("election loop alive");
+
+    let stop_b = CancellationToken::new();
+    let mut b = spawn(client.clone(), config("replica-b"), stop_b.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !*b.borrow(),
+        "a second replica does not lead while the first renews"
+    );
+    assert!(*a.borrow(), "the first replica keeps the lease");
+
+    let released = Instant::now();
+    stop_a.cancel();
+    tokio::time::timeout(Duration::from_secs(10), b.wait_for(|l| *l))
+        .await
+        .expect("replica b takes over well before the 30 s lease duration")
+        .expect("election loop alive");
+    assert!(released.elapsed() < Duration::from_secs(10));
+    let lease = api
+        .object(
+            "coordination.k8s.io",
+            "leases",
+            "default",
+            "image-reflector-test",
+        )
+        .expect("the lease exists");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
+    stop_b.cancel();
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::registry::{Registry, RegistryOptions};
+use common::registry::{Registry, RegistryAuth, RegistryOptions};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -262,7 +262,7 @@ async fn selects_from_a_live_repository_with_the_scan_flags() {
     // The scan's default exclusion list dropped the signature tag.
     assert_eq!(v["counts"]["tags"], 6);
 
-    // Scan flags after IMAGE reach the scan: --exclude replaces the default list.
+    // The registry flags reach the scan: --exclude replaces the default list.
     let out = binary()
         .args(["--alphabetical", "asc", &image, "--insecure"])
         .output()
@@ -283,6 +283,113 @@ async fn selects_from_a_live_repository_with_the_scan_flags() {
 }
 
 #[tokio::test]
+async fn takes_policy_and_registry_flags_in_any_order() {
+    let registry = Registry::start(RegistryOptions::default());
+    registry.push_tags("team/app", LIVE_TAGS).await;
+    let image = format!("{}/team/app", registry.host());
+
+    let out = binary()
+        .args([
+            "--insecure",
+            "--exclude",
+            "^zzz$",
+            &image,
+            "-o",
+            "json",
+            "--alphabetical",
+            "asc",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["selected"]["tag"], "v1.3.0-rc.1");
+    assert_eq!(v["image"], image);
+    // --exclude replaced the default list, so the signature tag is a candidate.
+    assert_eq!(v["counts"]["tags"], 6);
+    assert!(
+        v["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["tag"] == "sha256-0a1b.sig"),
+        "{v}"
+    );
+}
+
+fn with_stdin(args: &[&str], input: &str) -> Output {
+    let mut child = binary()
+        .args(args)
+        .env_remove("DOCKER_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn reads_the_registry_password_from_stdin_and_exits_3_when_it_is_refused() {
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Basic {
+            username: "cli".into(),
+            password: "cli-pw".into(),
+        },
+        ..Default::default()
+    });
+    registry.push_tags("team/app", &["1.0.0", "1.1.0"]).await;
+    let image = format!("{}/team/app", registry.host());
+    let given = image.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        with_stdin(
+            &[
+                "--username",
+                "cli",
+                "--password-stdin",
+                "--semver",
+                "1.x",
+                &given,
+            ],
+            "cli-pw\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "1.1.0\n");
+
+    let out = tokio::task::spawn_blocking(move || {
+        with_stdin(
+            &[
+                "--semver",
+                "1.x",
+                &image,
+                "--username",
+                "cli",
+                "--password-stdin",
+            ],
+            "wrong",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = stderr(&out);
+    assert!(
+        err.contains("image-reflector policy: authentication failed"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong"), "the password leaked: {err}");
+}
+
+#[tokio::test]
 async fn exits_3_with_the_scan_message_when_the_repository_is_missing() {
     let registry = Registry::start(RegistryOptions::default());
     let image = format!("{}/team/missing", registry.host());
@@ -295,26 +402,74 @@ async fn exits_3_with_the_scan_message_when_the_repository_is_missing() {
 }
 
 #[test]
-fn exits_2_on_scan_flags_policy_sets_itself_or_an_invalid_image() {
+fn exits_2_on_scan_only_flags_an_invalid_image_or_registry_flag_or_a_mixed_source() {
+    // -o, --all-tags and --dry-run are scan's own; policy's -o is its report format.
     let out = binary()
         .args(["--semver", "*", "127.0.0.1:1/app", "--all-tags"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("--all-tags is not available"),
+        stderr(&out).contains("unexpected argument '--all-tags'"),
         "{}",
         stderr(&out)
     );
+    let out = binary()
+        .args(["--semver", "*", "127.0.0.1:1/app", "-o", "table"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("'table'"), "{}", stderr(&out));
+
     let out = binary()
         .args(["--semver", "*", "Bad Image"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("Bad Image"), "{}", stderr(&out));
+
+    // The scan's own checks, with its messages.
+    let out = binary()
+        .args(["--semver", "*", "127.0.0.1:1/app", "--exclude", "("])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--exclude \"(\" (number 1) is not a valid regular expression"),
+        "{}",
+        stderr(&out)
+    );
+    let out = binary()
+        .args([
+            "--semver",
+            "*",
+            "127.0.0.1:1/app",
+            "--ca-file",
+            "/nonexistent/ca.pem",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--ca-file /nonexistent/ca.pem"),
+        "{}",
+        stderr(&out)
+    );
+
     let out = binary()
         .args(["--semver", "*", "--tags-file", "-", "127.0.0.1:1/app"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // Registry flags mean nothing to a tags file: refused, naming the flag given.
+    let out = binary()
+        .args(["--semver", "*", "--tags-file", "-", "--insecure"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("'--tags-file <FILE>' cannot be used with '--insecure'"),
+        "{err}"
+    );
 }

@@ -216,6 +216,29 @@ async fn token_auth_runs_the_bearer_flow_and_reuses_the_token() {
 }
 
 #[tokio::test]
+async fn an_identity_token_is_exchanged_for_an_access_token() {
+    let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
+    tokens.accept_refresh_token("refresh-me");
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Token {
+            realm: tokens.realm(),
+            signer: tokens.signer.clone(),
+        },
+        ..Default::default()
+    });
+    registry.push_tags("team/app", &["1.0", "1.1"]).await;
+    let json = format!(
+        r#"{{"auths":{{"{}":{{"auth":"MDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAwOg==","identitytoken":"refresh-me"}}}}}}"#,
+        registry.host()
+    );
+    let mut req = request(&registry.host(), "team/app");
+    req.credentials = Credentials::DockerConfig(DockerConfig::from_json(json.as_bytes()).unwrap());
+    assert_eq!(scanner().scan(&req).await.unwrap().tags, vec!["1.1", "1.0"]);
+    assert_eq!(tokens.issued(), 1);
+    assert_eq!(tokens.refused(), 0);
+}
+
+#[tokio::test]
 async fn credentials_never_go_to_a_plain_http_realm_of_an_https_registry() {
     let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
     let registry = Registry::start(RegistryOptions {

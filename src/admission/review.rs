@@ -84,9 +84,41 @@ struct RequestIn {
     #[serde(default)]
     namespace: Option<String>,
     #[serde(default)]
-    object: Option<Value>,
+    object: Option<ObjectIn>,
     #[serde(default)]
-    old_object: Option<Value>,
+    old_object: Option<ObjectIn>,
+}
+
+/// The parts of an object the rules read. Everything else (managedFields, labels,
+/// status...) is skipped while parsing, without being built in memory.
+#[derive(Deserialize)]
+struct ObjectIn {
+    #[serde(default)]
+    metadata: MetadataIn,
+    #[serde(default)]
+    spec: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct MetadataIn {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    generate_name: Option<String>,
+    #[serde(default)]
+    deletion_timestamp: Option<Value>,
+}
+
+impl ObjectIn {
+    /// The object as the rules see it: `{"spec": ...}` (they read nothing else).
+    fn into_rules_view(self) -> Value {
+        let mut map = serde_json::Map::new();
+        if let Some(spec) = self.spec {
+            map.insert("spec".into(), spec);
+        }
+        Value::Object(map)
+    }
 }
 
 #[derive(Deserialize)]
@@ -130,13 +162,10 @@ fn respond(response: ResponseOut<'_>) -> Vec<u8> {
     serde_json::to_vec(&review).unwrap_or_default()
 }
 
-fn name_of(req: &RequestIn, obj: Option<&Value>) -> String {
-    if let Some(n) = req.name.as_deref().filter(|n| !n.is_empty()) {
-        return n.to_string();
-    }
-    let meta = obj.and_then(|o| o.get("metadata"));
-    meta.and_then(|m| m.get("name").or_else(|| m.get("generateName")))
-        .and_then(Value::as_str)
+fn name_of(name: Option<&str>, meta: &MetadataIn) -> String {
+    name.filter(|n| !n.is_empty())
+        .or(meta.name.as_deref())
+        .or(meta.generate_name.as_deref())
         .unwrap_or_default()
         .to_string()
 }
@@ -154,7 +183,7 @@ pub fn handle(
             kind: review.kind,
         });
     }
-    let req = review.request.ok_or(BadRequest::MissingRequest)?;
+    let mut req = review.request.ok_or(BadRequest::MissingRequest)?;
     let operation = req.operation.clone();
     let base = |allowed| ResponseOut {
         uid: &req.uid,
@@ -193,10 +222,18 @@ pub fn handle(
             result: "allowed",
         });
     }
-    let obj = req
+    let object = req
         .object
-        .as_ref()
+        .take()
         .ok_or_else(|| BadRequest::MissingObject(operation.clone()))?;
+    let old_spec = req.old_object.take().and_then(|o| o.spec);
+    let deleting = object
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .is_some_and(|v| !v.is_null());
+    let name = name_of(req.name.as_deref(), &object.metadata);
+    let obj = &object.into_rules_view();
     let version = req.kind.version.as_str();
 
     match endpoint {
@@ -227,13 +264,7 @@ pub fn handle(
             // An update that leaves the spec alone (finalizers, labels, deletion) is never
             // refused: objects stored before a rule existed must stay manageable.
             if operation == "UPDATE" {
-                let deleting = obj
-                    .pointer("/metadata/deletionTimestamp")
-                    .is_some_and(|v| !v.is_null());
-                let same_spec = req
-                    .old_object
-                    .as_ref()
-                    .is_some_and(|old| old.get("spec") == obj.get("spec"));
+                let same_spec = old_spec.is_some() && old_spec.as_ref() == obj.get("spec");
                 if deleting || same_spec {
                     let body = respond(base(true));
                     return Ok(Outcome {
@@ -253,7 +284,6 @@ pub fn handle(
             let allowed = verdict.allowed();
             let mut r = base(allowed);
             if !allowed {
-                let name = name_of(&req, Some(obj));
                 let causes: Vec<Value> = verdict
                     .errors
                     .iter()
@@ -277,5 +307,99 @@ pub fn handle(
                 result,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(operation: &str, object: Value, old: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "image.toolkit.fluxcd.io", "version": "v1", "kind": "ImageRepository"},
+                "operation": operation,
+                "namespace": "ns",
+                "object": object,
+                "oldObject": old,
+            }
+        }))
+        .unwrap()
+    }
+
+    fn response(outcome: &Outcome) -> Value {
+        let v: Value = serde_json::from_slice(&outcome.body).unwrap();
+        v["response"].clone()
+    }
+
+    #[test]
+    fn patches_are_base64_json_patches() {
+        let obj = json!({"metadata": {"name": "a"}, "spec": {"image": "alpine", "interval": "5m"}});
+        let out = handle(
+            &body("CREATE", obj, Value::Null),
+            Endpoint::Mutate,
+            &Admission::default(),
+        )
+        .unwrap();
+        assert_eq!(out.result, "patched");
+        let r = response(&out);
+        let patch = base64::engine::general_purpose::STANDARD
+            .decode(r["patch"].as_str().unwrap())
+            .unwrap();
+        let patch: Value = serde_json::from_slice(&patch).unwrap();
+        assert_eq!(
+            patch[0],
+            json!({"op": "add", "path": "/spec/timeout", "value": "5m"})
+        );
+    }
+
+    #[test]
+    fn an_object_being_deleted_is_never_refused() {
+        let obj = json!({"metadata": {"name": "a", "deletionTimestamp": "2024-01-01T00:00:00Z"}, "spec": {"image": "BAD"}});
+        let old = json!({"metadata": {"name": "a"}, "spec": {"image": "BAD", "interval": "1m"}});
+        let out = handle(
+            &body("UPDATE", obj, old),
+            Endpoint::Validate,
+            &Admission::default(),
+        )
+        .unwrap();
+        assert_eq!(response(&out)["allowed"], true);
+    }
+
+    #[test]
+    fn denials_take_the_name_from_metadata_when_the_request_has_none() {
+        let obj = json!({"metadata": {"generateName": "repo-"}, "spec": {"image": "alpine"}});
+        let out = handle(
+            &body("CREATE", obj, Value::Null),
+            Endpoint::Validate,
+            &Admission::default(),
+        )
+        .unwrap();
+        assert_eq!(out.result, "denied");
+        let msg = response(&out)["status"]["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            msg.contains("\"repo-\" is invalid: spec.interval: Required value"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn create_without_an_object_is_a_bad_request() {
+        let err = handle(
+            &body("CREATE", Value::Null, Value::Null),
+            Endpoint::Validate,
+            &Admission::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("request.object is missing for operation CREATE")
+        );
     }
 }

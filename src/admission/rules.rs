@@ -397,20 +397,17 @@ impl Checker {
         true
     }
 
-    fn regex(&mut self, pattern: &str, path: &str) -> Option<regex::Regex> {
-        match regex::Regex::new(pattern) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                // The regex crate's message draws a caret diagram; keep its last line.
-                let text = e.to_string();
-                let msg = text
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or(&text)
-                    .trim()
-                    .trim_start_matches("error: ")
-                    .to_string();
+    /// Checks an exclusion regex: Err(message) when it does not compile, else whether it
+    /// matches every sample tag. Compiling is by far the costliest step of validation, and
+    /// the same few lists arrive again and again, so verdicts are cached.
+    fn exclusion_regex(&mut self, pattern: &str, path: &str) -> Option<bool> {
+        let verdict = EXCLUSION_CACHE.get_or_insert(pattern, || match regex::Regex::new(pattern) {
+            Ok(re) => Ok(SAMPLE_TAGS.iter().all(|t| re.is_match(t))),
+            Err(e) => Err(regex_error(&e)),
+        });
+        match verdict {
+            Ok(matches_all) => Some(matches_all),
+            Err(msg) => {
                 self.invalid(
                     path,
                     &json!(pattern),
@@ -476,9 +473,7 @@ impl Checker {
                     let path = format!("spec.exclusionList[{i}]");
                     match item {
                         Value::String(p) => {
-                            if let Some(re) = self.regex(p, &path)
-                                && SAMPLE_TAGS.iter().all(|t| re.is_match(t))
-                            {
+                            if self.exclusion_regex(p, &path) == Some(true) {
                                 self.warnings.push(format!(
                                         "{path}: {p:?} matches every tag, so no tag will be stored; anchor it, e.g. \"^.*\\\\.sig$\""
                                     ));
@@ -779,7 +774,11 @@ impl Checker {
     }
 
     fn filter_tags(&mut self, pattern: Option<&str>, extract: Option<&str>) {
-        if let Err(e) = crate::policy::FilterTags::new(pattern.unwrap_or(""), extract) {
+        let key = format!("{}\u{0}{}", pattern.unwrap_or(""), extract.unwrap_or(""));
+        let verdict = FILTER_CACHE.get_or_insert(&key, || {
+            crate::policy::FilterTags::new(pattern.unwrap_or(""), extract).map(|_| ())
+        });
+        if let Err(e) = verdict {
             let value = match &e {
                 crate::policy::PolicyError::InvalidExtract { extract, .. } => json!(extract),
                 _ => json!(pattern.unwrap_or("")),
@@ -789,6 +788,50 @@ impl Checker {
         }
     }
 }
+
+/// The regex crate's message draws a caret diagram; keep its last line.
+fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(&text)
+        .trim()
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
+/// A bounded memo of pure verdicts keyed by their input text; emptied when full.
+struct VerdictCache<T> {
+    map: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, T>>>,
+}
+
+/// Entries kept per cache before it is emptied.
+const CACHE_LIMIT: usize = 4096;
+
+impl<T: Clone> VerdictCache<T> {
+    const fn new() -> Self {
+        VerdictCache {
+            map: std::sync::LazyLock::new(Default::default),
+        }
+    }
+
+    fn get_or_insert(&self, key: &str, compute: impl FnOnce() -> T) -> T {
+        if let Some(v) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
+            return v.clone();
+        }
+        let v = compute();
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= CACHE_LIMIT {
+            map.clear();
+        }
+        map.insert(key.to_string(), v.clone());
+        v
+    }
+}
+
+static EXCLUSION_CACHE: VerdictCache<Result<bool, String>> = VerdictCache::new();
+static FILTER_CACHE: VerdictCache<Result<(), crate::policy::PolicyError>> = VerdictCache::new();
 
 #[cfg(test)]
 mod tests;

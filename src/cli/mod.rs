@@ -32,7 +32,7 @@ pub enum Command {
     Scan(Box<scan::ScanArgs>),
     /// Evaluate an ImagePolicy rule (semver, alphabetical, numerical, filterTags) on a list
     /// of tags and print the selected one. Exit 1 when no tag matches.
-    Policy(policy::PolicyArgs),
+    Policy(Box<policy::PolicyArgs>),
 }
 
 /// Runs the parsed command line; the process exit code is the result.
@@ -42,6 +42,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Validate(args) => validate::run(args),
         Command::Crds(args) => crds::run(args),
         Command::Scan(args) => scan::run(*args).await,
-        Command::Policy(args) => policy::run(args).await,
+        Command::Policy(args) => policy::run(*args).await,
     }
 }

@@ -1,13 +1,16 @@
 //! `image-reflector policy`: evaluate an ImagePolicy's selection rule without a cluster,
 //! on tags from a file (or stdin), or on the tags of a live repository.
 //!
-//! The live mode runs `image-reflector scan --all-tags -o json IMAGE [SCAN FLAGS]` (this
-//! same executable), so every `scan` flag (credentials, TLS, proxy, exclusions, limits)
-//! works here unchanged, with the scan's own validation and messages.
+//! The live mode flattens `scan`'s registry flags ([`RegistryArgs`]: credentials, TLS,
+//! proxy, exclusions, limits) and scans in this process with the same preparation
+//! ([`scan::prepare`]) and scanner, so those flags are accepted, refused and explained
+//! exactly as `scan` does; they may come before or after IMAGE and the policy flags.
 //!
 //! Exit codes: 0 a tag was selected (printed on stdout); 1 no tag matched; 2 the command
-//! line is wrong (flags, or a range, order, pattern, extract or scan flag that is
-//! invalid); 3 the tags could not be read (the file, or the registry scan failed).
+//! line is wrong (flags, or a range, order, pattern, extract, IMAGE or registry flag that
+//! is invalid); 3 the tags could not be read (the file, or the registry scan failed for
+//! any reason, authentication and not-found included: `scan`'s distinct codes 3 and 4
+//! would clash with this command's 3, and the message says which it was).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -16,7 +19,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde_json::{Value, json};
 
+use crate::cli::scan::{self, RegistryArgs, UsageError};
 use crate::policy::{Counts, Evaluation, FilterTags, Order, Policy, Selector, semver::Range};
+use crate::scanner::{ScanErrorKind, ScanOutcome};
 
 /// Exit code when no tag matched.
 pub const EXIT_NO_MATCH: u8 = 1;
@@ -58,7 +63,7 @@ pub enum OutputFormat {
 #[command(group(clap::ArgGroup::new("policy").required(true).multiple(false)
     .args(["semver", "alphabetical", "numerical"])))]
 #[command(group(clap::ArgGroup::new("source").required(true).multiple(false)
-    .args(["tags_file", "scan"])))]
+    .args(["tags_file", "image"])))]
 pub struct PolicyArgs {
     /// Select the highest version within RANGE (Masterminds/semver syntax, e.g. "1.2.x",
     /// ">=1.2.0 <2.0.0", "^1.2", "~1.2.3", "1.2 - 1.4", "^1.x-0" for pre-releases).
@@ -78,21 +83,19 @@ pub struct PolicyArgs {
     #[arg(long, value_name = "TPL", requires = "filter_pattern")]
     pub filter_extract: Option<String>,
     /// Read the tags from FILE, one per line ("-" for stdin); blank lines are ignored.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = scan::REGISTRY_ARG_IDS)]
     pub tags_file: Option<PathBuf>,
     /// Output format: the selected tag (text), or the selection with the candidates after
     /// filtering and counts (json).
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: OutputFormat,
     /// Scan this repository for the tags instead (e.g. ghcr.io/org/app), as
-    /// `image-reflector scan` does. Everything after IMAGE is passed to the scan, so give
-    /// the policy flags first: `policy --semver 1.x IMAGE --insecure --ca-file ca.pem`.
-    #[arg(value_name = "IMAGE [SCAN FLAGS]", num_args = 1.., trailing_var_arg = true)]
-    pub scan: Vec<String>,
+    /// `image-reflector scan` does, with its registry flags below.
+    #[arg(value_name = "IMAGE")]
+    pub image: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
-
-/// `scan` flags that `policy` sets itself.
-const RESERVED_SCAN_FLAGS: &[&str] = &["-o", "--output", "--all-tags", "--dry-run"];
 
 fn parse_range(s: &str) -> Result<Range, String> {
     Range::parse(s).map_err(|e| e.to_string())
@@ -138,19 +141,18 @@ pub async fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_USAGE));
         }
     };
-    let (text, scanned) = if args.scan.is_empty() {
-        match read_tags(&args) {
+    let (text, scanned) = match &args.image {
+        None => match read_tags(&args) {
             Ok(text) => (text, None),
             Err(e) => {
                 eprintln!("image-reflector policy: {e:#}");
                 return Ok(ExitCode::from(EXIT_NO_TAGS));
             }
-        }
-    } else {
-        match scan(&args.scan).await {
+        },
+        Some(image) => match scan_image(image, &args.registry).await {
             Ok(scanned) => (String::new(), Some(scanned)),
             Err(code) => return Ok(ExitCode::from(code)),
-        }
+        },
     };
     let tags: Vec<&str> = match &scanned {
         Some(scanned) => scanned.tags.iter().map(String::as_str).collect(),
@@ -180,77 +182,30 @@ fn read_tags(args: &PolicyArgs) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// What `image-reflector scan -o json --all-tags` reports.
-#[derive(serde::Deserialize, Debug)]
-#[serde(rename_all = "camelCase")]
-struct Scanned {
-    canonical_image_name: String,
-    revision: String,
-    tags: Vec<String>,
-}
-
-/// Scans `IMAGE [SCAN FLAGS]` with this executable's `scan` command; on failure the scan
-/// has printed why, and the result is the exit code to use.
-async fn scan(image_and_flags: &[String]) -> Result<Scanned, u8> {
-    if let Some(flag) = image_and_flags.iter().skip(1).find(|a| {
-        RESERVED_SCAN_FLAGS
-            .iter()
-            .any(|r| a == r || a.starts_with(&format!("{r}=")))
-    }) {
-        eprintln!(
-            "image-reflector policy: {flag} is not available here: policy sets the scan's \
-             output itself (use -o json before IMAGE for policy's report)"
-        );
-        return Err(EXIT_USAGE);
-    }
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            eprintln!(
-                "image-reflector policy: cannot find this executable to run its scan command: {e}"
-            );
-            return Err(EXIT_NO_TAGS);
+/// Scans IMAGE as `scan` would; on failure the message is printed and the result is the
+/// exit code to use: 2 for a wrong IMAGE or registry flag, 3 when the scan itself failed.
+async fn scan_image(image: &str, registry: &RegistryArgs) -> Result<ScanOutcome, u8> {
+    let prepared = match scan::prepare(image, registry) {
+        Ok(p) => p,
+        Err(UsageError(msg)) => {
+            eprintln!("image-reflector policy: {msg}");
+            return Err(EXIT_USAGE);
         }
     };
-    let output = tokio::process::Command::new(&exe)
-        .args(["scan", "--all-tags", "--output", "json"])
-        .args(image_and_flags)
-        .stdin(std::process::Stdio::inherit())
-        .stderr(std::process::Stdio::inherit())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    // `output()` would capture stderr too; the scan's messages belong to the user.
-    let output = match output {
-        Ok(child) => child.wait_with_output().await,
-        Err(e) => Err(e),
-    };
-    let output = match output {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!(
-                "image-reflector policy: running {} scan: {e}",
-                exe.display()
-            );
-            return Err(EXIT_NO_TAGS);
+    prepared.run().await.map_err(|e| {
+        eprintln!("image-reflector policy: {e}");
+        match e.kind() {
+            ScanErrorKind::InvalidConfig => EXIT_USAGE,
+            _ => EXIT_NO_TAGS,
         }
-    };
-    match output.status.code() {
-        Some(0) => serde_json::from_slice(&output.stdout).map_err(|e| {
-            eprintln!("image-reflector policy: the scan's JSON output did not parse: {e}");
-            EXIT_NO_TAGS
-        }),
-        // The scan refused its flags or IMAGE: a usage error here too.
-        Some(code) if code == i32::from(crate::cli::scan::EXIT_USAGE) => Err(EXIT_USAGE),
-        _ => Err(EXIT_NO_TAGS),
-    }
+    })
 }
 
 /// Evaluates and prints; the exit code says whether a tag matched.
 fn report<'a>(
     selector: &Selector,
     tags: impl Iterator<Item = &'a str>,
-    scanned: Option<&Scanned>,
+    scanned: Option<&ScanOutcome>,
     output: OutputFormat,
 ) -> anyhow::Result<ExitCode> {
     let evaluation = selector.evaluate(tags);
@@ -348,7 +303,7 @@ struct ReportCandidate<'e> {
 fn to_json<'e>(
     selector: &Selector,
     e: &'e Evaluation<'_>,
-    scanned: Option<&'e Scanned>,
+    scanned: Option<&'e ScanOutcome>,
 ) -> Report<'e> {
     let policy = match &selector.policy {
         Policy::Semver(range) => json!({"semver": {"range": range.as_str()}}),

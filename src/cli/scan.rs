@@ -7,8 +7,8 @@
 
 use crate::reference::ImageRef;
 use crate::scanner::{
-    Credentials, DEFAULT_EXCLUSION_LIST, DockerConfig, ProxyConfig, ScanErrorKind, ScanOutcome,
-    ScanRequest, Scanner, ScannerConfig, TlsMaterial,
+    Credentials, DEFAULT_EXCLUSION_LIST, DockerConfig, ProxyConfig, ScanError, ScanErrorKind,
+    ScanOutcome, ScanRequest, Scanner, ScannerConfig, TlsMaterial,
 };
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::PathBuf;
@@ -36,6 +36,25 @@ pub enum OutputFormat {
 pub struct ScanArgs {
     /// The image repository, e.g. `alpine`, `ghcr.io/org/app`, `localhost:5000/app`.
     pub image: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: OutputFormat,
+    /// Print every tag (sorted), not only the latest 10.
+    #[arg(long)]
+    pub all_tags: bool,
+    /// Touch no network: print the canonical name, the API endpoint and which credential
+    /// source would be used.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// How to reach a registry and what to keep of its tags: connection, credentials, TLS,
+/// proxy, exclusions and limits. `scan` and `policy IMAGE` flatten it, so both take the
+/// same flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RegistryArgs {
     /// Use plain HTTP.
     #[arg(long)]
     pub insecure: bool,
@@ -77,27 +96,45 @@ pub struct ScanArgs {
     /// Requests per second to the registry host (0: unlimited).
     #[arg(long, default_value_t = ScannerConfig::default().per_host_requests_per_second)]
     pub requests_per_second: f64,
-    /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
-    pub output: OutputFormat,
-    /// Print every tag (sorted), not only the latest 10.
-    #[arg(long)]
-    pub all_tags: bool,
-    /// Touch no network: print the canonical name, the API endpoint and which credential
-    /// source would be used.
-    #[arg(long)]
-    pub dry_run: bool,
 }
+
+/// The argument ids of [`RegistryArgs`], for `conflicts_with_all` (naming the group
+/// instead would make clap list every member in its error, not the ones given).
+pub const REGISTRY_ARG_IDS: &[&str] = &[
+    "insecure",
+    "docker_config",
+    "username",
+    "password_stdin",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "proxy",
+    "exclude",
+    "timeout",
+    "page_size",
+    "max_tags",
+    "requests_per_second",
+];
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     crate::api::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// A usage error: message and exit code 2.
-struct Usage(String);
+/// A mistake on the command line (exit code 2): the IMAGE, a flag's value or a file it
+/// names. The message names the flag or value and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageError(pub String);
 
-fn usage(msg: impl Into<String>) -> Usage {
-    Usage(msg.into())
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(msg: impl Into<String>) -> UsageError {
+    UsageError(msg.into())
 }
 
 /// Where the credential for the registry comes from, for --dry-run.
@@ -110,15 +147,32 @@ enum CredentialSource {
     },
 }
 
-struct Prepared {
-    request: ScanRequest,
+/// A scan the flags describe, checked and resolved (files and the stdin password read):
+/// the scanner with the flags' limits and the request. Nothing has touched the network.
+pub struct PreparedScan {
+    pub scanner: Scanner,
+    pub request: ScanRequest,
     source: CredentialSource,
 }
 
+impl PreparedScan {
+    /// Lists the repository's tags; on a terminal, a scan longer than half a second shows
+    /// a progress line on stderr, erased when it ends.
+    pub async fn run(&self) -> Result<ScanOutcome, ScanError> {
+        let progress = Progress::new(self.request.image.canonical());
+        let result = self
+            .scanner
+            .scan_with_progress(&self.request, &|n| progress.update(n))
+            .await;
+        progress.finish();
+        result
+    }
+}
+
 pub async fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
-    let prepared = match prepare(&args) {
+    let prepared = match prepare(&args.image, &args.registry) {
         Ok(p) => p,
-        Err(Usage(msg)) => {
+        Err(UsageError(msg)) => {
             eprintln!("image-reflector scan: {msg}");
             return Ok(ExitCode::from(EXIT_USAGE));
         }
@@ -127,24 +181,7 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
         print_dry_run(&args, &prepared)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let scanner = match Scanner::new(ScannerConfig {
-        page_size: args.page_size,
-        max_tags: args.max_tags,
-        per_host_requests_per_second: args.requests_per_second,
-        ..ScannerConfig::default()
-    }) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("image-reflector scan: {e}");
-            return Ok(ExitCode::from(EXIT_USAGE));
-        }
-    };
-    let progress = Progress::new(prepared.request.image.canonical());
-    let result = scanner
-        .scan_with_progress(&prepared.request, &|n| progress.update(n))
-        .await;
-    progress.finish();
-    match result {
+    match prepared.run().await {
         Ok(outcome) => {
             print_outcome(&args, &outcome)?;
             Ok(ExitCode::SUCCESS)
@@ -162,7 +199,7 @@ pub async fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn read_file(flag: &str, path: &PathBuf) -> Result<Vec<u8>, Usage> {
+fn read_file(flag: &str, path: &PathBuf) -> Result<Vec<u8>, UsageError> {
     std::fs::read(path).map_err(|e| usage(format!("{flag} {}: {e}", path.display())))
 }
 
@@ -176,8 +213,12 @@ fn default_docker_config() -> Option<PathBuf> {
     candidate.is_file().then_some(candidate)
 }
 
-fn prepare(args: &ScanArgs) -> Result<Prepared, Usage> {
-    let image = ImageRef::parse(&args.image).map_err(|e| usage(format!("IMAGE: {e}")))?;
+/// Checks `IMAGE` and the registry flags and resolves them into a scan: reads the Docker
+/// config, the TLS files and (with `--password-stdin`) the password from stdin. Shared by
+/// `scan` and `policy IMAGE`, so both accept and refuse the same things with the same
+/// messages.
+pub fn prepare(image: &str, args: &RegistryArgs) -> Result<PreparedScan, UsageError> {
+    let image = ImageRef::parse(image).map_err(|e| usage(format!("IMAGE: {e}")))?;
     let mut request = ScanRequest::new(image);
     request.insecure = args.insecure;
     request.timeout = args.timeout;
@@ -232,7 +273,7 @@ fn prepare(args: &ScanArgs) -> Result<Prepared, Usage> {
                 }
                 // A broken default file is reported only when asked for explicitly.
                 Err(e) if explicit => return Err(e),
-                Err(Usage(msg)) => {
+                Err(UsageError(msg)) => {
                     tracing::warn!("ignoring the default Docker config: {msg}");
                     CredentialSource::Anonymous
                 }
@@ -256,11 +297,23 @@ fn prepare(args: &ScanArgs) -> Result<Prepared, Usage> {
     if let Some(proxy) = &args.proxy {
         request.proxy = Some(parse_proxy(proxy)?);
     }
-    Ok(Prepared { request, source })
+    // Scanner::new refuses only what was checked above; a refusal is still the flags'.
+    let scanner = Scanner::new(ScannerConfig {
+        page_size: args.page_size,
+        max_tags: args.max_tags,
+        per_host_requests_per_second: args.requests_per_second,
+        ..ScannerConfig::default()
+    })
+    .map_err(|e| usage(e.to_string()))?;
+    Ok(PreparedScan {
+        scanner,
+        request,
+        source,
+    })
 }
 
 /// `http://user:pass@host:port` -> address without credentials, plus username/password.
-fn parse_proxy(s: &str) -> Result<ProxyConfig, Usage> {
+fn parse_proxy(s: &str) -> Result<ProxyConfig, UsageError> {
     let with_scheme = if s.contains("://") {
         s.to_string()
     } else {
@@ -323,7 +376,7 @@ fn credential_description(source: &CredentialSource, registry: &str) -> String {
     }
 }
 
-fn print_dry_run(args: &ScanArgs, p: &Prepared) -> anyhow::Result<()> {
+fn print_dry_run(args: &ScanArgs, p: &PreparedScan) -> anyhow::Result<()> {
     let req = &p.request;
     let credentials = credential_description(&p.source, req.image.registry());
     let proxy = match &req.proxy {
@@ -338,7 +391,7 @@ fn print_dry_run(args: &ScanArgs, p: &Prepared) -> anyhow::Result<()> {
         ),
         None => "from the environment (HTTPS_PROXY, NO_PROXY), if set".into(),
     };
-    let tls = match (&args.ca_file, &args.cert_file) {
+    let tls = match (&args.registry.ca_file, &args.registry.cert_file) {
         (None, None) => "system roots".to_string(),
         (ca, cert) => {
             let mut parts = Vec::new();
@@ -497,6 +550,14 @@ mod tests {
         assert!(endpoint_description(&r).starts_with("http://registry-1.docker.io/v2/"));
         let r = ScanRequest::new(ImageRef::parse("localhost:5000/x").unwrap());
         assert!(endpoint_description(&r).contains("plain HTTP if HTTPS fails"));
+    }
+
+    #[test]
+    fn registry_arg_ids_name_every_registry_flag() {
+        use clap::Args as _;
+        let cmd = RegistryArgs::augment_args(clap::Command::new("x"));
+        let ids: Vec<&str> = cmd.get_arguments().map(|a| a.get_id().as_str()).collect();
+        assert_eq!(ids, REGISTRY_ARG_IDS);
     }
 
     #[test]

@@ -213,13 +213,19 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context(
             "finding the Kubernetes API (in-cluster service account or KUBECONFIG); to serve only the webhooks without a cluster, add --webhook-only",
         )?;
-    let client = kube::client::ClientBuilder::try_from(kube_config)
-        .context("building the Kubernetes client")?
-        .with_layer(&ratelimit::RateLimitLayer::new(
-            c.kube_api_qps,
-            c.kube_api_burst,
-        ))
-        .build();
+    // Events get their own client and token bucket, as controller-runtime's recorder
+    // does: a burst of events then never delays the status writes.
+    let limited = |config: kube::Config| -> anyhow::Result<kube::Client> {
+        Ok(kube::client::ClientBuilder::try_from(config)
+            .context("building the Kubernetes client")?
+            .with_layer(&ratelimit::RateLimitLayer::new(
+                c.kube_api_qps,
+                c.kube_api_burst,
+            ))
+            .build())
+    };
+    let client = limited(kube_config.clone())?;
+    let event_client = limited(kube_config)?;
 
     let store = crate::store::TagStore::open(&c.storage_path)
         .with_context(|| format!("--storage-path {}", c.storage_path.display()))?;
@@ -296,6 +302,7 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     controller::run_controllers(
         client,
+        event_client,
         caches,
         changes,
         scanner,

@@ -375,7 +375,7 @@ async fn scan(
 }
 
 fn success_message(outcome: &ScanOutcome) -> String {
-    format!("successful scan: found {} tags", outcome.tag_count)
+    format!("successful scan, found {} tags", outcome.tag_count)
 }
 
 fn succeeded_status(

@@ -460,6 +460,7 @@ fn strip_metadata<K: Resource>(obj: &mut K) {
 #[allow(clippy::too_many_arguments)]
 pub async fn run_controllers(
     client: Client,
+    event_client: Client,
     caches: Caches,
     changes: Changes,
     scanner: Scanner,
@@ -480,7 +481,7 @@ pub async fn run_controllers(
     prune_store(&store, &caches.repositories, &options).await?;
     let secret_uses = SecretUses::default();
     let recorder = events::EventRecorder::new(
-        client.clone(),
+        event_client,
         Reporter {
             controller: options.reporter.clone(),
             instance: options.instance.clone(),

@@ -178,6 +178,14 @@ pub struct Scanner {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Scanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanner")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Everything one scan or digest lookup needs, resolved once.
 struct Ctx<'a> {
     req: &'a ScanRequest,
@@ -435,7 +443,6 @@ impl Scanner {
                     // The plain-HTTP fallback reached something that is not a registry
                     // (typically a TLS server's "HTTP request to an HTTPS server" 400):
                     // the HTTPS failure is the real one.
-                    let _ = i;
                     return Err(first_err.unwrap_or_else(|| {
                         ctx.err(ScanErrorKind::Unreachable, "no registry answered")
                     }));

@@ -34,6 +34,7 @@ pub enum LinkStyle {
 
 #[derive(Clone, Debug, Default)]
 pub struct StandInOptions {
+    /// The one repository served; `*` serves the same tags under every name (benchmarks).
     pub repository: String,
     pub tags: Vec<String>,
     /// Page size when the client gives no `n`; `None` returns everything.
@@ -212,7 +213,7 @@ async fn v2(
     let Some(name) = rest.strip_suffix("/tags/list") else {
         return error(404, "NOT_FOUND", "only tags/list is served");
     };
-    if name != shared.opts.repository {
+    if shared.opts.repository != "*" && name != shared.opts.repository {
         return error(404, "NAME_UNKNOWN", "repository name not known to registry");
     }
     let nth = shared.tag_requests.fetch_add(1, Ordering::SeqCst);

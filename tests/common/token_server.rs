@@ -89,6 +89,7 @@ struct TokenState {
     signer: Arc<TokenSigner>,
     basic: Option<(String, String)>,
     lifetime_secs: i64,
+    refresh_token: std::sync::Mutex<Option<String>>,
     requests: AtomicUsize,
     refused: AtomicUsize,
 }
@@ -109,11 +110,12 @@ impl TokenServer {
             signer: signer.clone(),
             basic: basic.map(|(u, p)| (u.to_string(), p.to_string())),
             lifetime_secs,
+            refresh_token: std::sync::Mutex::new(None),
             requests: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
         });
         let app = axum::Router::new()
-            .route("/token", axum::routing::get(issue))
+            .route("/token", axum::routing::get(issue).post(refresh))
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -133,6 +135,14 @@ impl TokenServer {
     /// The realm URL for the registry config.
     pub fn realm(&self) -> String {
         format!("http://{}/token", self.addr)
+    }
+
+    /// Also accept OAuth2 `grant_type=refresh_token` POSTs with this refresh token (a
+    /// Docker config `identitytoken`).
+    pub fn accept_refresh_token(&self, token: &str) {
+        if let Ok(mut t) = self.state.refresh_token.lock() {
+            *t = Some(token.to_string());
+        }
     }
 
     /// Token requests answered with a token.
@@ -190,6 +200,41 @@ async fn issue(
     state.requests.fetch_add(1, Ordering::SeqCst);
     axum::Json(serde_json::json!({
         "token": token,
+        "access_token": token,
+        "expires_in": state.lifetime_secs,
+    }))
+    .into_response()
+}
+
+async fn refresh(
+    State(state): State<Arc<TokenState>>,
+    axum::Form(form): axum::Form<HashMap<String, String>>,
+) -> Response {
+    let expected = state.refresh_token.lock().ok().and_then(|t| t.clone());
+    let given = form.get("refresh_token");
+    if form.get("grant_type").map(String::as_str) != Some("refresh_token")
+        || expected.is_none()
+        || given != expected.as_ref()
+    {
+        state.refused.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::UNAUTHORIZED, "bad refresh token").into_response();
+    }
+    if form.get("service").map(String::as_str) != Some(TOKEN_SERVICE) {
+        return (StatusCode::BAD_REQUEST, "unknown service").into_response();
+    }
+    let scope = form.get("scope").cloned().unwrap_or_default();
+    let mut parts = scope.splitn(3, ':');
+    let (Some("repository"), Some(name), Some(actions)) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return (StatusCode::BAD_REQUEST, "bad scope").into_response();
+    };
+    let actions: Vec<&str> = actions.split(',').collect();
+    let token = state
+        .signer
+        .token("refresh-user", name, &actions, state.lifetime_secs);
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    axum::Json(serde_json::json!({
         "access_token": token,
         "expires_in": state.lifetime_secs,
     }))

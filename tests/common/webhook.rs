@@ -32,6 +32,7 @@ pub struct Webhook {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     log: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Writes `contents` to `path` atomically (temp file + rename), as kubelet swaps Secrets.
@@ -81,7 +82,7 @@ impl Webhook {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                     && v["message"] == "listening"
@@ -118,6 +119,7 @@ impl Webhook {
             cert_file,
             key_file,
             log,
+            reader: Some(reader),
         }
     }
 
@@ -160,6 +162,10 @@ impl Webhook {
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // The process is gone: its stderr ends, so the reader finishes the log.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));

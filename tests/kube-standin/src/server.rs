@@ -108,6 +108,9 @@ pub async fn handle(
     let query = parse_query(&uri);
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     tracing::debug!(%method, %uri, "request");
+    if method == Method::GET && segs == ["debug", "write-counts"] {
+        return write_counts_response(&app);
+    }
     if method == Method::GET
         && let Some(resp) = discovery::serve(&app, &segs, &uri)
     {
@@ -149,6 +152,25 @@ pub async fn handle(
         Ok(resp) => resp,
         Err(e) => error_response(&e),
     }
+}
+
+/// `GET /debug/write-counts`: the write counters (see `StandIn::write_counts`) as JSON,
+/// `{"imagerepositories.image.toolkit.fluxcd.io/status": {"requests": N, "persisted": M}}`,
+/// for benchmarks that run the stand-in as a separate process. Read-only.
+fn write_counts_response(app: &App) -> Response {
+    let counts: serde_json::Map<String, Value> = app
+        .shared
+        .lock()
+        .writes
+        .iter()
+        .map(|(k, c)| {
+            (
+                k.clone(),
+                serde_json::json!({"requests": c.requests, "persisted": c.persisted}),
+            )
+        })
+        .collect();
+    json_response(200, &Value::Object(counts), &[])
 }
 
 fn resolve(app: &App, segs: &[&str]) -> ApiResult<Option<Target>> {

@@ -264,6 +264,17 @@ async fn writes_follow_the_status_subresource_generation_and_conflict_rules() {
     let counts = api.write_counts();
     let status = counts["widgets.example.test/status"];
     assert_eq!((status.requests, status.persisted), (3, 0));
+    // The same counters over HTTP, for benchmarks that run the stand-in as a process.
+    let served: serde_json::Value = reqwest::get(format!("{}/debug/write-counts", api.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        served["widgets.example.test/status"],
+        json!({"requests": 3, "persisted": 0})
+    );
 
     // JSON Patch with a failing test is 422; server-side apply needs a field manager.
     let err = wapi

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# make bench-webhook: throughput and latency of `image-reflector serve --webhook-only`
+# against a baseline measured in the same run (examples/webhook_baseline.rs: axum + rustls
+# answering a fixed AdmissionReview without parsing), with the same realistic
+# AdmissionReview body over HTTPS keep-alive.
+#
+#   1. saturation: wrk, THREADS threads, CONNS connections, DURATION seconds -> requests/s, p50, p99;
+#      ROUNDS rounds alternating baseline and image-reflector, best round of each compared
+#      (other work on a shared machine only ever slows a round down)
+#   2. fixed rate: examples/webhook_load.rs at RATE requests/s -> p50, p99 (from scheduled start)
+#
+# Prints figures and ratios; targets (>= 0.8 of the baseline's throughput, p99 < 2 ms at
+# 1,000 requests/s) are reported, not asserted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-32}
+THREADS=${THREADS:-2}
+RATE=${RATE:-1000}
+ENDPOINT=${ENDPOINT:-/validate}
+CARGO=${CARGO:-cargo}
+
+command -v wrk >/dev/null || { echo "bench-webhook: wrk is missing; run ./scripts/install-test-deps.sh" >&2; exit 1; }
+command -v openssl >/dev/null || { echo "bench-webhook: openssl is missing; run ./scripts/install-test-deps.sh" >&2; exit 1; }
+
+echo "bench-webhook: building (release)"
+$CARGO build --release --quiet --bin image-reflector --example webhook_baseline --example webhook_load
+target=${CARGO_TARGET_DIR:-target}/release
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Certificates for 127.0.0.1, made now.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$tmp/ca.key" \
+  -out "$tmp/ca.crt" -days 1 -subj "/CN=bench CA" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$tmp/tls.key" \
+  -out "$tmp/tls.csr" -subj "/CN=127.0.0.1" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$tmp/ext"
+openssl x509 -req -in "$tmp/tls.csr" -CA "$tmp/ca.crt" -CAkey "$tmp/ca.key" -CAcreateserial \
+  -out "$tmp/tls.crt" -days 1 -extfile "$tmp/ext" 2>/dev/null
+
+# A realistic review: an ImageRepository CREATE as the API server sends it.
+cat > "$tmp/body.json" <<'JSON'
+{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"705ab4f5-6393-11e8-b7cc-42010a800002","kind":{"group":"image.toolkit.fluxcd.io","version":"v1","kind":"ImageRepository"},"resource":{"group":"image.toolkit.fluxcd.io","version":"v1","resource":"imagerepositories"},"requestKind":{"group":"image.toolkit.fluxcd.io","version":"v1","kind":"ImageRepository"},"requestResource":{"group":"image.toolkit.fluxcd.io","version":"v1","resource":"imagerepositories"},"name":"podinfo","namespace":"flux-system","operation":"CREATE","userInfo":{"username":"system:serviceaccount:flux-system:kustomize-controller","uid":"8f2c0a4e-8a1d-4c1b-9a55-2c7d3f0e9b11","groups":["system:serviceaccounts","system:serviceaccounts:flux-system","system:authenticated"]},"object":{"apiVersion":"image.toolkit.fluxcd.io/v1","kind":"ImageRepository","metadata":{"name":"podinfo","namespace":"flux-system","labels":{"kustomize.toolkit.fluxcd.io/name":"flux-system","kustomize.toolkit.fluxcd.io/namespace":"flux-system"},"annotations":{"reconcile.fluxcd.io/requestedAt":"2024-05-01T10:00:00Z"},"managedFields":[{"manager":"kustomize-controller","operation":"Apply","apiVersion":"image.toolkit.fluxcd.io/v1","time":"2024-05-01T10:00:00Z","fieldsType":"FieldsV1","fieldsV1":{"f:metadata":{"f:labels":{"f:kustomize.toolkit.fluxcd.io/name":{},"f:kustomize.toolkit.fluxcd.io/namespace":{}}},"f:spec":{"f:image":{},"f:interval":{},"f:secretRef":{"f:name":{}},"f:exclusionList":{}}}}]},"spec":{"image":"ghcr.io/stefanprodan/podinfo","interval":"5m","timeout":"1m","provider":"generic","secretRef":{"name":"ghcr-auth"},"exclusionList":["^.*\\.sig$","^sha256-.*$"],"accessFrom":{"namespaceSelectors":[{"matchLabels":{"kubernetes.io/metadata.name":"apps"}}]}}},"oldObject":null,"dryRun":false,"options":{"kind":"CreateOptions","apiVersion":"meta.k8s.io/v1","fieldManager":"kustomize-controller"}}}
+JSON
+cat > "$tmp/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("$tmp/body.json", "rb")
+wrk.body = f:read("*a")
+f:close()
+LUA
+
+wait_for_line() { # file pattern
+  for _ in $(seq 1 200); do
+    if grep -q "$2" "$1" 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  echo "bench-webhook: server did not start; log:" >&2; cat "$1" >&2; exit 1
+}
+
+"$target/image-reflector" serve --webhook-only --log-encoding json --log-level info \
+  --webhook-addr 127.0.0.1:0 --health-addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 \
+  --tls-cert-file "$tmp/tls.crt" --tls-key-file "$tmp/tls.key" 2> "$tmp/ours.log" &
+pids+=($!)
+wait_for_line "$tmp/ours.log" '"listening"'
+ours=$(grep '"listening"' "$tmp/ours.log" | sed -E 's/.*"webhook":"([^"]+)".*/\1/')
+
+"$target/examples/webhook_baseline" 127.0.0.1:0 "$tmp/tls.crt" "$tmp/tls.key" > "$tmp/base.log" 2>&1 &
+pids+=($!)
+wait_for_line "$tmp/base.log" 'listening on'
+base=$(sed -nE 's/listening on (.*)/\1/p' "$tmp/base.log")
+
+# Both must answer correctly before they are timed.
+check=$(curl -sS --cacert "$tmp/ca.crt" -H 'Content-Type: application/json' --data-binary @"$tmp/body.json" "https://$ours$ENDPOINT")
+case "$check" in
+  *'"uid":"705ab4f5-6393-11e8-b7cc-42010a800002","allowed":true'*) ;;
+  *) echo "bench-webhook: unexpected answer from image-reflector: $check" >&2; exit 1 ;;
+esac
+curl -sS --cacert "$tmp/ca.crt" --data-binary @"$tmp/body.json" "https://$base$ENDPOINT" >/dev/null
+
+# wrk --latency prints "Requests/sec: N" and a "50%  1.23ms" distribution.
+to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v*=1000}; printf "%.3f", v}'; }
+saturate() { # name addr -> sets RPS
+  local out p50 p99 errs
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$tmp/post.lua" "https://$2$ENDPOINT")
+  RPS=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out" | to_ms)
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out" | to_ms)
+  errs=$(awk '/Non-2xx|Socket errors/' <<<"$out")
+  printf '%-16s %12.0f %10s %10s  %s\n' "$1" "$RPS" "$p50" "$p99" "$errs"
+}
+
+echo
+echo "== saturation: wrk -t$THREADS -c$CONNS -d${DURATION}s x $ROUNDS rounds, POST $ENDPOINT ($(wc -c < "$tmp/body.json") bytes), HTTP/1.1 keep-alive over TLS"
+printf '%-16s %12s %10s %10s\n' server "requests/s" "p50 ms" "p99 ms"
+base_rps=0
+ours_rps=0
+for _ in $(seq 1 "$ROUNDS"); do
+  saturate baseline "$base"; base_rps=$(awk -v a="$base_rps" -v b="$RPS" 'BEGIN {print (b > a) ? b : a}')
+  saturate image-reflector "$ours"; ours_rps=$(awk -v a="$ours_rps" -v b="$RPS" 'BEGIN {print (b > a) ? b : a}')
+done
+printf 'best round: baseline %.0f requests/s, image-reflector %.0f requests/s\n' "$base_rps" "$ours_rps"
+ratio=$(awk -v a="$ours_rps" -v b="$base_rps" 'BEGIN {printf "%.2f", a/b}')
+verdict=$(awk -v r="$ratio" 'BEGIN {print (r >= 0.8) ? "met" : "NOT met"}')
+echo "image-reflector/baseline throughput: $ratio  (target >= 0.80: $verdict)"
+
+echo
+echo "== fixed rate: $RATE requests/s for ${DURATION}s (latency from scheduled start)"
+fixed() { # name addr -> sets P99
+  local line
+  line=$("$target/examples/webhook_load" "https://$2$ENDPOINT" "$tmp/ca.crt" "$tmp/body.json" "$RATE" "$DURATION")
+  printf '%-16s %s\n' "$1" "$line"
+  P99=$(sed -E 's/.*p99_ms=([0-9.]+).*/\1/' <<<"$line")
+}
+fixed baseline "$base"; base_p99=$P99
+fixed image-reflector "$ours"; ours_p99=$P99
+verdict=$(awk -v p="$ours_p99" 'BEGIN {print (p < 2.0) ? "met" : "NOT met"}')
+echo "image-reflector p99 at $RATE/s: ${ours_p99} ms (baseline ${base_p99} ms; target < 2 ms: $verdict)"

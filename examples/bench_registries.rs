@@ -1,0 +1,65 @@
+//! Serves the repositories `make bench-scan` lists, until stdin closes or SIGTERM/SIGINT:
+//! Debian's docker-registry with `bench/ten-thousand` (10,000 tags), and the paginating
+//! stand-in with `bench/hundred-thousand` (100,000 tags) twice, answering pages of 100 and
+//! of 1000 (also when the client sends no `n`, as skopeo does). Prints one
+//! `NAME=127.0.0.1:PORT` line per server, then `READY`.
+
+// The parts of the test harness this binary needs (not the whole of tests/common, which
+// has pieces only integration tests can build). registry.rs finds its siblings as
+// `super::certs` and `super::token_server`, which resolve to these.
+#[allow(dead_code)]
+#[path = "../tests/common/certs.rs"]
+mod certs;
+#[allow(dead_code)]
+#[path = "../tests/common/fake_registry.rs"]
+mod fake_registry;
+#[allow(dead_code)]
+#[path = "../tests/common/registry.rs"]
+mod registry;
+#[allow(dead_code)]
+#[path = "../tests/common/token_server.rs"]
+mod token_server;
+
+use fake_registry::{StandIn, StandInOptions};
+use registry::{Registry, RegistryOptions};
+use tokio::io::AsyncReadExt as _;
+
+#[tokio::main]
+async fn main() {
+    let registry = Registry::start(RegistryOptions::default());
+    let ten: Vec<String> = (0..10_000)
+        .map(|i| format!("1.{}.{}", i / 100, i % 100))
+        .collect();
+    registry.push_tags("bench/ten-thousand", &ten).await;
+    let hundred: Vec<String> = (0..100_000)
+        .map(|i| format!("v{}.{}.{}", i / 10_000, (i / 100) % 100, i % 100))
+        .collect();
+    let mut stand_ins = Vec::new();
+    for page in [100usize, 1000] {
+        let s = StandIn::start(StandInOptions {
+            repository: "bench/hundred-thousand".into(),
+            tags: hundred.clone(),
+            default_page_size: Some(page),
+            max_page_size: Some((page, 413)),
+            ..Default::default()
+        })
+        .await;
+        println!("STANDIN_{page}={}", s.host());
+        stand_ins.push(s);
+    }
+    println!("REGISTRY={}", registry.host());
+    println!("READY");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {} } => {}
+    }
+    // Dropping the registry kills docker-registry.
+    drop(stand_ins);
+    drop(registry);
+}

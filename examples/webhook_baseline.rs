@@ -1,0 +1,60 @@
+//! Benchmark baseline for `make bench-webhook`: the least an axum + rustls server can do
+//! for an admission webhook. It reads the body and answers a fixed AdmissionReview without
+//! parsing anything, with the same TLS setup as `image-reflector serve` (TLS 1.2/1.3,
+//! HTTP/1.1 + HTTP/2, aws-lc-rs).
+//!
+//!     cargo run --release --example webhook_baseline -- ADDR CERT_PEM KEY_PEM
+//!
+//! Prints `listening on ADDR` once bound (port 0 picks a free port).
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::header;
+use axum::routing::post;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
+
+const ANSWER: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"00000000-0000-0000-0000-000000000000","allowed":true}}"#;
+
+async fn fixed(_body: Bytes) -> ([(header::HeaderName, &'static str); 1], &'static [u8]) {
+    ([(header::CONTENT_TYPE, "application/json")], ANSWER)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, addr, cert, key] = args.as_slice() else {
+        return Err("usage: webhook_baseline ADDR CERT_PEM KEY_PEM".into());
+    };
+    let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let router = Router::new()
+        .route("/mutate", post(fixed))
+        .route("/validate", post(fixed));
+    let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
+    println!("listening on {}", listener.local_addr()?);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, builder, router) = (acceptor.clone(), builder.clone(), router.clone());
+        tokio::spawn(async move {
+            if let Ok(stream) = acceptor.accept(tcp).await {
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router))
+                    .await;
+            }
+        });
+    }
+}
