@@ -135,15 +135,18 @@ async fn apply(
         .get(api::RECONCILE_REQUESTED_AT_ANNOTATION)
         .cloned();
     let forced = ctx.secret_uses.take_rescan(&key);
+    let uid = obj.uid().unwrap_or_default();
     let due = scan_due(
-        forced,
         &old,
         ctx.store.meta(&key).as_ref(),
-        obj.uid().as_deref().unwrap_or_default(),
-        &fingerprint,
-        requested_at.as_deref(),
-        interval,
-        now,
+        Observed {
+            forced,
+            uid: &uid,
+            fingerprint: &fingerprint,
+            requested_at: requested_at.as_deref(),
+            interval,
+            now,
+        },
     );
 
     let wait = match due {
@@ -186,18 +189,28 @@ async fn apply(
     Ok(Action::requeue(wait + ctx.jitter(interval)))
 }
 
-/// Decides whether a scan is due now, or how long until it is.
-#[allow(clippy::too_many_arguments)]
-fn scan_due(
+/// What the scan decision looks at besides the status and the store entry.
+#[derive(Clone, Copy, Debug)]
+struct Observed<'a> {
+    /// A pull secret of the service account changed since the last scan.
     forced: bool,
-    status: &ImageRepositoryStatus,
-    meta: Option<&EntryMeta>,
-    uid: &str,
-    fingerprint: &str,
-    requested_at: Option<&str>,
+    uid: &'a str,
+    fingerprint: &'a str,
+    requested_at: Option<&'a str>,
     interval: Duration,
     now: jiff::Timestamp,
-) -> Due {
+}
+
+/// Decides whether a scan is due now, or how long until it is.
+fn scan_due(status: &ImageRepositoryStatus, meta: Option<&EntryMeta>, o: Observed<'_>) -> Due {
+    let Observed {
+        forced,
+        uid,
+        fingerprint,
+        requested_at,
+        interval,
+        now,
+    } = o;
     let Some(meta) = meta.filter(|m| m.uid == uid) else {
         return Due::Now("never scanned");
     };
@@ -622,14 +635,16 @@ mod tests {
     #[test]
     fn a_repository_never_scanned_is_scanned_now() {
         let due = scan_due(
-            false,
             &Default::default(),
             None,
-            "u1",
-            "fp",
-            None,
-            MIN,
-            at(1000),
+            Observed {
+                forced: false,
+                uid: "u1",
+                fingerprint: "fp",
+                requested_at: None,
+                interval: MIN,
+                now: at(1000),
+            },
         );
         assert_eq!(due, Due::Now("never scanned"));
     }
@@ -638,14 +653,16 @@ mod tests {
     fn a_recreated_object_does_not_inherit_the_old_tags() {
         let m = meta("old-uid", "sha256:a", 990);
         let due = scan_due(
-            false,
             &ready_status("sha256:a", 990),
             Some(&m),
-            "new-uid",
-            "fp",
-            None,
-            MIN,
-            at(1000),
+            Observed {
+                forced: false,
+                uid: "new-uid",
+                fingerprint: "fp",
+                requested_at: None,
+                interval: MIN,
+                now: at(1000),
+            },
         );
         assert_eq!(due, Due::Now("never scanned"));
     }
@@ -654,14 +671,16 @@ mod tests {
     fn a_recent_scan_waits_for_the_rest_of_the_interval() {
         let m = meta("u1", "sha256:a", 990);
         let due = scan_due(
-            false,
             &ready_status("sha256:a", 990),
             Some(&m),
-            "u1",
-            "fp",
-            None,
-            MIN,
-            at(1000),
+            Observed {
+                forced: false,
+                uid: "u1",
+                fingerprint: "fp",
+                requested_at: None,
+                interval: MIN,
+                now: at(1000),
+            },
         );
         assert_eq!(due, Due::In(Duration::from_secs(50)));
     }
@@ -670,14 +689,16 @@ mod tests {
     fn an_elapsed_interval_scans() {
         let m = meta("u1", "sha256:a", 900);
         let due = scan_due(
-            false,
             &ready_status("sha256:a", 900),
             Some(&m),
-            "u1",
-            "fp",
-            None,
-            MIN,
-            at(1000),
+            Observed {
+                forced: false,
+                uid: "u1",
+                fingerprint: "fp",
+                requested_at: None,
+                interval: MIN,
+                now: at(1000),
+            },
         );
         assert_eq!(due, Due::Now("the interval has elapsed"));
     }
@@ -686,14 +707,16 @@ mod tests {
     fn a_changed_fingerprint_scans_at_once() {
         let m = meta("u1", "sha256:a", 990);
         let due = scan_due(
-            false,
             &ready_status("sha256:a", 990),
             Some(&m),
-            "u1",
-            "other",
-            None,
-            MIN,
-            at(1000),
+            Observed {
+                forced: false,
+                uid: "u1",
+                fingerprint: "other",
+                requested_at: None,
+                interval: MIN,
+                now: at(1000),
+            },
         );
         assert!(matches!(due, Due::Now(_)));
     }
@@ -703,26 +726,30 @@ mod tests {
         let m = meta("u1", "sha256:a", 990);
         let mut status = ready_status("sha256:a", 990);
         let due = scan_due(
-            false,
             &status,
             Some(&m),
-            "u1",
-            "fp",
-            Some("now"),
-            MIN,
-            at(1000),
+            Observed {
+                forced: false,
+                uid: "u1",
+                fingerprint: "fp",
+                requested_at: Some("now"),
+                interval: MIN,
+                now: at(1000),
+            },
         );
         assert_eq!(due, Due::Now("reconcile requested"));
         status.last_handled_reconcile_at = Some("now".into());
         let due = scan_due(
-            false,
             &status,
             Some(&m),
-            "u1",
-            "fp",
-            Some("now"),
-            MIN,
-            at(1000),
+            Observed {
+                forced: false,
+                uid: "u1",
+                fingerprint: "fp",
+                requested_at: Some("now"),
+                interval: MIN,
+                now: at(1000),
+            },
         );
         assert!(matches!(due, Due::In(_)));
     }
@@ -731,14 +758,16 @@ mod tests {
     fn a_changed_pull_secret_of_the_service_account_scans_at_once() {
         let m = meta("u1", "sha256:a", 990);
         let due = scan_due(
-            true,
             &ready_status("sha256:a", 990),
             Some(&m),
-            "u1",
-            "fp",
-            None,
-            MIN,
-            at(1000),
+            Observed {
+                forced: true,
+                uid: "u1",
+                fingerprint: "fp",
+                requested_at: None,
+                interval: MIN,
+                now: at(1000),
+            },
         );
         assert_eq!(
             due,
@@ -759,7 +788,18 @@ mod tests {
             Some(1),
             at(995),
         );
-        let due = scan_due(false, &status, Some(&m), "u1", "fp", None, MIN, at(1000));
+        let due = scan_due(
+            &status,
+            Some(&m),
+            Observed {
+                forced: false,
+                uid: "u1",
+                fingerprint: "fp",
+                requested_at: None,
+                interval: MIN,
+                now: at(1000),
+            },
+        );
         assert_eq!(due, Due::Now("the last attempt failed"));
     }
 
@@ -767,14 +807,16 @@ mod tests {
     fn a_status_that_does_not_match_the_store_scans_again() {
         let m = meta("u1", "sha256:b", 990);
         let due = scan_due(
-            false,
             &ready_status("sha256:a", 990),
             Some(&m),
-            "u1",
-            "fp",
-            None,
-            MIN,
-            at(1000),
+            Observed {
+                forced: false,
+                uid: "u1",
+                fingerprint: "fp",
+                requested_at: None,
+                interval: MIN,
+                now: at(1000),
+            },
         );
         assert_eq!(due, Due::Now("the status does not match the stored tags"));
     }
