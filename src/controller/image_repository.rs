@@ -632,20 +632,21 @@ mod tests {
 
     const MIN: Duration = Duration::from_secs(60);
 
+    /// A repository with uid u1 and fingerprint fp, interval 1 min, looked at at t=1000.
+    fn observed() -> Observed<'static> {
+        Observed {
+            forced: false,
+            uid: "u1",
+            fingerprint: "fp",
+            requested_at: None,
+            interval: MIN,
+            now: at(1000),
+        }
+    }
+
     #[test]
     fn a_repository_never_scanned_is_scanned_now() {
-        let due = scan_due(
-            &Default::default(),
-            None,
-            Observed {
-                forced: false,
-                uid: "u1",
-                fingerprint: "fp",
-                requested_at: None,
-                interval: MIN,
-                now: at(1000),
-            },
-        );
+        let due = scan_due(&Default::default(), None, observed());
         assert_eq!(due, Due::Now("never scanned"));
     }
 
@@ -656,12 +657,8 @@ mod tests {
             &ready_status("sha256:a", 990),
             Some(&m),
             Observed {
-                forced: false,
                 uid: "new-uid",
-                fingerprint: "fp",
-                requested_at: None,
-                interval: MIN,
-                now: at(1000),
+                ..observed()
             },
         );
         assert_eq!(due, Due::Now("never scanned"));
@@ -670,36 +667,14 @@ mod tests {
     #[test]
     fn a_recent_scan_waits_for_the_rest_of_the_interval() {
         let m = meta("u1", "sha256:a", 990);
-        let due = scan_due(
-            &ready_status("sha256:a", 990),
-            Some(&m),
-            Observed {
-                forced: false,
-                uid: "u1",
-                fingerprint: "fp",
-                requested_at: None,
-                interval: MIN,
-                now: at(1000),
-            },
-        );
+        let due = scan_due(&ready_status("sha256:a", 990), Some(&m), observed());
         assert_eq!(due, Due::In(Duration::from_secs(50)));
     }
 
     #[test]
     fn an_elapsed_interval_scans() {
         let m = meta("u1", "sha256:a", 900);
-        let due = scan_due(
-            &ready_status("sha256:a", 900),
-            Some(&m),
-            Observed {
-                forced: false,
-                uid: "u1",
-                fingerprint: "fp",
-                requested_at: None,
-                interval: MIN,
-                now: at(1000),
-            },
-        );
+        let due = scan_due(&ready_status("sha256:a", 900), Some(&m), observed());
         assert_eq!(due, Due::Now("the interval has elapsed"));
     }
 
@@ -710,12 +685,8 @@ mod tests {
             &ready_status("sha256:a", 990),
             Some(&m),
             Observed {
-                forced: false,
-                uid: "u1",
                 fingerprint: "other",
-                requested_at: None,
-                interval: MIN,
-                now: at(1000),
+                ..observed()
             },
         );
         assert!(matches!(due, Due::Now(_)));
@@ -729,12 +700,8 @@ mod tests {
             &status,
             Some(&m),
             Observed {
-                forced: false,
-                uid: "u1",
-                fingerprint: "fp",
                 requested_at: Some("now"),
-                interval: MIN,
-                now: at(1000),
+                ..observed()
             },
         );
         assert_eq!(due, Due::Now("reconcile requested"));
@@ -743,12 +710,8 @@ mod tests {
             &status,
             Some(&m),
             Observed {
-                forced: false,
-                uid: "u1",
-                fingerprint: "fp",
                 requested_at: Some("now"),
-                interval: MIN,
-                now: at(1000),
+                ..observed()
             },
         );
         assert!(matches!(due, Due::In(_)));
@@ -762,11 +725,7 @@ mod tests {
             Some(&m),
             Observed {
                 forced: true,
-                uid: "u1",
-                fingerprint: "fp",
-                requested_at: None,
-                interval: MIN,
-                now: at(1000),
+                ..observed()
             },
         );
         assert_eq!(
@@ -788,36 +747,14 @@ mod tests {
             Some(1),
             at(995),
         );
-        let due = scan_due(
-            &status,
-            Some(&m),
-            Observed {
-                forced: false,
-                uid: "u1",
-                fingerprint: "fp",
-                requested_at: None,
-                interval: MIN,
-                now: at(1000),
-            },
-        );
+        let due = scan_due(&status, Some(&m), observed());
         assert_eq!(due, Due::Now("the last attempt failed"));
     }
 
     #[test]
     fn a_status_that_does_not_match_the_store_scans_again() {
         let m = meta("u1", "sha256:b", 990);
-        let due = scan_due(
-            &ready_status("sha256:a", 990),
-            Some(&m),
-            Observed {
-                forced: false,
-                uid: "u1",
-                fingerprint: "fp",
-                requested_at: None,
-                interval: MIN,
-                now: at(1000),
-            },
-        );
+        let due = scan_due(&ready_status("sha256:a", 990), Some(&m), observed());
         assert_eq!(due, Due::Now("the status does not match the stored tags"));
     }
 
