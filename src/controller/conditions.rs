@@ -35,6 +35,22 @@ pub fn set(
     sort(conditions);
 }
 
+/// The object cannot progress until its spec changes: Ready=False and Stalled=True with
+/// the same reason and message, and no Reconciling.
+pub fn stalled(
+    conditions: &mut Vec<Condition>,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    set(conditions, "Ready", false, reason, message, generation, now);
+    set(
+        conditions, "Stalled", true, reason, message, generation, now,
+    );
+    remove(conditions, "Reconciling");
+}
+
 /// Removes the condition of `type_` (negative-polarity conditions are absent when false).
 pub fn remove(conditions: &mut Vec<Condition>, type_: &str) {
     conditions.retain(|c| c.type_ != type_);
@@ -157,5 +173,27 @@ mod tests {
         remove(&mut c, "Stalled");
         assert!(!is_true(&c, "Stalled"));
         assert!(get(&c, "Ready").is_some());
+    }
+
+    #[test]
+    fn stalled_sets_ready_false_and_stalled_true_and_drops_reconciling() {
+        let mut c = Vec::new();
+        set(
+            &mut c,
+            "Reconciling",
+            true,
+            "ProgressingWithRetry",
+            "retrying",
+            Some(1),
+            at(1),
+        );
+        stalled(&mut c, "ImageURLInvalid", "spec.image: bad", Some(2), at(2));
+        let ready = get(&c, "Ready").expect("Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "ImageURLInvalid")
+        );
+        assert!(is_true(&c, "Stalled"));
+        assert!(get(&c, "Reconciling").is_none());
     }
 }

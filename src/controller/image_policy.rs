@@ -504,28 +504,19 @@ async fn record_failure(
         stalled,
         ..
     } = not_ready;
-    conditions::set(
-        &mut status.conditions,
-        READY,
-        false,
-        reason,
-        message,
-        generation,
-        now,
-    );
     if *stalled {
+        conditions::stalled(&mut status.conditions, reason, message, generation, now);
+        status.observed_generation = generation;
+    } else {
         conditions::set(
             &mut status.conditions,
-            STALLED,
-            true,
+            READY,
+            false,
             reason,
             message,
             generation,
             now,
         );
-        conditions::remove(&mut status.conditions, RECONCILING);
-        status.observed_generation = generation;
-    } else {
         conditions::remove(&mut status.conditions, STALLED);
     }
     if let Some(at) = obj

@@ -475,25 +475,7 @@ async fn stall(
     let old = obj.status.clone().unwrap_or_default();
     let generation = obj.metadata.generation;
     let mut status = old.clone();
-    conditions::set(
-        &mut status.conditions,
-        READY,
-        false,
-        reason,
-        message,
-        generation,
-        now,
-    );
-    conditions::set(
-        &mut status.conditions,
-        STALLED,
-        true,
-        reason,
-        message,
-        generation,
-        now,
-    );
-    conditions::remove(&mut status.conditions, RECONCILING);
+    conditions::stalled(&mut status.conditions, reason, message, generation, now);
     status.observed_generation = generation;
     status.observed_exclusion_list = Some(obj.spec.effective_exclusion_list());
     let changed = write_status(api, &obj.name_any(), &old, &status).await?;
