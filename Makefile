@@ -6,7 +6,7 @@ CARGO ?= cargo
         bench bench-webhook bench-scan bench-scale bench-policy standin e2e
 
 help: ## list targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 build: ## debug build of the workspace
 	$(CARGO) build --workspace
