@@ -2,7 +2,9 @@
 //! fresh cache, and the root crate's test-time certificate maker.
 #![allow(dead_code)]
 
-/// A copy of the root crate's tests/common/certs.rs (rcgen: CA, server and client leaves).
+/// The root crate's test certificate maker (rcgen: CA, server and client leaves), shared
+/// rather than copied.
+#[path = "../../../common/certs.rs"]
 pub mod certs;
 pub mod webhooks;
 
