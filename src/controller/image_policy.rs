@@ -16,7 +16,7 @@ use tracing::{debug, info};
 
 use super::conditions;
 use super::credentials;
-use super::image_repository::write_status;
+use super::image_repository::{scan_timeout, write_status};
 use super::{Context, ReconcileError};
 use crate::api::{
     self, ACCESS_DENIED, DEPENDENCY_NOT_READY, DigestReflectionPolicy, FAILURE, INVALID_POLICY,
@@ -362,14 +362,7 @@ async fn fetch_digest(
         then: Action::requeue(ctx.options.requeue_dependency),
         error: None,
     })?;
-    let timeout = repo
-        .spec
-        .timeout
-        .as_deref()
-        .or(Some(repo.spec.interval.as_str()))
-        .and_then(|t| api::parse_duration(t).ok())
-        .filter(|d| !d.is_zero())
-        .unwrap_or(Duration::from_secs(60));
+    let timeout = scan_timeout(&repo.spec).unwrap_or(Duration::from_secs(60));
     let request = credentials::scan_request(
         &ctx.client,
         repo_ns,

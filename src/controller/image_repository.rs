@@ -79,6 +79,16 @@ async fn cleanup(obj: Arc<ImageRepository>, ctx: &Context) -> Result<Action, Rec
     Ok(Action::await_change())
 }
 
+/// The time one registry operation may take: `spec.timeout`, or `spec.interval` when the
+/// timeout is absent or unusable (the seed's default); `None` when neither parses.
+pub(super) fn scan_timeout(spec: &ImageRepositorySpec) -> Option<Duration> {
+    let positive = |s: &str| api::parse_duration(s).ok().filter(|d| !d.is_zero());
+    spec.timeout
+        .as_deref()
+        .and_then(positive)
+        .or_else(|| positive(&spec.interval))
+}
+
 /// What the reconciler decided about scanning.
 #[derive(Debug, PartialEq, Eq)]
 enum Due {
@@ -113,12 +123,7 @@ async fn apply(
             return stall(ctx, api, &obj, FAILURE, &message, now).await;
         }
     };
-    let timeout = spec
-        .timeout
-        .as_deref()
-        .and_then(|t| api::parse_duration(t).ok())
-        .filter(|d| !d.is_zero())
-        .unwrap_or(interval);
+    let timeout = scan_timeout(spec).unwrap_or(interval);
 
     let image = match ImageRef::parse(&spec.image) {
         Ok(image) => image,
@@ -624,6 +629,29 @@ mod tests {
             interval: MIN,
             now: at(1000),
         }
+    }
+
+    #[test]
+    fn the_scan_timeout_falls_back_to_the_interval() {
+        let spec = |timeout: Option<&str>, interval: &str| ImageRepositorySpec {
+            image: "alpine".into(),
+            interval: interval.into(),
+            timeout: timeout.map(str::to_string),
+            ..Default::default()
+        };
+        assert_eq!(
+            scan_timeout(&spec(Some("30s"), "5m")),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            scan_timeout(&spec(None, "5m")),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            scan_timeout(&spec(Some("0s"), "5m")),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(scan_timeout(&spec(None, "soon")), None);
     }
 
     #[test]

@@ -95,48 +95,55 @@ fn move_field(from: &mut Map<String, Value>, to: &mut Map<String, Value>, a: &st
     }
 }
 
-/// `events.k8s.io/v1` Event → stored `core/v1` shape.
-pub fn event_from_v1(v1: Value) -> Value {
-    let Value::Object(mut src) = v1 else {
-        return v1;
-    };
+/// Event fields with the same name in `events.k8s.io/v1` and `core/v1`.
+const EVENT_FIELDS_SAME: [&str; 8] = [
+    "metadata",
+    "eventTime",
+    "series",
+    "reportingInstance",
+    "action",
+    "reason",
+    "related",
+    "type",
+];
+
+/// Event fields renamed between the two views: (`events.k8s.io/v1`, `core/v1`).
+const EVENT_FIELDS_RENAMED: [(&str, &str); 7] = [
+    ("regarding", "involvedObject"),
+    ("note", "message"),
+    ("reportingController", "reportingComponent"),
+    ("deprecatedSource", "source"),
+    ("deprecatedCount", "count"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+];
+
+/// One Event view into the other: `to_core` maps `events.k8s.io/v1` names to `core/v1`
+/// ones, otherwise the reverse. Fields of neither table are dropped.
+fn convert_event(
+    mut src: Map<String, Value>,
+    api_version: &str,
+    to_core: bool,
+) -> Map<String, Value> {
     let mut out = Map::new();
-    out.insert("apiVersion".into(), json!("v1"));
+    out.insert("apiVersion".into(), json!(api_version));
     out.insert("kind".into(), json!("Event"));
-    for same in [
-        "metadata",
-        "eventTime",
-        "series",
-        "reportingInstance",
-        "action",
-        "reason",
-        "related",
-        "type",
-    ] {
+    for same in EVENT_FIELDS_SAME {
         move_field(&mut src, &mut out, same, same);
     }
-    move_field(&mut src, &mut out, "regarding", "involvedObject");
-    move_field(&mut src, &mut out, "note", "message");
-    move_field(
-        &mut src,
-        &mut out,
-        "reportingController",
-        "reportingComponent",
-    );
-    move_field(&mut src, &mut out, "deprecatedSource", "source");
-    move_field(&mut src, &mut out, "deprecatedCount", "count");
-    move_field(
-        &mut src,
-        &mut out,
-        "deprecatedFirstTimestamp",
-        "firstTimestamp",
-    );
-    move_field(
-        &mut src,
-        &mut out,
-        "deprecatedLastTimestamp",
-        "lastTimestamp",
-    );
+    for (v1, core) in EVENT_FIELDS_RENAMED {
+        let (from, to) = if to_core { (v1, core) } else { (core, v1) };
+        move_field(&mut src, &mut out, from, to);
+    }
+    out
+}
+
+/// `events.k8s.io/v1` Event → stored `core/v1` shape.
+pub fn event_from_v1(v1: Value) -> Value {
+    let Value::Object(src) = v1 else {
+        return v1;
+    };
+    let mut out = convert_event(src, "v1", true);
     // kubectl describe shows `source.component` in its "From" column.
     if out.get("source").is_none()
         && let Some(c) = out.get("reportingComponent").cloned()
@@ -151,45 +158,7 @@ pub fn event_to_v1(core: &Value) -> Value {
     let Value::Object(src) = core.clone() else {
         return core.clone();
     };
-    let mut src = src;
-    let mut out = Map::new();
-    out.insert("apiVersion".into(), json!("events.k8s.io/v1"));
-    out.insert("kind".into(), json!("Event"));
-    for same in [
-        "metadata",
-        "eventTime",
-        "series",
-        "reportingInstance",
-        "action",
-        "reason",
-        "related",
-        "type",
-    ] {
-        move_field(&mut src, &mut out, same, same);
-    }
-    move_field(&mut src, &mut out, "involvedObject", "regarding");
-    move_field(&mut src, &mut out, "message", "note");
-    move_field(
-        &mut src,
-        &mut out,
-        "reportingComponent",
-        "reportingController",
-    );
-    move_field(&mut src, &mut out, "source", "deprecatedSource");
-    move_field(&mut src, &mut out, "count", "deprecatedCount");
-    move_field(
-        &mut src,
-        &mut out,
-        "firstTimestamp",
-        "deprecatedFirstTimestamp",
-    );
-    move_field(
-        &mut src,
-        &mut out,
-        "lastTimestamp",
-        "deprecatedLastTimestamp",
-    );
-    Value::Object(out)
+    Value::Object(convert_event(src, "events.k8s.io/v1", false))
 }
 
 /// What the API server does to built-in kinds on every write: Secrets' `stringData`
