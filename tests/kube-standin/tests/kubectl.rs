@@ -497,6 +497,21 @@ fn a_webhook_denial_reaches_kubectl_with_the_api_server_wording_and_exit_code_1(
     );
     assert_eq!(k.run(&["get", "widget", "w1"]).code, 1, "nothing stored");
 
+    // Without a reason: code 400 and kubectl's plain "Error from server:".
+    let plain = k.file(
+        "plain.yaml",
+        &WIDGET.replace("name: w1", "name: deny-plain"),
+    );
+    let r = k.run(&["apply", "-f", plain.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr.trim(),
+        format!(
+            "Error from server: error when creating \"{}\": admission webhook \"validate.example.test\" denied the request: plain denial",
+            plain.display()
+        )
+    );
+
     // The validating webhook's namespaceSelector leaves out namespaces labelled skip-webhooks.
     let ns = k.file(
         "ns.yaml",

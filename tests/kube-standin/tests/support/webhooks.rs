@@ -56,6 +56,11 @@ fn answer(path: &str, review: &Value) -> Value {
                     json!({"allowed": false, "status": {
                     "code": 403, "reason": "Forbidden", "message": "spec.size: large widgets are not allowed here"}}),
                 )
+            } else if name.starts_with("deny-plain") {
+                review_response(
+                    uid,
+                    json!({"allowed": false, "status": {"message": "plain denial"}}),
+                )
             } else if name.starts_with("warn") {
                 review_response(
                     uid,
