@@ -218,8 +218,8 @@ async fn call(shared: &Shared, hook: &Hook, body: &Value, uid: &str) -> Result<V
     let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_secs(timeout))
         .no_proxy();
-    let (url, shown) = if let Some(u) = cc["url"].as_str() {
-        (u.to_string(), u.to_string())
+    let (url, shown, route) = if let Some(u) = cc["url"].as_str() {
+        (u.to_string(), u.to_string(), None)
     } else {
         let svc = &cc["service"];
         let ns = svc["namespace"].as_str().unwrap_or("");
@@ -242,7 +242,7 @@ async fn call(shared: &Shared, hook: &Hook, body: &Value, uid: &str) -> Result<V
         // No port in the URL: the resolver override's port is used, while TLS checks
         // the certificate against NAME.NAMESPACE.svc.
         builder = builder.resolve(&host, addr);
-        (format!("https://{host}{path}"), shown)
+        (format!("https://{host}{path}"), shown, Some(addr))
     };
     let sep = if url.contains('?') { '&' } else { '?' };
     let url = format!("{url}{sep}timeout={timeout}s");
@@ -267,12 +267,21 @@ async fn call(shared: &Shared, hook: &Hook, body: &Value, uid: &str) -> Result<V
         .tls_certs_only(certs)
         .build()
         .map_err(|e| fail(error_chain(&e)))?;
-    let resp = client
-        .post(&url)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| fail(error_chain(&e)))?;
+    let resp = client.post(&url).json(body).send().await.map_err(|e| {
+        let chain = error_chain(&e);
+        if e.is_connect() && chain.contains("Connection refused") {
+            // Go's wording, as kube-apiserver reports it.
+            let target = route.map(|a| a.to_string()).or_else(|| {
+                let u = url::Url::parse(&url).ok()?;
+                Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?))
+            });
+            return fail(format!(
+                "dial tcp {}: connect: connection refused",
+                target.unwrap_or_default()
+            ));
+        }
+        fail(chain)
+    })?;
     let status = resp.status();
     let bytes = resp.bytes().await.map_err(|e| fail(error_chain(&e)))?;
     if !status.is_success() {
