@@ -216,6 +216,83 @@ async fn token_auth_runs_the_bearer_flow_and_reuses_the_token() {
 }
 
 #[tokio::test]
+async fn a_refused_token_request_names_the_realm_host_and_never_the_password() {
+    let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Token {
+            realm: tokens.realm(),
+            signer: tokens.signer.clone(),
+        },
+        ..Default::default()
+    });
+    registry.push_tags("team/app", &["1.0"]).await;
+    let s = scanner();
+    let mut req = request(&registry.host(), "team/app");
+    req.credentials = Credentials::Basic {
+        username: "robot".into(),
+        password: "wrong-pw-4711".into(),
+    };
+    let err = s.scan(&req).await.unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ScanErrorKind::AuthenticationFailed, "{text}");
+    assert!(
+        text.contains(&format!("token service at {}", tokens.addr)),
+        "{text}"
+    );
+    assert!(text.contains("refused the credentials"), "{text}");
+    assert!(!text.contains("wrong-pw-4711"), "{text}");
+    assert_eq!(tokens.refused(), 1);
+
+    req.credentials = Credentials::Anonymous;
+    let err = s.scan(&req).await.unwrap_err();
+    assert_eq!(err.kind(), ScanErrorKind::AuthenticationFailed, "{err}");
+    assert!(
+        err.to_string().contains("refused anonymous access"),
+        "{err}"
+    );
+    assert_eq!(tokens.refused(), 2);
+    assert_eq!(tokens.issued(), 0);
+}
+
+#[tokio::test]
+async fn the_token_exchange_goes_through_an_authenticating_proxy() {
+    let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Token {
+            realm: tokens.realm(),
+            signer: tokens.signer.clone(),
+        },
+        ..Default::default()
+    });
+    registry.push_tags("team/app", &["1.0", "1.1", "2.0"]).await;
+    let proxy = Proxy::start("proxyuser", "proxy.pw-1");
+    let mut req = request(&registry.host(), "team/app");
+    req.insecure = true;
+    req.credentials = Credentials::Basic {
+        username: "robot".into(),
+        password: "token-pw".into(),
+    };
+    req.proxy = Some(ProxyConfig {
+        address: proxy.address(),
+        username: Some("proxyuser".into()),
+        password: Some("proxy.pw-1".into()),
+    });
+    assert_eq!(
+        scanner().scan(&req).await.unwrap().tags,
+        vec!["2.0", "1.1", "1.0"]
+    );
+    assert_eq!(tokens.issued(), 1);
+    let token_requests = proxy.log_lines_matching(&format!("GET http://{}/token?", tokens.addr));
+    assert_eq!(
+        token_requests,
+        1,
+        "the token request did not go through the proxy:\n{}",
+        std::fs::read_to_string(proxy.log_path()).unwrap_or_default()
+    );
+    assert!(proxy.log_lines_matching(&format!("GET http://{}/v2/", registry.host())) >= 2);
+}
+
+#[tokio::test]
 async fn an_identity_token_is_exchanged_for_an_access_token() {
     let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
     tokens.accept_refresh_token("refresh-me");
