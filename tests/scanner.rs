@@ -293,6 +293,51 @@ async fn the_token_exchange_goes_through_an_authenticating_proxy() {
 }
 
 #[tokio::test]
+async fn a_mutual_tls_registry_with_token_auth_gets_its_token_by_the_hand_written_flow() {
+    // oci-client 0.18 cannot present a client certificate, so it could not even probe
+    // this registry: the token comes from the scanner's own flow.
+    let tokens = TokenServer::start(None, 300).await;
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Token {
+            realm: tokens.realm(),
+            signer: tokens.signer.clone(),
+        },
+        tls: RegistryTls::Mutual,
+    });
+    registry.push_tags("team/app", &["1.0", "1.1"]).await;
+    let leaf = registry.client_cert().unwrap();
+    let mut req = request(&registry.host(), "team/app");
+    req.tls = TlsMaterial {
+        ca_pem: registry.ca_pem().map(|p| p.as_bytes().to_vec()),
+        client_cert_pem: Some(leaf.cert_pem.as_bytes().to_vec()),
+        client_key_pem: Some(leaf.key_pem.as_bytes().to_vec()),
+    };
+    assert_eq!(scanner().scan(&req).await.unwrap().tags, vec!["1.1", "1.0"]);
+    assert_eq!(tokens.issued(), 1);
+}
+
+#[tokio::test]
+async fn a_stalled_token_service_times_the_scan_out() {
+    // A listener that never accepts: the kernel completes the connection, nobody answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let signer = std::sync::Arc::new(common::token_server::TokenSigner::new());
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Token {
+            realm: format!("http://{}/token", silent.local_addr().unwrap()),
+            signer,
+        },
+        ..Default::default()
+    });
+    let mut req = request(&registry.host(), "team/app");
+    req.insecure = true;
+    req.timeout = Duration::from_millis(800);
+    let started = Instant::now();
+    let err = scanner().scan(&req).await.unwrap_err();
+    assert_eq!(err.kind(), ScanErrorKind::TimedOut, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
 async fn an_identity_token_is_exchanged_for_an_access_token() {
     let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
     tokens.accept_refresh_token("refresh-me");
