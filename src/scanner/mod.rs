@@ -5,22 +5,30 @@
 //! token cache, the registry endpoint cache and the per-registry-host limits shared by
 //! every scan.
 //!
-//! ## Why reqwest and not `oci-client` for the requests
-//! `oci-client` 0.18 was evaluated first. It cannot meet these requirements:
-//! - `Client::list_tags` returns only the parsed body: the `Link` header (pagination),
-//!   the status of a refused page size (413/400) and `Retry-After` are not exposed, and
-//!   its authenticated request builder (`RequestBuilderWrapper::apply_auth`) is private,
-//!   so paging cannot be built on its requests.
-//! - `ClientConfig` has no client identity: mutual TLS is impossible.
-//! - `ClientConfig` fixes CA roots, proxy and protocol per client, and its token flow
-//!   sends credentials to whatever realm the registry names, over plain HTTP too; the
-//!   rule here is HTTPS realms only unless the registry itself is plain HTTP.
-//!
-//! So the requests are made with reqwest (rustls), one pooled client per distinct
-//! TLS/proxy setting, and the token flow is the small distribution one: parse the
-//! challenge (`http-auth`, the parser `oci-client` itself uses), GET the realm with
-//! `service` and `scope` (Basic credentials), or POST a refresh token for an
-//! `identitytoken`, and cache the token until shortly before `expires_in`.
+//! ## What `oci-client` does, and what reqwest does
+//! - **The Bearer token exchange** is `oci_client::Client::auth` (oci-client 0.18): it
+//!   probes `/v2/` (its own probe, besides the scanner's), parses the `WWW-Authenticate`
+//!   challenge and GETs the realm with `service` and `scope`, with Basic credentials
+//!   when there are some, and returns the token. One oci-client client per transport
+//!   (CA bundle, proxy) and scheme, configured like the reqwest clients (roots, proxy
+//!   with its credentials, timeouts, user agent).
+//!   Before calling it, the scanner checks the challenge its own probe parsed: the realm
+//!   must be an http(s) URL, and credentials go to a plain-HTTP realm only when the
+//!   registry itself is plain HTTP (oci-client would send them anywhere). The token is
+//!   cached here (realm, service, scope, credential) until its JWT `exp`, or 60 seconds
+//!   for an opaque token, since `auth` returns only the token string.
+//! - **Everything else is reqwest** (rustls), one pooled client per distinct TLS/proxy
+//!   setting: the `/v2/` probe with its HTTPS-then-plain-HTTP fallback for local
+//!   registries, `tags/list` paging and manifest digests. oci-client 0.18 cannot do
+//!   these: `Client::list_tags` returns only the parsed body (the `Link` header, the
+//!   status of a refused page size (413/400) and `Retry-After` are hidden), and its
+//!   authenticated request builder is private, so paging cannot be built on its requests.
+//! - **Two token exchanges stay hand-written** (`Scanner::fetch_token`, chosen by
+//!   `oci_token::token_flow`), only because oci-client 0.18 cannot do them:
+//!   - an `identitytoken` credential, an OAuth2 refresh token POSTed to the realm
+//!     (`grant_type=refresh_token`): `RegistryAuth` has no such grant;
+//!   - a transport with a client certificate (mutual TLS): `ClientConfig` has no client
+//!     identity, so oci-client cannot even reach the registry.
 
 mod auth;
 mod credentials;
