@@ -383,6 +383,23 @@ async fn credentials_never_go_to_a_plain_http_realm_of_an_https_registry() {
 }
 
 #[tokio::test]
+async fn an_anonymous_token_exchange_trusts_the_given_ca_and_may_use_a_plain_http_realm() {
+    let tokens = TokenServer::start(None, 300).await;
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Token {
+            realm: tokens.realm(),
+            signer: tokens.signer.clone(),
+        },
+        tls: RegistryTls::Server,
+    });
+    registry.push_tags("team/app", &["0.9", "1.0"]).await;
+    let mut req = request(&registry.host(), "team/app");
+    req.tls.ca_pem = registry.ca_pem().map(|p| p.as_bytes().to_vec());
+    assert_eq!(scanner().scan(&req).await.unwrap().tags, vec!["1.0", "0.9"]);
+    assert_eq!(tokens.issued(), 1);
+}
+
+#[tokio::test]
 async fn tls_registries_need_their_ca() {
     let registry = Registry::start(RegistryOptions {
         tls: RegistryTls::Server,
