@@ -216,6 +216,128 @@ async fn token_auth_runs_the_bearer_flow_and_reuses_the_token() {
 }
 
 #[tokio::test]
+async fn a_refused_token_request_names_the_realm_host_and_never_the_password() {
+    let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Token {
+            realm: tokens.realm(),
+            signer: tokens.signer.clone(),
+        },
+        ..Default::default()
+    });
+    registry.push_tags("team/app", &["1.0"]).await;
+    let s = scanner();
+    let mut req = request(&registry.host(), "team/app");
+    req.credentials = Credentials::Basic {
+        username: "robot".into(),
+        password: "wrong-pw-4711".into(),
+    };
+    let err = s.scan(&req).await.unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ScanErrorKind::AuthenticationFailed, "{text}");
+    assert!(
+        text.contains(&format!("token service at {}", tokens.addr)),
+        "{text}"
+    );
+    assert!(text.contains("refused the credentials"), "{text}");
+    assert!(!text.contains("wrong-pw-4711"), "{text}");
+    assert_eq!(tokens.refused(), 1);
+
+    req.credentials = Credentials::Anonymous;
+    let err = s.scan(&req).await.unwrap_err();
+    assert_eq!(err.kind(), ScanErrorKind::AuthenticationFailed, "{err}");
+    assert!(
+        err.to_string().contains("refused anonymous access"),
+        "{err}"
+    );
+    assert_eq!(tokens.refused(), 2);
+    assert_eq!(tokens.issued(), 0);
+}
+
+#[tokio::test]
+async fn the_token_exchange_goes_through_an_authenticating_proxy() {
+    let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Token {
+            realm: tokens.realm(),
+            signer: tokens.signer.clone(),
+        },
+        ..Default::default()
+    });
+    registry.push_tags("team/app", &["1.0", "1.1", "2.0"]).await;
+    let proxy = Proxy::start("proxyuser", "proxy.pw-1");
+    let mut req = request(&registry.host(), "team/app");
+    req.insecure = true;
+    req.credentials = Credentials::Basic {
+        username: "robot".into(),
+        password: "token-pw".into(),
+    };
+    req.proxy = Some(ProxyConfig {
+        address: proxy.address(),
+        username: Some("proxyuser".into()),
+        password: Some("proxy.pw-1".into()),
+    });
+    assert_eq!(
+        scanner().scan(&req).await.unwrap().tags,
+        vec!["2.0", "1.1", "1.0"]
+    );
+    assert_eq!(tokens.issued(), 1);
+    let token_requests = proxy.log_lines_matching(&format!("GET http://{}/token?", tokens.addr));
+    assert_eq!(
+        token_requests,
+        1,
+        "the token request did not go through the proxy:\n{}",
+        std::fs::read_to_string(proxy.log_path()).unwrap_or_default()
+    );
+    assert!(proxy.log_lines_matching(&format!("GET http://{}/v2/", registry.host())) >= 2);
+}
+
+#[tokio::test]
+async fn a_mutual_tls_registry_with_token_auth_gets_its_token_by_the_hand_written_flow() {
+    // oci-client 0.18 cannot present a client certificate, so it could not even probe
+    // this registry: the token comes from the scanner's own flow.
+    let tokens = TokenServer::start(None, 300).await;
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Token {
+            realm: tokens.realm(),
+            signer: tokens.signer.clone(),
+        },
+        tls: RegistryTls::Mutual,
+    });
+    registry.push_tags("team/app", &["1.0", "1.1"]).await;
+    let leaf = registry.client_cert().unwrap();
+    let mut req = request(&registry.host(), "team/app");
+    req.tls = TlsMaterial {
+        ca_pem: registry.ca_pem().map(|p| p.as_bytes().to_vec()),
+        client_cert_pem: Some(leaf.cert_pem.as_bytes().to_vec()),
+        client_key_pem: Some(leaf.key_pem.as_bytes().to_vec()),
+    };
+    assert_eq!(scanner().scan(&req).await.unwrap().tags, vec!["1.1", "1.0"]);
+    assert_eq!(tokens.issued(), 1);
+}
+
+#[tokio::test]
+async fn a_stalled_token_service_times_the_scan_out() {
+    // A listener that never accepts: the kernel completes the connection, nobody answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let signer = std::sync::Arc::new(common::token_server::TokenSigner::new());
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Token {
+            realm: format!("http://{}/token", silent.local_addr().unwrap()),
+            signer,
+        },
+        ..Default::default()
+    });
+    let mut req = request(&registry.host(), "team/app");
+    req.insecure = true;
+    req.timeout = Duration::from_millis(800);
+    let started = Instant::now();
+    let err = scanner().scan(&req).await.unwrap_err();
+    assert_eq!(err.kind(), ScanErrorKind::TimedOut, "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
 async fn an_identity_token_is_exchanged_for_an_access_token() {
     let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
     tokens.accept_refresh_token("refresh-me");
@@ -258,6 +380,23 @@ async fn credentials_never_go_to_a_plain_http_realm_of_an_https_registry() {
     assert_eq!(err.kind(), ScanErrorKind::AuthenticationFailed);
     assert!(err.to_string().contains("plain HTTP"), "{err}");
     assert_eq!(tokens.issued() + tokens.refused(), 0);
+}
+
+#[tokio::test]
+async fn an_anonymous_token_exchange_trusts_the_given_ca_and_may_use_a_plain_http_realm() {
+    let tokens = TokenServer::start(None, 300).await;
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Token {
+            realm: tokens.realm(),
+            signer: tokens.signer.clone(),
+        },
+        tls: RegistryTls::Server,
+    });
+    registry.push_tags("team/app", &["0.9", "1.0"]).await;
+    let mut req = request(&registry.host(), "team/app");
+    req.tls.ca_pem = registry.ca_pem().map(|p| p.as_bytes().to_vec());
+    assert_eq!(scanner().scan(&req).await.unwrap().tags, vec!["1.0", "0.9"]);
+    assert_eq!(tokens.issued(), 1);
 }
 
 #[tokio::test]

@@ -68,6 +68,9 @@ impl TokenResponse {
     }
 }
 
+/// The longest a token is cached, whatever its service says.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub(crate) struct TokenKey {
     pub realm: String,
@@ -95,6 +98,11 @@ impl TokenCache {
     }
 
     pub(crate) fn insert(&self, key: TokenKey, token: String, lifetime: Duration) {
+        if lifetime.is_zero() {
+            return;
+        }
+        // A day at most, whatever the service claims (and no Instant overflow).
+        let lifetime = lifetime.min(MAX_TOKEN_LIFETIME);
         // Renew a little early: a tenth of the lifetime, at most 30 seconds.
         let margin = (lifetime / 10).min(Duration::from_secs(30));
         let until = Instant::now() + lifetime - margin;
@@ -164,6 +172,23 @@ mod tests {
         tokio::time::advance(Duration::from_secs(89)).await;
         assert_eq!(cache.get(&key).as_deref(), Some("tok"));
         tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(cache.get(&key), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn absurd_lifetimes_are_capped_and_expired_tokens_not_kept() {
+        let cache = TokenCache::default();
+        let key = TokenKey {
+            realm: "r".into(),
+            service: "s".into(),
+            scope: "repository:a:pull".into(),
+            credential: [0; 32],
+        };
+        cache.insert(key.clone(), "gone".into(), Duration::ZERO);
+        assert_eq!(cache.get(&key), None);
+        cache.insert(key.clone(), "tok".into(), Duration::from_secs(u64::MAX));
+        assert_eq!(cache.get(&key).as_deref(), Some("tok"));
+        tokio::time::advance(MAX_TOKEN_LIFETIME).await;
         assert_eq!(cache.get(&key), None);
     }
 }

@@ -5,28 +5,37 @@
 //! token cache, the registry endpoint cache and the per-registry-host limits shared by
 //! every scan.
 //!
-//! ## Why reqwest and not `oci-client` for the requests
-//! `oci-client` 0.18 was evaluated first. It cannot meet these requirements:
-//! - `Client::list_tags` returns only the parsed body: the `Link` header (pagination),
-//!   the status of a refused page size (413/400) and `Retry-After` are not exposed, and
-//!   its authenticated request builder (`RequestBuilderWrapper::apply_auth`) is private,
-//!   so paging cannot be built on its requests.
-//! - `ClientConfig` has no client identity: mutual TLS is impossible.
-//! - `ClientConfig` fixes CA roots, proxy and protocol per client, and its token flow
-//!   sends credentials to whatever realm the registry names, over plain HTTP too; the
-//!   rule here is HTTPS realms only unless the registry itself is plain HTTP.
-//!
-//! So the requests are made with reqwest (rustls), one pooled client per distinct
-//! TLS/proxy setting, and the token flow is the small distribution one: parse the
-//! challenge (`http-auth`, the parser `oci-client` itself uses), GET the realm with
-//! `service` and `scope` (Basic credentials), or POST a refresh token for an
-//! `identitytoken`, and cache the token until shortly before `expires_in`.
+//! ## What `oci-client` does, and what reqwest does
+//! - **The Bearer token exchange** is `oci_client::Client::auth` (oci-client 0.18): it
+//!   probes `/v2/` (its own probe, besides the scanner's), parses the `WWW-Authenticate`
+//!   challenge and GETs the realm with `service` and `scope`, with Basic credentials
+//!   when there are some, and returns the token. One oci-client client per transport
+//!   (CA bundle, proxy) and scheme, configured like the reqwest clients (roots, proxy
+//!   with its credentials, timeouts, user agent).
+//!   Before calling it, the scanner checks the challenge its own probe parsed: the realm
+//!   must be an http(s) URL, and credentials go to a plain-HTTP realm only when the
+//!   registry itself is plain HTTP (oci-client would send them anywhere). The token is
+//!   cached here (realm, service, scope, credential) until its JWT `exp`, or 60 seconds
+//!   for an opaque token, since `auth` returns only the token string.
+//! - **Everything else is reqwest** (rustls), one pooled client per distinct TLS/proxy
+//!   setting: the `/v2/` probe with its HTTPS-then-plain-HTTP fallback for local
+//!   registries, `tags/list` paging and manifest digests. oci-client 0.18 cannot do
+//!   these: `Client::list_tags` returns only the parsed body (the `Link` header, the
+//!   status of a refused page size (413/400) and `Retry-After` are hidden), and its
+//!   authenticated request builder is private, so paging cannot be built on its requests.
+//! - **Two token exchanges stay hand-written** (`Scanner::fetch_token`, chosen by
+//!   `oci_token::token_flow`), only because oci-client 0.18 cannot do them:
+//!   - an `identitytoken` credential, an OAuth2 refresh token POSTed to the realm
+//!     (`grant_type=refresh_token`): `RegistryAuth` has no such grant;
+//!   - a transport with a client certificate (mutual TLS): `ClientConfig` has no client
+//!     identity, so oci-client cannot even reach the registry.
 
 mod auth;
 mod credentials;
 mod error;
 mod limits;
 mod metrics;
+mod oci_token;
 mod paging;
 mod transport;
 
@@ -39,6 +48,11 @@ use auth::{Challenge, TokenCache, TokenKey, TokenResponse};
 use base64::Engine as _;
 use limits::HostLimits;
 use metrics::ScannerMetrics;
+use oci_client::RegistryOperation;
+use oci_client::client::{CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_token::TokenFlow;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 use sha2::{Digest as _, Sha256};
@@ -162,12 +176,16 @@ type EndpointKey = ([u8; 32], String, bool);
 
 const ENDPOINT_TTL: Duration = Duration::from_secs(600);
 const MAX_CLIENTS: usize = 256;
+/// oci-client's read timeout in the token exchange (the scan's timeout bounds it too).
+const TOKEN_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Inner {
     config: ScannerConfig,
     limits: HostLimits,
     metrics: ScannerMetrics,
     clients: Mutex<HashMap<[u8; 32], reqwest::Client>>,
+    /// oci-client clients for the token exchange, by transport key and plain HTTP.
+    oci_clients: Mutex<HashMap<([u8; 32], bool), oci_client::Client>>,
     endpoints: Mutex<HashMap<EndpointKey, Endpoint>>,
     tokens: TokenCache,
 }
@@ -221,6 +239,7 @@ impl Scanner {
                 limits,
                 metrics: ScannerMetrics::default(),
                 clients: Mutex::new(HashMap::new()),
+                oci_clients: Mutex::new(HashMap::new()),
                 endpoints: Mutex::new(HashMap::new()),
                 tokens: TokenCache::default(),
             }),
@@ -607,7 +626,17 @@ impl Scanner {
                     return Ok(Some(bearer_header(&t)));
                 }
                 let (token, lifetime) =
-                    self.fetch_token(ctx, endpoint, realm, service.as_deref(), scope).await?;
+                    match oci_token::token_flow(ctx.credential.as_ref(), &ctx.req.tls) {
+                        TokenFlow::OciClient(auth) => {
+                            self.fetch_token_with_oci_client(ctx, endpoint, realm, auth)
+                                .await?
+                        }
+                        TokenFlow::HandWritten(because) => {
+                            tracing::debug!(registry = %ctx.req.image.api_host(), ?because, "fetching the token with the hand-written flow");
+                            self.fetch_token(ctx, endpoint, realm, service.as_deref(), scope)
+                                .await?
+                        }
+                    };
                 let header = bearer_header(&token);
                 self.inner.tokens.insert(key, token, lifetime);
                 Ok(Some(header))
@@ -626,16 +655,15 @@ impl Scanner {
         }
     }
 
-    /// The distribution token flow: GET the realm with `service` and `scope` (with Basic
-    /// credentials when there are some), or POST a refresh token.
-    async fn fetch_token(
+    /// The realm's URL and `host[:port]`, after the rules that hold whoever fetches the
+    /// token: the realm is an http(s) URL, and credentials go to a plain-HTTP realm only
+    /// when the registry itself is plain HTTP.
+    fn checked_realm(
         &self,
         ctx: &Ctx<'_>,
         endpoint: &Endpoint,
         realm: &str,
-        service: Option<&str>,
-        scope: &str,
-    ) -> Result<(String, Duration), ScanError> {
+    ) -> Result<(Url, String), ScanError> {
         let realm_url = Url::parse(realm).map_err(|_| {
             ctx.err(
                 ScanErrorKind::Malformed,
@@ -649,8 +677,7 @@ impl Scanner {
                 format!("the token realm at {realm_host} is not an http(s) URL"),
             ));
         }
-        let sends_credential = ctx.credential.is_some();
-        if sends_credential && realm_url.scheme() == "http" && !endpoint.plain_http {
+        if ctx.credential.is_some() && realm_url.scheme() == "http" && !endpoint.plain_http {
             return Err(ctx.err(
                 ScanErrorKind::AuthenticationFailed,
                 format!(
@@ -658,6 +685,220 @@ impl Scanner {
                 ),
             ));
         }
+        Ok((realm_url, realm_host))
+    }
+
+    /// The token exchange through `oci_client::Client::auth` (anonymous or Basic): it
+    /// probes `/v2/` once more, parses the challenge and GETs the realm with `service`
+    /// and `scope`. It holds a request slot on the registry host and on the realm host
+    /// meanwhile (one request to each); the scan's timeout bounds it like any request.
+    async fn fetch_token_with_oci_client(
+        &self,
+        ctx: &Ctx<'_>,
+        endpoint: &Endpoint,
+        realm: &str,
+        auth: RegistryAuth,
+    ) -> Result<(String, Duration), ScanError> {
+        let (_, realm_host) = self.checked_realm(ctx, endpoint, realm)?;
+        let client = self.oci_client_for(ctx, endpoint.plain_http)?;
+        let registry_host = host_port(&endpoint.base);
+        let reference = oci_client::Reference::with_tag(
+            ctx.req.image.api_host().to_string(),
+            ctx.req.image.repository().to_string(),
+            "latest".to_string(),
+        );
+        let result = {
+            let _permits = self.acquire_both(&registry_host, &realm_host).await;
+            client
+                .auth(&reference, &auth, RegistryOperation::Pull)
+                .await
+        };
+        match result {
+            Ok(Some(token)) => {
+                let lifetime =
+                    oci_token::token_lifetime(&token, jiff::Timestamp::now().as_second());
+                Ok((token, lifetime))
+            }
+            Ok(None) => {
+                // Our probe saw a Bearer challenge, oci-client's did not: learn again.
+                self.forget_endpoint(ctx);
+                Err(ctx.err(
+                    ScanErrorKind::RegistryError,
+                    format!(
+                        "{registry_host} asked for a Bearer token from {realm_host}, then stopped asking (its /v2/ answer changed); the next scan probes again"
+                    ),
+                ))
+            }
+            Err(e) => Err(self.oci_error(ctx, e, &realm_host)),
+        }
+    }
+
+    /// Maps an oci-client error of the token exchange to our classification; no
+    /// credential or token can appear in the message.
+    fn oci_error(&self, ctx: &Ctx<'_>, e: OciDistributionError, realm_host: &str) -> ScanError {
+        match e {
+            OciDistributionError::AuthenticationFailure(reason) => {
+                let reason = oci_token::safe_reason(&reason, ctx.credential.as_ref());
+                ctx.err(
+                    ScanErrorKind::AuthenticationFailed,
+                    format!(
+                        "the token service at {realm_host} refused {}{}",
+                        if ctx.credential.is_some() {
+                            "the credentials"
+                        } else {
+                            "anonymous access"
+                        },
+                        if reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({reason})")
+                        }
+                    ),
+                )
+            }
+            OciDistributionError::RequestError(e) => {
+                let host = e.url().map(host_port).unwrap_or_else(|| realm_host.into());
+                self.inner.metrics.observe(&host, None);
+                let (err, _) = classify_transport(ctx, &host, &e);
+                let during = if host == realm_host {
+                    "token service"
+                } else {
+                    "token exchange"
+                };
+                ctx.err(err.kind(), format!("{during}: {}", err.detail()))
+            }
+            OciDistributionError::RegistryTokenDecodeError(_) => ctx.err(
+                ScanErrorKind::Malformed,
+                format!(
+                    "the token service at {realm_host} answered without a token (no JSON with \"token\" or \"access_token\")"
+                ),
+            ),
+            other => ctx.err(
+                ScanErrorKind::RegistryError,
+                format!(
+                    "the token exchange with {realm_host} failed: {}",
+                    oci_token::safe_reason(&other.to_string(), ctx.credential.as_ref())
+                ),
+            ),
+        }
+    }
+
+    /// Request slots on two hosts, in name order (so two scans never wait on each other
+    /// crosswise), once when they are the same host.
+    async fn acquire_both(
+        &self,
+        a: &str,
+        b: &str,
+    ) -> (
+        tokio::sync::OwnedSemaphorePermit,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        let (first, second) = if a <= b { (a, b) } else { (b, a) };
+        let p1 = self.inner.limits.acquire(first).await;
+        let p2 = if first == second {
+            None
+        } else {
+            Some(self.inner.limits.acquire(second).await)
+        };
+        (p1, p2)
+    }
+
+    /// The oci-client client for this transport (CA bundle, proxy) and scheme, built once:
+    /// the same roots, proxy, timeouts and user agent as the reqwest clients.
+    fn oci_client_for(
+        &self,
+        ctx: &Ctx<'_>,
+        plain_http: bool,
+    ) -> Result<oci_client::Client, ScanError> {
+        let key = (ctx.client_key, plain_http);
+        {
+            let clients = self
+                .inner
+                .oci_clients
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = clients.get(&key) {
+                return Ok(c.clone());
+            }
+        }
+        let cfg = &self.inner.config;
+        let bad = |detail: String| ctx.err(ScanErrorKind::InvalidConfig, detail);
+        let proxy = ctx
+            .req
+            .proxy
+            .as_ref()
+            .map(oci_token::proxy_url)
+            .transpose()
+            .map_err(bad)?;
+        let config = ClientConfig {
+            protocol: if plain_http {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            extra_root_certificates: ctx
+                .req
+                .tls
+                .ca_pem
+                .iter()
+                .map(|pem| oci_client::client::Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: pem.clone(),
+                })
+                .collect(),
+            platform_resolver: None,
+            connect_timeout: Some(cfg.connect_timeout),
+            read_timeout: Some(TOKEN_READ_TIMEOUT),
+            user_agent: oci_token::static_user_agent(&cfg.user_agent),
+            // With a proxy setting, every request goes through it (as with the reqwest
+            // clients' `Proxy::all`); without one, reqwest reads HTTPS_PROXY, HTTP_PROXY
+            // and NO_PROXY from the environment, for both kinds of client alike.
+            https_proxy: proxy.clone(),
+            http_proxy: proxy.clone(),
+            no_proxy: None,
+            ..ClientConfig::default()
+        };
+        let client = oci_client::Client::try_from(config).map_err(|e| {
+            let mut detail = format!("cannot build the token client: {e}");
+            if let Some(p) = &proxy {
+                detail = detail.replace(p.as_str(), "<proxy>");
+            }
+            if let Some(pw) = ctx
+                .req
+                .proxy
+                .as_ref()
+                .and_then(|p| p.password.as_deref())
+                .filter(|p| !p.is_empty())
+            {
+                detail = detail.replace(pw, "<redacted>");
+            }
+            bad(detail)
+        })?;
+        let mut clients = self
+            .inner
+            .oci_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// The hand-written token flow, for what oci-client 0.18 cannot do (see the module
+    /// docs): POST an identity token as an OAuth2 refresh token, or GET the realm with
+    /// `service` and `scope` over a transport with a client certificate.
+    async fn fetch_token(
+        &self,
+        ctx: &Ctx<'_>,
+        endpoint: &Endpoint,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+    ) -> Result<(String, Duration), ScanError> {
+        let (realm_url, realm_host) = self.checked_realm(ctx, endpoint, realm)?;
+        let sends_credential = ctx.credential.is_some();
         let (method, url, authorization, body) = match &ctx.credential {
             Some(RegistryCredential::IdentityToken { token, .. }) => {
                 let mut form = url::form_urlencoded::Serializer::new(String::new());
