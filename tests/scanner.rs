@@ -255,6 +255,52 @@ async fn a_refused_token_request_names_the_realm_host_and_never_the_password() {
 }
 
 #[tokio::test]
+async fn a_rate_limited_or_failing_token_service_is_not_called_a_credential_refusal() {
+    let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Token {
+            realm: tokens.realm(),
+            signer: tokens.signer.clone(),
+        },
+        ..Default::default()
+    });
+    registry.push_tags("team/app", &["1.0"]).await;
+    let s = scanner();
+    let mut req = request(&registry.host(), "team/app");
+    req.credentials = Credentials::Basic {
+        username: "robot".into(),
+        password: "token-pw".into(),
+    };
+
+    tokens.answer_instead(Some((
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"pull rate limit reached"}]}"#,
+    )));
+    let err = s.scan(&req).await.unwrap_err();
+    assert_eq!(err.kind(), ScanErrorKind::RateLimited, "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("token service at {}", tokens.addr)),
+        "{err}"
+    );
+
+    tokens.answer_instead(Some((
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "Service Unavailable",
+    )));
+    let err = s.scan(&req).await.unwrap_err();
+    assert_eq!(err.kind(), ScanErrorKind::RegistryError, "{err}");
+
+    tokens.answer_instead(None);
+    let out = s
+        .scan(&req)
+        .await
+        .expect("scan once the token service recovers");
+    assert_eq!(out.tags, vec!["1.0".to_string()]);
+    assert_eq!(tokens.refused(), 0);
+}
+
+#[tokio::test]
 async fn the_token_exchange_goes_through_an_authenticating_proxy() {
     let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
     let registry = Registry::start(RegistryOptions {

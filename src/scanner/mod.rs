@@ -738,7 +738,23 @@ impl Scanner {
     fn oci_error(&self, ctx: &Ctx<'_>, e: OciDistributionError, realm_host: &str) -> ScanError {
         match e {
             OciDistributionError::AuthenticationFailure(reason) => {
+                let refusal = oci_token::refusal_kind(&reason);
                 let reason = oci_token::safe_reason(&reason, ctx.credential.as_ref());
+                match refusal {
+                    oci_token::Refusal::RateLimited => {
+                        return ctx.err(
+                            ScanErrorKind::RateLimited,
+                            format!("the token service at {realm_host} answered: too many requests ({reason})"),
+                        );
+                    }
+                    oci_token::Refusal::ServiceFailed => {
+                        return ctx.err(
+                            ScanErrorKind::RegistryError,
+                            format!("the token service at {realm_host} failed ({reason})"),
+                        );
+                    }
+                    oci_token::Refusal::Credentials => {}
+                }
                 ctx.err(
                     ScanErrorKind::AuthenticationFailed,
                     format!(

@@ -148,6 +148,60 @@ pub(crate) fn safe_reason(reason: &str, credential: Option<&RegistryCredential>)
     }
 }
 
+/// What a token service's refusal means, read from its body: oci-client reports every
+/// non-200 answer of the token service as `AuthenticationFailure` with the body text only
+/// (no status code), so the distribution error codes in it (`{"errors":[{"code":...}]}`,
+/// what registries and their token services answer) or a plain "too many requests" tell a
+/// rate limit and a failing service from refused credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// 401/403 and anything that does not say otherwise.
+    Credentials,
+    /// `TOOMANYREQUESTS` (429).
+    RateLimited,
+    /// `UNAVAILABLE` or a server error page (5xx).
+    ServiceFailed,
+}
+
+pub(crate) fn refusal_kind(reason: &str) -> Refusal {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        #[serde(default)]
+        errors: Vec<Code>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Code {
+        #[serde(default)]
+        code: String,
+    }
+    if let Ok(parsed) = serde_json::from_str::<Errors>(reason) {
+        for e in &parsed.errors {
+            match e.code.to_ascii_uppercase().as_str() {
+                "TOOMANYREQUESTS" => return Refusal::RateLimited,
+                "UNAVAILABLE" => return Refusal::ServiceFailed,
+                _ => {}
+            }
+        }
+        return Refusal::Credentials;
+    }
+    let lower = reason.to_ascii_lowercase();
+    if lower.contains("too many requests") || lower.contains("rate limit") {
+        Refusal::RateLimited
+    } else if [
+        "internal server error",
+        "bad gateway",
+        "service unavailable",
+        "gateway timeout",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
+    {
+        Refusal::ServiceFailed
+    } else {
+        Refusal::Credentials
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +359,31 @@ mod tests {
         let long = safe_reason(&"x".repeat(5000), None);
         assert_eq!(long.chars().count(), 203);
         assert!(long.ends_with("..."));
+    }
+
+    #[test]
+    fn refusals_are_told_apart_by_their_body() {
+        assert_eq!(
+            refusal_kind(r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#),
+            Refusal::RateLimited
+        );
+        assert_eq!(
+            refusal_kind(r#"{"errors":[{"code":"UNAVAILABLE","message":"maintenance"}]}"#),
+            Refusal::ServiceFailed
+        );
+        assert_eq!(
+            refusal_kind(
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#
+            ),
+            Refusal::Credentials
+        );
+        assert_eq!(refusal_kind("429 Too Many Requests"), Refusal::RateLimited);
+        assert_eq!(
+            refusal_kind("<html><title>502 Bad Gateway</title></html>"),
+            Refusal::ServiceFailed
+        );
+        assert_eq!(refusal_kind("bad credentials"), Refusal::Credentials);
+        assert_eq!(refusal_kind(""), Refusal::Credentials);
     }
 
     #[test]

@@ -92,6 +92,8 @@ struct TokenState {
     refresh_token: std::sync::Mutex<Option<String>>,
     requests: AtomicUsize,
     refused: AtomicUsize,
+    /// An answer every token GET gets instead of a token, while set.
+    answer_instead: std::sync::Mutex<Option<(StatusCode, String)>>,
 }
 
 /// A running token service (stopped on drop).
@@ -113,6 +115,7 @@ impl TokenServer {
             refresh_token: std::sync::Mutex::new(None),
             requests: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
+            answer_instead: std::sync::Mutex::new(None),
         });
         let app = axum::Router::new()
             .route("/token", axum::routing::get(issue).post(refresh))
@@ -145,6 +148,14 @@ impl TokenServer {
         }
     }
 
+    /// Until called again with None, every token GET is answered with this status and
+    /// body instead of a token (a rate limit, an outage).
+    pub fn answer_instead(&self, answer: Option<(StatusCode, &str)>) {
+        if let Ok(mut a) = self.state.answer_instead.lock() {
+            *a = answer.map(|(status, body)| (status, body.to_string()));
+        }
+    }
+
     /// Token requests answered with a token.
     pub fn issued(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
@@ -167,6 +178,10 @@ async fn issue(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
+    let instead = state.answer_instead.lock().ok().and_then(|a| a.clone());
+    if let Some((status, body)) = instead {
+        return (status, body).into_response();
+    }
     let mut subject = "anonymous".to_string();
     if let Some((user, pass)) = &state.basic {
         let expected = format!(
