@@ -47,6 +47,25 @@ fn tags(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i:05}")).collect()
 }
 
+/// Debian's docker-registry with token auth by the test token service `tokens`.
+fn token_registry(tokens: &TokenServer, tls: RegistryTls) -> Registry {
+    Registry::start(RegistryOptions {
+        auth: RegistryAuth::Token {
+            realm: tokens.realm(),
+            signer: tokens.signer.clone(),
+        },
+        tls,
+    })
+}
+
+/// The test token service's user with this password.
+fn robot(password: &str) -> Credentials {
+    Credentials::Basic {
+        username: "robot".into(),
+        password: password.into(),
+    }
+}
+
 fn sorted_desc(mut v: Vec<String>) -> Vec<String> {
     v.sort_by(|a, b| b.cmp(a));
     v
@@ -178,20 +197,11 @@ async fn docker_config_credentials_are_picked_by_registry_host() {
 #[tokio::test]
 async fn token_auth_runs_the_bearer_flow_and_reuses_the_token() {
     let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
-    let registry = Registry::start(RegistryOptions {
-        auth: RegistryAuth::Token {
-            realm: tokens.realm(),
-            signer: tokens.signer.clone(),
-        },
-        ..Default::default()
-    });
+    let registry = token_registry(&tokens, RegistryTls::None);
     registry.push_tags("team/app", &tags("3.", 30)).await;
     let s = scanner();
     let mut req = request(&registry.host(), "team/app");
-    req.credentials = Credentials::Basic {
-        username: "robot".into(),
-        password: "token-pw".into(),
-    };
+    req.credentials = robot("token-pw");
     assert_eq!(s.scan(&req).await.unwrap().tag_count, 30);
     assert_eq!(s.scan(&req).await.unwrap().tag_count, 30);
     assert_eq!(
@@ -205,10 +215,7 @@ async fn token_auth_runs_the_bearer_flow_and_reuses_the_token() {
     );
     assert_eq!(tokens.issued(), 1);
 
-    req.credentials = Credentials::Basic {
-        username: "robot".into(),
-        password: "nope".into(),
-    };
+    req.credentials = robot("nope");
     let err = s.scan(&req).await.unwrap_err();
     assert_eq!(err.kind(), ScanErrorKind::AuthenticationFailed, "{err}");
     assert!(!err.to_string().contains("nope"));
@@ -218,20 +225,11 @@ async fn token_auth_runs_the_bearer_flow_and_reuses_the_token() {
 #[tokio::test]
 async fn a_refused_token_request_names_the_realm_host_and_never_the_password() {
     let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
-    let registry = Registry::start(RegistryOptions {
-        auth: RegistryAuth::Token {
-            realm: tokens.realm(),
-            signer: tokens.signer.clone(),
-        },
-        ..Default::default()
-    });
+    let registry = token_registry(&tokens, RegistryTls::None);
     registry.push_tags("team/app", &["1.0"]).await;
     let s = scanner();
     let mut req = request(&registry.host(), "team/app");
-    req.credentials = Credentials::Basic {
-        username: "robot".into(),
-        password: "wrong-pw-4711".into(),
-    };
+    req.credentials = robot("wrong-pw-4711");
     let err = s.scan(&req).await.unwrap_err();
     let text = err.to_string();
     assert_eq!(err.kind(), ScanErrorKind::AuthenticationFailed, "{text}");
@@ -257,20 +255,11 @@ async fn a_refused_token_request_names_the_realm_host_and_never_the_password() {
 #[tokio::test]
 async fn a_rate_limited_or_failing_token_service_is_not_called_a_credential_refusal() {
     let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
-    let registry = Registry::start(RegistryOptions {
-        auth: RegistryAuth::Token {
-            realm: tokens.realm(),
-            signer: tokens.signer.clone(),
-        },
-        ..Default::default()
-    });
+    let registry = token_registry(&tokens, RegistryTls::None);
     registry.push_tags("team/app", &["1.0"]).await;
     let s = scanner();
     let mut req = request(&registry.host(), "team/app");
-    req.credentials = Credentials::Basic {
-        username: "robot".into(),
-        password: "token-pw".into(),
-    };
+    req.credentials = robot("token-pw");
 
     tokens.answer_instead(Some((
         axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -303,21 +292,12 @@ async fn a_rate_limited_or_failing_token_service_is_not_called_a_credential_refu
 #[tokio::test]
 async fn the_token_exchange_goes_through_an_authenticating_proxy() {
     let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
-    let registry = Registry::start(RegistryOptions {
-        auth: RegistryAuth::Token {
-            realm: tokens.realm(),
-            signer: tokens.signer.clone(),
-        },
-        ..Default::default()
-    });
+    let registry = token_registry(&tokens, RegistryTls::None);
     registry.push_tags("team/app", &["1.0", "1.1", "2.0"]).await;
     let proxy = Proxy::start("proxyuser", "proxy.pw-1");
     let mut req = request(&registry.host(), "team/app");
     req.insecure = true;
-    req.credentials = Credentials::Basic {
-        username: "robot".into(),
-        password: "token-pw".into(),
-    };
+    req.credentials = robot("token-pw");
     req.proxy = Some(ProxyConfig {
         address: proxy.address(),
         username: Some("proxyuser".into()),
@@ -343,13 +323,7 @@ async fn a_mutual_tls_registry_with_token_auth_gets_its_token_by_the_hand_writte
     // oci-client 0.18 cannot present a client certificate, so it could not even probe
     // this registry: the token comes from the scanner's own flow.
     let tokens = TokenServer::start(None, 300).await;
-    let registry = Registry::start(RegistryOptions {
-        auth: RegistryAuth::Token {
-            realm: tokens.realm(),
-            signer: tokens.signer.clone(),
-        },
-        tls: RegistryTls::Mutual,
-    });
+    let registry = token_registry(&tokens, RegistryTls::Mutual);
     registry.push_tags("team/app", &["1.0", "1.1"]).await;
     let leaf = registry.client_cert().unwrap();
     let mut req = request(&registry.host(), "team/app");
@@ -387,13 +361,7 @@ async fn a_stalled_token_service_times_the_scan_out() {
 async fn an_identity_token_is_exchanged_for_an_access_token() {
     let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
     tokens.accept_refresh_token("refresh-me");
-    let registry = Registry::start(RegistryOptions {
-        auth: RegistryAuth::Token {
-            realm: tokens.realm(),
-            signer: tokens.signer.clone(),
-        },
-        ..Default::default()
-    });
+    let registry = token_registry(&tokens, RegistryTls::None);
     registry.push_tags("team/app", &["1.0", "1.1"]).await;
     let json = format!(
         r#"{{"auths":{{"{}":{{"auth":"MDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAwOg==","identitytoken":"refresh-me"}}}}}}"#,
@@ -409,19 +377,10 @@ async fn an_identity_token_is_exchanged_for_an_access_token() {
 #[tokio::test]
 async fn credentials_never_go_to_a_plain_http_realm_of_an_https_registry() {
     let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
-    let registry = Registry::start(RegistryOptions {
-        auth: RegistryAuth::Token {
-            realm: tokens.realm(),
-            signer: tokens.signer.clone(),
-        },
-        tls: RegistryTls::Server,
-    });
+    let registry = token_registry(&tokens, RegistryTls::Server);
     let mut req = request(&registry.host(), "team/app");
     req.tls.ca_pem = registry.ca_pem().map(|p| p.as_bytes().to_vec());
-    req.credentials = Credentials::Basic {
-        username: "robot".into(),
-        password: "token-pw".into(),
-    };
+    req.credentials = robot("token-pw");
     let err = scanner().scan(&req).await.unwrap_err();
     assert_eq!(err.kind(), ScanErrorKind::AuthenticationFailed);
     assert!(err.to_string().contains("plain HTTP"), "{err}");
@@ -431,13 +390,7 @@ async fn credentials_never_go_to_a_plain_http_realm_of_an_https_registry() {
 #[tokio::test]
 async fn an_anonymous_token_exchange_trusts_the_given_ca_and_may_use_a_plain_http_realm() {
     let tokens = TokenServer::start(None, 300).await;
-    let registry = Registry::start(RegistryOptions {
-        auth: RegistryAuth::Token {
-            realm: tokens.realm(),
-            signer: tokens.signer.clone(),
-        },
-        tls: RegistryTls::Server,
-    });
+    let registry = token_registry(&tokens, RegistryTls::Server);
     registry.push_tags("team/app", &["0.9", "1.0"]).await;
     let mut req = request(&registry.host(), "team/app");
     req.tls.ca_pem = registry.ca_pem().map(|p| p.as_bytes().to_vec());

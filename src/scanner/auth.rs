@@ -158,15 +158,19 @@ mod tests {
         assert_eq!(r.into_token(), None);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn cached_tokens_expire_before_their_lifetime_ends() {
-        let cache = TokenCache::default();
-        let key = TokenKey {
+    fn a_key() -> TokenKey {
+        TokenKey {
             realm: "r".into(),
             service: "s".into(),
             scope: "repository:a:pull".into(),
             credential: [0; 32],
-        };
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cached_tokens_expire_before_their_lifetime_ends() {
+        let cache = TokenCache::default();
+        let key = a_key();
         cache.insert(key.clone(), "tok".into(), Duration::from_secs(100));
         assert_eq!(cache.get(&key).as_deref(), Some("tok"));
         tokio::time::advance(Duration::from_secs(89)).await;
@@ -178,12 +182,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn absurd_lifetimes_are_capped_and_expired_tokens_not_kept() {
         let cache = TokenCache::default();
-        let key = TokenKey {
-            realm: "r".into(),
-            service: "s".into(),
-            scope: "repository:a:pull".into(),
-            credential: [0; 32],
-        };
+        let key = a_key();
         cache.insert(key.clone(), "gone".into(), Duration::ZERO);
         assert_eq!(cache.get(&key), None);
         cache.insert(key.clone(), "tok".into(), Duration::from_secs(u64::MAX));
