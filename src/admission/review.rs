@@ -2,6 +2,7 @@
 //! `request.kind` to the rules, and answer with a patch, a denial or an admission.
 
 use super::ClusterView;
+use super::json::Json;
 use super::rules::{self, Context, Kind};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -102,8 +103,9 @@ struct RequestIn<'a> {
 struct ObjectIn<'a> {
     #[serde(default, borrow)]
     metadata: MetadataIn<'a>,
-    #[serde(default)]
-    spec: Option<Value>,
+    /// Borrowed from the body: no allocation for a string without escapes.
+    #[serde(default, borrow)]
+    spec: Option<Json<'a>>,
 }
 
 #[derive(Deserialize, Default)]
