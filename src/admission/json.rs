@@ -54,17 +54,17 @@ impl<'a> Object<'a> {
     fn from_members(mut members: Vec<(Cow<'a, str>, Json<'a>)>) -> Self {
         let sorted = members.windows(2).all(|w| w[0].0 < w[1].0);
         if !sorted {
-            // Stable: duplicates stay in input order, so keeping the last of each run
-            // keeps the value written last.
+            // Stable: duplicates stay in input order. `dedup_by` keeps the first of a run
+            // and hands each later one as `later`: moving its value into the kept member
+            // leaves the value written last. Both steps work in place.
             members.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut deduped: Vec<(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(members.len());
-            for member in members {
-                match deduped.last_mut() {
-                    Some(last) if last.0 == member.0 => *last = member,
-                    _ => deduped.push(member),
+            members.dedup_by(|later, kept| {
+                let same = later.0 == kept.0;
+                if same {
+                    std::mem::swap(&mut later.1, &mut kept.1);
                 }
-            }
-            members = deduped;
+                same
+            });
         }
         Object { members }
     }
@@ -336,8 +336,28 @@ impl<'de: 'a, 'a> Visitor<'de> for JsonVisitor<'a> {
     }
 }
 
-/// Deserialises an object key as a `Cow` that borrows when it can (serde's own `Cow<str>`
-/// impl always copies).
+/// A string that borrows from the input when it has no escapes. Serde's own `Cow<str>` impl
+/// always copies, and `#[serde(borrow)]` borrows only a bare `Cow<str>` field, not one in
+/// an `Option`: see [`borrowed_opt_str`].
+pub struct BorrowedStr<'a>(pub Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for BorrowedStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_str(Key(PhantomData))
+            .map(BorrowedStr)
+    }
+}
+
+/// For `#[serde(deserialize_with = ...)]` on an `Option<Cow<'a, str>>` field: null or
+/// absent is None, a string borrows from the input when it can.
+pub fn borrowed_opt_str<'de: 'a, 'a, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    Ok(Option::<BorrowedStr<'a>>::deserialize(deserializer)?.map(|s| s.0))
+}
+
+/// Deserialises an object key (or any string) as a `Cow` that borrows when it can.
 struct Key<'a>(PhantomData<&'a str>);
 
 impl<'de: 'a, 'a> DeserializeSeed<'de> for Key<'a> {

@@ -2,7 +2,7 @@
 //! `request.kind` to the rules, and answer with a patch, a denial or an admission.
 
 use super::ClusterView;
-use super::json::Json;
+use super::json::{Json, borrowed_opt_str};
 use super::rules::{self, Context, Kind};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -59,8 +59,9 @@ pub struct Outcome {
     pub body: Vec<u8>,
     /// The object kind, if it is one of ours.
     pub kind: Option<Kind>,
-    /// `CREATE`, `UPDATE`, `DELETE`, `CONNECT`.
-    pub operation: String,
+    /// `CREATE`, `UPDATE`, `DELETE`, `CONNECT` (static, no allocation), or whatever else
+    /// the request said.
+    pub operation: Cow<'static, str>,
     /// `allowed`, `patched` or `denied`.
     pub result: &'static str,
 }
@@ -87,9 +88,9 @@ struct RequestIn<'a> {
     kind: GroupVersionKind<'a>,
     #[serde(borrow)]
     operation: Cow<'a, str>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_opt_str")]
     name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_opt_str")]
     namespace: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     object: Option<ObjectIn<'a>>,
@@ -111,9 +112,9 @@ struct ObjectIn<'a> {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct MetadataIn<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_opt_str")]
     name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_opt_str")]
     generate_name: Option<Cow<'a, str>>,
     /// Only whether it is set (null reads as None) matters.
     #[serde(default)]
@@ -174,6 +175,18 @@ fn name_of(name: Option<&str>, meta: &MetadataIn<'_>) -> String {
         .to_string()
 }
 
+/// The request's operation for [`Outcome`]: the four the API server sends are static
+/// strings, so answering costs no copy of it.
+fn operation_of(operation: &str) -> Cow<'static, str> {
+    match operation {
+        "CREATE" => Cow::Borrowed("CREATE"),
+        "UPDATE" => Cow::Borrowed("UPDATE"),
+        "DELETE" => Cow::Borrowed("DELETE"),
+        "CONNECT" => Cow::Borrowed("CONNECT"),
+        other => Cow::Owned(other.to_string()),
+    }
+}
+
 /// Answers one AdmissionReview body for `endpoint`.
 pub fn handle(
     body: &[u8],
@@ -188,7 +201,7 @@ pub fn handle(
         });
     }
     let mut req = review.request.ok_or(BadRequest::MissingRequest)?;
-    let operation = req.operation.to_string();
+    let operation = operation_of(&req.operation);
     let base = |allowed| ResponseOut {
         uid: &req.uid,
         allowed,
@@ -229,7 +242,7 @@ pub fn handle(
     let object = req
         .object
         .take()
-        .ok_or_else(|| BadRequest::MissingObject(operation.clone()))?;
+        .ok_or_else(|| BadRequest::MissingObject(operation.to_string()))?;
     let old_spec = req.old_object.take().and_then(|o| o.spec);
     let deleting = object.metadata.deletion_timestamp.is_some();
     // The rules read only the spec; they get it directly, without building a
@@ -389,6 +402,73 @@ mod tests {
             msg.contains("\"repo-\" is invalid: spec.interval: Required value"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn the_envelope_and_the_spec_borrow_their_strings_from_the_body() {
+        let obj = json!({"metadata": {"name": "a", "generateName": "a-"}, "spec": {"image": "alpine", "exclusionList": ["^.*\\.sig$"]}});
+        let mut bytes = body("CREATE", obj, Value::Null);
+        // The request's own name, with an escape: unescaped into a copy.
+        let at = bytes.windows(5).position(|w| w == b"\"uid\"").unwrap();
+        bytes.splice(at..at, br#""name":"p\u0061","#.iter().copied());
+        let review: ReviewIn<'_> = serde_json::from_slice(&bytes).unwrap();
+        let req = review.request.unwrap();
+        assert!(matches!(req.name, Some(Cow::Owned(ref n)) if n == "pa"));
+        assert!(matches!(req.namespace, Some(Cow::Borrowed("ns"))));
+        let object = req.object.unwrap();
+        assert!(matches!(object.metadata.name, Some(Cow::Borrowed("a"))));
+        assert!(matches!(
+            object.metadata.generate_name,
+            Some(Cow::Borrowed("a-"))
+        ));
+        let spec = object.spec.unwrap();
+        assert!(matches!(
+            spec.get("image"),
+            Some(Json::String(Cow::Borrowed("alpine")))
+        ));
+        let list = spec.get("exclusionList").and_then(Json::as_array).unwrap();
+        assert!(matches!(&list[0], Json::String(Cow::Owned(p)) if p == "^.*\\.sig$"));
+        assert!(req.old_object.is_none());
+    }
+
+    #[test]
+    fn a_null_name_or_namespace_reads_as_absent() {
+        let mut v: Value = serde_json::from_slice(&body(
+            "CREATE",
+            json!({"metadata": {"name": null}}),
+            Value::Null,
+        ))
+        .unwrap();
+        v["request"]["namespace"] = Value::Null;
+        v["request"]["name"] = Value::Null;
+        let bytes = serde_json::to_vec(&v).unwrap();
+        let review: ReviewIn<'_> = serde_json::from_slice(&bytes).unwrap();
+        let req = review.request.unwrap();
+        assert!(req.name.is_none() && req.namespace.is_none());
+        assert!(req.object.unwrap().metadata.name.is_none());
+        v["request"]["namespace"] = json!(5);
+        let err = serde_json::from_slice::<ReviewIn<'_>>(&serde_json::to_vec(&v).unwrap())
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("invalid type: integer `5`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_outcome_names_the_operation_without_copying_the_usual_ones() {
+        for op in ["CREATE", "UPDATE", "DELETE", "CONNECT"] {
+            assert!(matches!(operation_of(op), Cow::Borrowed(o) if o == op));
+        }
+        assert!(matches!(operation_of("PATCH"), Cow::Owned(ref o) if o == "PATCH"));
+        let out = handle(
+            &body("DELETE", Value::Null, Value::Null),
+            Endpoint::Validate,
+            &Admission::default(),
+        )
+        .unwrap();
+        assert_eq!((out.operation.as_ref(), out.result), ("DELETE", "allowed"));
     }
 
     #[test]
