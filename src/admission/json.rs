@@ -555,6 +555,62 @@ mod tests {
         assert_eq!(v.get("k4999").and_then(Json::as_u64), Some(4999));
     }
 
+    mod same_as_value {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A JSON string literal for `s`: plainly escaped, or every character as `\uXXXX`.
+        fn literal(s: &str, as_unicode_escapes: bool) -> String {
+            if !as_unicode_escapes {
+                return serde_json::to_string(s).unwrap();
+            }
+            let mut out = String::from("\"");
+            for unit in s.encode_utf16() {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+            out.push('"');
+            out
+        }
+
+        /// JSON text with short keys (so objects repeat keys and come in any order),
+        /// escaped and plain strings, and every kind of number.
+        fn text() -> impl Strategy<Value = String> {
+            let key = ("[ab\"\\\\é\n]{0,2}", any::<bool>()).prop_map(|(k, u)| literal(&k, u));
+            let leaf = prop_oneof![
+                Just("null".to_string()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<u64>().prop_map(|n| n.to_string()),
+                (-1e6f64..1e6).prop_map(|f| format!("{f:e}")),
+                ("\\PC{0,6}", any::<bool>()).prop_map(|(s, u)| literal(&s, u)),
+            ];
+            leaf.prop_recursive(4, 48, 6, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6)
+                        .prop_map(|items| format!("[{}]", items.join(","))),
+                    prop::collection::vec((key.clone(), inner), 0..6).prop_map(|members| {
+                        let members: Vec<String> = members
+                            .into_iter()
+                            .map(|(k, v)| format!("{k}:{v}"))
+                            .collect();
+                        format!("{{{}}}", members.join(","))
+                    }),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn parses_serialises_and_converts_as_a_value_does(t in text()) {
+                let value: Value = serde_json::from_str(&t).unwrap();
+                let json: Json<'_> = serde_json::from_str(&t).unwrap();
+                prop_assert_eq!(&Value::from(&json), &value);
+                prop_assert_eq!(serde_json::to_string(&json).unwrap(), value.to_string());
+                prop_assert_eq!(Json::from(&value), json);
+            }
+        }
+    }
+
     #[test]
     fn non_json_text_is_an_error() {
         assert!(serde_json::from_str::<Json<'_>>(r#"{"a":}"#).is_err());
