@@ -1,6 +1,7 @@
 //! Admission: the pure defaulting and validation rules ([`rules`]) and the AdmissionReview
 //! glue ([`review`]) that the HTTPS server calls for `/mutate` and `/validate`.
 
+pub mod json;
 pub mod names;
 pub mod review;
 pub mod rules;

@@ -2,6 +2,7 @@
 //! `request.kind` to the rules, and answer with a patch, a denial or an admission.
 
 use super::ClusterView;
+use super::json::{Json, borrowed_opt_str};
 use super::rules::{self, Context, Kind};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -58,8 +59,9 @@ pub struct Outcome {
     pub body: Vec<u8>,
     /// The object kind, if it is one of ours.
     pub kind: Option<Kind>,
-    /// `CREATE`, `UPDATE`, `DELETE`, `CONNECT`.
-    pub operation: String,
+    /// `CREATE`, `UPDATE`, `DELETE`, `CONNECT` (static, no allocation), or whatever else
+    /// the request said.
+    pub operation: Cow<'static, str>,
     /// `allowed`, `patched` or `denied`.
     pub result: &'static str,
 }
@@ -86,9 +88,9 @@ struct RequestIn<'a> {
     kind: GroupVersionKind<'a>,
     #[serde(borrow)]
     operation: Cow<'a, str>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_opt_str")]
     name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_opt_str")]
     namespace: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     object: Option<ObjectIn<'a>>,
@@ -102,16 +104,17 @@ struct RequestIn<'a> {
 struct ObjectIn<'a> {
     #[serde(default, borrow)]
     metadata: MetadataIn<'a>,
-    #[serde(default)]
-    spec: Option<Value>,
+    /// Borrowed from the body: no allocation for a string without escapes.
+    #[serde(default, borrow)]
+    spec: Option<Json<'a>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 struct MetadataIn<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_opt_str")]
     name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_opt_str")]
     generate_name: Option<Cow<'a, str>>,
     /// Only whether it is set (null reads as None) matters.
     #[serde(default)]
@@ -152,6 +155,34 @@ struct ResponseOut<'a> {
 }
 
 fn respond(response: ResponseOut<'_>) -> Vec<u8> {
+    let plain = response.status.is_none()
+        && response.patch_type.is_none()
+        && response.patch.is_none()
+        && response.warnings.is_empty();
+    if plain {
+        return respond_plain(response.uid, response.allowed);
+    }
+    respond_serialized(response)
+}
+
+/// The usual answer (only uid and allowed), written directly: the same bytes as
+/// [`respond_serialized`] gives it, without walking the structs field by field.
+fn respond_plain(uid: &str, allowed: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128 + uid.len());
+    out.extend_from_slice(
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
+    );
+    // Writing a string into a Vec cannot fail; it is escaped as any JSON string.
+    let _ = serde_json::to_writer(&mut out, uid);
+    out.extend_from_slice(if allowed {
+        br#","allowed":true}}"#
+    } else {
+        br#","allowed":false}}"#
+    });
+    out
+}
+
+fn respond_serialized(response: ResponseOut<'_>) -> Vec<u8> {
     let review = ReviewOut {
         api_version: "admission.k8s.io/v1",
         kind: "AdmissionReview",
@@ -172,13 +203,37 @@ fn name_of(name: Option<&str>, meta: &MetadataIn<'_>) -> String {
         .to_string()
 }
 
+/// The request's operation for [`Outcome`]: the four the API server sends are static
+/// strings, so answering costs no copy of it.
+fn operation_of(operation: &str) -> Cow<'static, str> {
+    match operation {
+        "CREATE" => Cow::Borrowed("CREATE"),
+        "UPDATE" => Cow::Borrowed("UPDATE"),
+        "DELETE" => Cow::Borrowed("DELETE"),
+        "CONNECT" => Cow::Borrowed("CONNECT"),
+        other => Cow::Owned(other.to_string()),
+    }
+}
+
+/// Parses the envelope. A body that is UTF-8 as a whole (always, from an API server) is
+/// checked once and parsed as text, which spares serde_json validating every string it
+/// borrows one by one; any other body goes through the byte parser, so its answer (an
+/// error naming the bad string, or a review whose bad bytes sit in skipped fields) stays
+/// what it was.
+fn parse(body: &[u8]) -> Result<ReviewIn<'_>, serde_json::Error> {
+    match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(body),
+    }
+}
+
 /// Answers one AdmissionReview body for `endpoint`.
 pub fn handle(
     body: &[u8],
     endpoint: Endpoint,
     admission: &Admission,
 ) -> Result<Outcome, BadRequest> {
-    let review: ReviewIn<'_> = serde_json::from_slice(body)?;
+    let review: ReviewIn<'_> = parse(body)?;
     if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
         return Err(BadRequest::WrongType {
             api_version: review.api_version.into_owned(),
@@ -186,7 +241,7 @@ pub fn handle(
         });
     }
     let mut req = review.request.ok_or(BadRequest::MissingRequest)?;
-    let operation = req.operation.to_string();
+    let operation = operation_of(&req.operation);
     let base = |allowed| ResponseOut {
         uid: &req.uid,
         allowed,
@@ -227,7 +282,7 @@ pub fn handle(
     let object = req
         .object
         .take()
-        .ok_or_else(|| BadRequest::MissingObject(operation.clone()))?;
+        .ok_or_else(|| BadRequest::MissingObject(operation.to_string()))?;
     let old_spec = req.old_object.take().and_then(|o| o.spec);
     let deleting = object.metadata.deletion_timestamp.is_some();
     // The rules read only the spec; they get it directly, without building a
@@ -386,6 +441,141 @@ mod tests {
         assert!(
             msg.contains("\"repo-\" is invalid: spec.interval: Required value"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_envelope_and_the_spec_borrow_their_strings_from_the_body() {
+        let obj = json!({"metadata": {"name": "a", "generateName": "a-"}, "spec": {"image": "alpine", "exclusionList": ["^.*\\.sig$"]}});
+        let mut bytes = body("CREATE", obj, Value::Null);
+        // The request's own name, with an escape: unescaped into a copy.
+        let at = bytes.windows(5).position(|w| w == b"\"uid\"").unwrap();
+        bytes.splice(at..at, br#""name":"p\u0061","#.iter().copied());
+        let review: ReviewIn<'_> = serde_json::from_slice(&bytes).unwrap();
+        let req = review.request.unwrap();
+        assert!(matches!(req.name, Some(Cow::Owned(ref n)) if n == "pa"));
+        assert!(matches!(req.namespace, Some(Cow::Borrowed("ns"))));
+        let object = req.object.unwrap();
+        assert!(matches!(object.metadata.name, Some(Cow::Borrowed("a"))));
+        assert!(matches!(
+            object.metadata.generate_name,
+            Some(Cow::Borrowed("a-"))
+        ));
+        let spec = object.spec.unwrap();
+        assert!(matches!(
+            spec.get("image"),
+            Some(Json::String(Cow::Borrowed("alpine")))
+        ));
+        let list = spec.get("exclusionList").and_then(Json::as_array).unwrap();
+        assert!(matches!(&list[0], Json::String(Cow::Owned(p)) if p == "^.*\\.sig$"));
+        assert!(req.old_object.is_none());
+    }
+
+    #[test]
+    fn a_null_name_or_namespace_reads_as_absent() {
+        let mut v: Value = serde_json::from_slice(&body(
+            "CREATE",
+            json!({"metadata": {"name": null}}),
+            Value::Null,
+        ))
+        .unwrap();
+        v["request"]["namespace"] = Value::Null;
+        v["request"]["name"] = Value::Null;
+        let bytes = serde_json::to_vec(&v).unwrap();
+        let review: ReviewIn<'_> = serde_json::from_slice(&bytes).unwrap();
+        let req = review.request.unwrap();
+        assert!(req.name.is_none() && req.namespace.is_none());
+        assert!(req.object.unwrap().metadata.name.is_none());
+        v["request"]["namespace"] = json!(5);
+        let err = serde_json::from_slice::<ReviewIn<'_>>(&serde_json::to_vec(&v).unwrap())
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("invalid type: integer `5`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_outcome_names_the_operation_without_copying_the_usual_ones() {
+        for op in ["CREATE", "UPDATE", "DELETE", "CONNECT"] {
+            assert!(matches!(operation_of(op), Cow::Borrowed(o) if o == op));
+        }
+        assert!(matches!(operation_of("PATCH"), Cow::Owned(ref o) if o == "PATCH"));
+        let out = handle(
+            &body("DELETE", Value::Null, Value::Null),
+            Endpoint::Validate,
+            &Admission::default(),
+        )
+        .unwrap();
+        assert_eq!((out.operation.as_ref(), out.result), ("DELETE", "allowed"));
+    }
+
+    #[test]
+    fn the_plain_answer_has_the_same_bytes_as_the_serialised_one() {
+        for uid in [
+            "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "",
+            "q\"uote\\back\nline\u{1}é",
+        ] {
+            for allowed in [true, false] {
+                let general = respond_serialized(ResponseOut {
+                    uid,
+                    allowed,
+                    status: None,
+                    patch_type: None,
+                    patch: None,
+                    warnings: Vec::new(),
+                });
+                assert_eq!(
+                    String::from_utf8(respond_plain(uid, allowed)).unwrap(),
+                    String::from_utf8(general).unwrap()
+                );
+            }
+        }
+    }
+
+    /// The body with the first `marker` replaced by bytes that are not UTF-8.
+    fn with_bad_utf8(marker: &str) -> Vec<u8> {
+        let obj = json!({"metadata": {"name": "a", "annotations": {"note": "qq"}},
+                         "spec": {"image": "alpinezz", "interval": "5m"}});
+        let mut bytes = body("CREATE", obj, Value::Null);
+        let at = bytes
+            .windows(marker.len())
+            .position(|w| w == marker.as_bytes())
+            .unwrap();
+        bytes.splice(at..at + marker.len(), [0xff, 0xfe]);
+        assert!(std::str::from_utf8(&bytes).is_err());
+        bytes
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_in_a_skipped_field_do_not_matter() {
+        let out = handle(
+            &with_bad_utf8("qq"),
+            Endpoint::Validate,
+            &Admission::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            out.result,
+            "allowed",
+            "{}",
+            String::from_utf8_lossy(&out.body)
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_in_a_string_the_rules_read_are_a_bad_request() {
+        let err = handle(
+            &with_bad_utf8("zz"),
+            Endpoint::Validate,
+            &Admission::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("invalid unicode code point"),
+            "{err}"
         );
     }
 

@@ -4,13 +4,14 @@
 //! [`ClusterView`] only when one is given.
 
 use super::ClusterView;
+use super::json::{Json, Object};
 use super::names::{dns1123_label, dns1123_subdomain, label_key, label_value};
 use crate::api::{
     self, DEFAULT_EXCLUSION_LIST, MAX_EXCLUSION_LIST, format_duration_without_hours, parse_duration,
 };
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::fmt;
 use std::time::Duration;
 
@@ -65,21 +66,39 @@ pub struct FieldError {
     detail_names_value: bool,
 }
 
+/// A value a [`FieldError`] can quote: converted to a `serde_json::Value` only when a
+/// failure is reported.
+trait Reported {
+    fn to_value(self) -> Value;
+}
+
+impl Reported for &Value {
+    fn to_value(self) -> Value {
+        self.clone()
+    }
+}
+
+impl Reported for &Json<'_> {
+    fn to_value(self) -> Value {
+        Value::from(self)
+    }
+}
+
 impl FieldError {
-    fn invalid(path: impl Into<String>, value: &Value, detail: impl Into<String>) -> Self {
+    fn invalid(path: impl Into<String>, value: impl Reported, detail: impl Into<String>) -> Self {
         FieldError {
             path: path.into(),
-            value: Some(value.clone()),
+            value: Some(value.to_value()),
             detail: detail.into(),
             detail_names_value: false,
         }
     }
 
     /// An invalid value whose `detail` already quotes it.
-    fn described(path: impl Into<String>, value: &Value, detail: impl Into<String>) -> Self {
+    fn described(path: impl Into<String>, value: impl Reported, detail: impl Into<String>) -> Self {
         FieldError {
             path: path.into(),
-            value: Some(value.clone()),
+            value: Some(value.to_value()),
             detail: detail.into(),
             detail_names_value: true,
         }
@@ -173,22 +192,23 @@ fn add(path: &[&str], value: Value) -> PatchOperation {
     })
 }
 
-fn absent(obj: &Map<String, Value>, key: &str) -> bool {
-    matches!(obj.get(key), None | Some(Value::Null))
+fn absent(obj: &Object<'_>, key: &str) -> bool {
+    matches!(obj.get(key), None | Some(Json::Null))
 }
 
 /// The defaulting patch for `obj` of `kind` in API `version`: fills in only fields that
 /// are absent, never touches `status`, and yields an empty patch on an already-defaulted
 /// object.
 pub fn defaults(kind: Kind, version: &str, obj: &Value) -> Patch {
-    defaults_spec(kind, version, obj.get("spec"))
+    let spec = obj.get("spec").map(Json::from);
+    defaults_spec(kind, version, spec.as_ref())
 }
 
 /// [`defaults`] given only the object's `spec` (None when absent): what the webhook calls,
 /// as the rules read nothing else of the object.
-pub fn defaults_spec(kind: Kind, version: &str, spec: Option<&Value>) -> Patch {
+pub fn defaults_spec(kind: Kind, version: &str, spec: Option<&Json<'_>>) -> Patch {
     let mut ops = Vec::new();
-    let Some(spec) = spec.and_then(Value::as_object) else {
+    let Some(spec) = spec.and_then(Json::as_object) else {
         return Patch(ops);
     };
     match kind {
@@ -196,7 +216,7 @@ pub fn defaults_spec(kind: Kind, version: &str, spec: Option<&Value>) -> Patch {
             if absent(spec, "timeout")
                 && let Some(timeout) = spec
                     .get("interval")
-                    .and_then(Value::as_str)
+                    .and_then(Json::as_str)
                     .and_then(timeout_from_interval)
             {
                 ops.push(add(&["spec", "timeout"], json!(timeout)));
@@ -218,9 +238,9 @@ pub fn defaults_spec(kind: Kind, version: &str, spec: Option<&Value>) -> Patch {
                 if absent(spec, "digestReflectionPolicy") {
                     ops.push(add(&["spec", "digestReflectionPolicy"], json!("Never")));
                 }
-                if let Some(policy) = spec.get("policy").and_then(Value::as_object) {
+                if let Some(policy) = spec.get("policy").and_then(Json::as_object) {
                     for ordering in ["alphabetical", "numerical"] {
-                        if let Some(rule) = policy.get(ordering).and_then(Value::as_object)
+                        if let Some(rule) = policy.get(ordering).and_then(Json::as_object)
                             && absent(rule, "order")
                         {
                             ops.push(add(&["spec", "policy", ordering, "order"], json!("asc")));
@@ -257,7 +277,8 @@ pub fn validate(
     obj: &Value,
     ctx: Context<'_>,
 ) -> Verdict {
-    validate_spec(kind, version, namespace, obj.get("spec"), ctx)
+    let spec = obj.get("spec").map(Json::from);
+    validate_spec(kind, version, namespace, spec.as_ref(), ctx)
 }
 
 /// [`validate`] given only the object's `spec` (None when absent): what the webhook calls,
@@ -266,13 +287,13 @@ pub fn validate_spec(
     kind: Kind,
     version: &str,
     namespace: &str,
-    spec: Option<&Value>,
+    spec: Option<&Json<'_>>,
     ctx: Context<'_>,
 ) -> Verdict {
     let _ = version; // one superset schema: the rules are the same in every version
     let mut c = Checker::default();
     match spec {
-        Some(Value::Object(spec)) => match kind {
+        Some(Json::Object(spec)) => match kind {
             Kind::ImageRepository => c.image_repository(spec),
             Kind::ImagePolicy => c.image_policy(spec, namespace, ctx),
         },
@@ -336,20 +357,20 @@ const SAMPLE_TAGS: [&str; 7] = [
 ];
 
 impl Checker {
-    fn invalid(&mut self, path: impl Into<String>, value: &Value, detail: impl Into<String>) {
+    fn invalid(
+        &mut self,
+        path: impl Into<String>,
+        value: impl Reported,
+        detail: impl Into<String>,
+    ) {
         self.errors.push(FieldError::invalid(path, value, detail));
     }
 
     /// The string at `key`, or None when absent/null; a non-string is reported.
-    fn string<'v>(
-        &mut self,
-        obj: &'v Map<String, Value>,
-        key: &str,
-        path: &str,
-    ) -> Option<&'v str> {
+    fn string<'v>(&mut self, obj: &'v Object<'_>, key: &str, path: &str) -> Option<&'v str> {
         match obj.get(key) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s),
+            None | Some(Json::Null) => None,
+            Some(Json::String(s)) => Some(s),
             Some(other) => {
                 self.invalid(path, other, "must be a string");
                 None
@@ -357,15 +378,15 @@ impl Checker {
         }
     }
 
-    fn object<'v>(
+    fn object<'v, 'j>(
         &mut self,
-        obj: &'v Map<String, Value>,
+        obj: &'v Object<'j>,
         key: &str,
         path: &str,
-    ) -> Option<&'v Map<String, Value>> {
+    ) -> Option<&'v Object<'j>> {
         match obj.get(key) {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(m)) => Some(m),
+            None | Some(Json::Null) => None,
+            Some(Json::Object(m)) => Some(m),
             Some(other) => {
                 self.invalid(path, other, "must be an object");
                 None
@@ -373,10 +394,10 @@ impl Checker {
         }
     }
 
-    fn boolean(&mut self, obj: &Map<String, Value>, key: &str, path: &str) -> Option<bool> {
+    fn boolean(&mut self, obj: &Object<'_>, key: &str, path: &str) -> Option<bool> {
         match obj.get(key) {
-            None | Some(Value::Null) => None,
-            Some(Value::Bool(b)) => Some(*b),
+            None | Some(Json::Null) => None,
+            Some(Json::Bool(b)) => Some(*b),
             Some(other) => {
                 self.invalid(path, other, "must be true or false");
                 None
@@ -420,7 +441,7 @@ impl Checker {
         }
     }
 
-    fn secret_name_ref(&mut self, spec: &Map<String, Value>, key: SecretRef) -> bool {
+    fn secret_name_ref(&mut self, spec: &Object<'_>, key: SecretRef) -> bool {
         let (key, path, name_path) = key.paths();
         let Some(obj) = self.object(spec, key, path) else {
             return false;
@@ -464,7 +485,7 @@ impl Checker {
         }
     }
 
-    fn image_repository(&mut self, spec: &Map<String, Value>) {
+    fn image_repository(&mut self, spec: &Object<'_>) {
         // spec.image
         match self.string(spec, "image", "spec.image") {
             None if !absent(spec, "image") => {}
@@ -496,7 +517,7 @@ impl Checker {
         // The defaulting webhook copies the interval into an absent timeout, so an invalid
         // interval arrives twice; a timeout written exactly as the invalid interval is not
         // reported again (a timeout invalid on its own still is).
-        let interval_text = spec.get("interval").and_then(Value::as_str);
+        let interval_text = spec.get("interval").and_then(Json::as_str);
         if let Some(timeout_str) = self.string(spec, "timeout", "spec.timeout")
             && !(interval.is_none() && interval_text == Some(timeout_str))
             && let (Some(timeout), Some(interval)) =
@@ -510,8 +531,8 @@ impl Checker {
 
         // spec.exclusionList
         match spec.get("exclusionList") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) => {
+            None | Some(Json::Null) => {}
+            Some(Json::Array(items)) => {
                 if items.len() > MAX_EXCLUSION_LIST {
                     self.errors.push(FieldError {
                         path: "spec.exclusionList".into(),
@@ -524,7 +545,7 @@ impl Checker {
                     // Formatted only when something is reported.
                     let path = || format!("spec.exclusionList[{i}]");
                     match item {
-                        Value::String(p) => {
+                        Json::String(p) => {
                             if self.exclusion_regex(p, path) == Some(true) {
                                 let path = path();
                                 self.warnings.push(format!(
@@ -600,36 +621,36 @@ impl Checker {
         self.image_reference(image);
     }
 
-    fn access_from(&mut self, access: &Map<String, Value>) {
+    fn access_from(&mut self, access: &Object<'_>) {
         match access.get("namespaceSelectors") {
-            None | Some(Value::Null) => self.errors.push(FieldError::required(
+            None | Some(Json::Null) => self.errors.push(FieldError::required(
                 "spec.accessFrom.namespaceSelectors",
                 "list namespace selectors, e.g. [{matchLabels: {kubernetes.io/metadata.name: flux-system}}], or [{matchLabels: {}}] for every namespace",
             )),
-            Some(Value::Array(selectors)) => {
+            Some(Json::Array(selectors)) => {
                 for (i, selector) in selectors.iter().enumerate() {
                     // Paths are formatted only when something is reported.
                     let path = || format!("spec.accessFrom.namespaceSelectors[{i}]");
-                    let Value::Object(selector) = selector else {
+                    let Json::Object(selector) = selector else {
                         self.invalid(path(), selector, "must be an object with matchLabels");
                         continue;
                     };
                     let labels_path = || format!("{}.matchLabels", path());
                     let labels = match selector.get("matchLabels") {
-                        None | Some(Value::Null) => continue,
-                        Some(Value::Object(labels)) => labels,
+                        None | Some(Json::Null) => continue,
+                        Some(Json::Object(labels)) => labels,
                         Some(other) => {
                             self.invalid(labels_path(), other, "must be an object");
                             continue;
                         }
                     };
-                    for (key, value) in labels {
+                    for (key, value) in labels.iter() {
                         let key_path = || format!("{}[{key:?}]", labels_path());
                         if let Err(e) = label_key(key) {
                             self.invalid(key_path(), &json!(key), format!("is not a valid label key: {e}"));
                         }
                         match value {
-                            Value::String(s) => {
+                            Json::String(s) => {
                                 if let Err(e) = label_value(s) {
                                     self.invalid(key_path(), value, format!("is not a valid label value: {e}"));
                                 }
@@ -643,7 +664,7 @@ impl Checker {
         }
     }
 
-    fn image_policy(&mut self, spec: &Map<String, Value>, namespace: &str, ctx: Context<'_>) {
+    fn image_policy(&mut self, spec: &Object<'_>, namespace: &str, ctx: Context<'_>) {
         // spec.imageRepositoryRef
         let mut reference = None;
         match self.object(spec, "imageRepositoryRef", "spec.imageRepositoryRef") {
@@ -761,13 +782,13 @@ impl Checker {
         }
     }
 
-    fn policy_choice(&mut self, policy: &Map<String, Value>) {
+    fn policy_choice(&mut self, policy: &Object<'_>) {
         let chosen: Vec<&str> = ["semver", "alphabetical", "numerical"]
             .into_iter()
             .filter(|k| !absent(policy, k))
             .collect();
         if chosen.len() != 1 {
-            let present = Value::Object(policy.clone());
+            let present = Value::from(policy);
             self.invalid(
                 "spec.policy",
                 &present,
