@@ -129,7 +129,7 @@ fixed() { # name addr -> sets P99
   local line
   line=$("$target/examples/webhook_load" "https://$2$ENDPOINT" "$tmp/ca.crt" "$tmp/body.json" "$RATE" "$DURATION")
   printf '%-16s %s\n' "$1" "$line"
-  P99=$(sed -E 's/.*p99_ms=([0-9.]+).*/\1/' <<<"$line")
+  P99=$(sed -E 's/.* p99_ms=([0-9.]+).*/\1/' <<<"$line")
 }
 fixed baseline "$base"; base_p99=$P99
 fixed image-reflector "$ours"; ours_p99=$P99
