@@ -83,14 +83,39 @@ pub enum ReferenceError {
 impl ImageRef {
     /// Parses and normalises a repository name (no tag, no digest).
     pub fn parse(s: &str) -> Result<ImageRef, ReferenceError> {
-        let input = s.to_string();
+        let (registry_part, path) = Self::split_checked(s)?;
+        let registry = match registry_part {
+            Some("index.docker.io") | None => DOCKER_HUB.to_string(),
+            Some(r) => r.to_string(),
+        };
+        let repository = if registry == DOCKER_HUB && !path.contains('/') {
+            format!("library/{path}")
+        } else {
+            path.to_string()
+        };
+        Ok(ImageRef {
+            registry,
+            repository,
+        })
+    }
+
+    /// Checks a repository name as [`ImageRef::parse`] does, without building anything
+    /// (what the admission webhook needs on every request).
+    pub fn check(s: &str) -> Result<(), ReferenceError> {
+        Self::split_checked(s).map(|_| ())
+    }
+
+    /// Every rule of the grammar; on success the registry part (as written, if any) and
+    /// the path. Nothing is allocated unless the name is refused.
+    fn split_checked(s: &str) -> Result<(Option<&str>, &str), ReferenceError> {
+        let input = || s.to_string();
         if s.is_empty() {
             return Err(ReferenceError::Empty);
         }
         if let Some(pos) = s.find("://") {
             let rest = &s[pos + 3..];
             return Err(ReferenceError::HasScheme {
-                input,
+                input: input(),
                 suggestion: strip_tag_and_digest(rest.trim_end_matches('/')).to_string(),
             });
         }
@@ -99,13 +124,13 @@ impl ImageRef {
             .find(|c| c.is_whitespace() || c.is_control() || !c.is_ascii())
         {
             return Err(ReferenceError::InvalidCharacter {
-                input,
+                input: input(),
                 character: c,
             });
         }
         if s.contains('@') {
             return Err(ReferenceError::NamesDigest {
-                input,
+                input: input(),
                 suggestion: strip_tag_and_digest(s).to_string(),
             });
         }
@@ -127,27 +152,30 @@ impl ImageRef {
                     || name.eq_ignore_ascii_case("localhost")
                     || name.starts_with('['))
             {
-                return Err(ReferenceError::MissingRepository { input });
+                return Err(ReferenceError::MissingRepository { input: input() });
             }
             let suggestion = match registry_part {
                 Some(r) => format!("{r}/{name}"),
                 None => name.to_string(),
             };
-            return Err(ReferenceError::NamesTag { input, suggestion });
+            return Err(ReferenceError::NamesTag {
+                input: input(),
+                suggestion,
+            });
         }
         if registry_part.is_none() && path.starts_with('[') {
-            return Err(ReferenceError::MissingRepository { input });
+            return Err(ReferenceError::MissingRepository { input: input() });
         }
 
         if s.len() > NAME_MAX_LEN {
             return Err(ReferenceError::TooLong {
-                input,
+                input: input(),
                 len: s.len(),
             });
         }
 
         if registry_part.is_none() && path.len() == 64 && path.bytes().all(is_lower_hex) {
-            return Err(ReferenceError::HexIdentifier { input });
+            return Err(ReferenceError::HexIdentifier { input: input() });
         }
 
         if path.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -155,7 +183,10 @@ impl ImageRef {
                 Some(r) => format!("{r}/{}", path.to_ascii_lowercase()),
                 None => path.to_ascii_lowercase(),
             };
-            return Err(ReferenceError::Uppercase { input, suggestion });
+            return Err(ReferenceError::Uppercase {
+                input: input(),
+                suggestion,
+            });
         }
 
         if let Some(c) = path
@@ -163,43 +194,27 @@ impl ImageRef {
             .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(*c)))
         {
             return Err(ReferenceError::InvalidCharacter {
-                input,
+                input: input(),
                 character: c,
             });
         }
         for component in path.split('/') {
             if !valid_path_component(component) {
                 return Err(ReferenceError::InvalidPathComponent {
-                    input,
+                    input: input(),
                     component: component.to_string(),
                 });
             }
         }
 
-        let registry = match registry_part {
-            Some(r) => {
-                validate_registry(r).map_err(|reason| ReferenceError::InvalidRegistry {
-                    input: input.clone(),
-                    host: r.to_string(),
-                    reason,
-                })?;
-                if r == "index.docker.io" {
-                    DOCKER_HUB.to_string()
-                } else {
-                    r.to_string()
-                }
-            }
-            None => DOCKER_HUB.to_string(),
-        };
-        let repository = if registry == DOCKER_HUB && !path.contains('/') {
-            format!("library/{path}")
-        } else {
-            path.to_string()
-        };
-        Ok(ImageRef {
-            registry,
-            repository,
-        })
+        if let Some(r) = registry_part {
+            validate_registry(r).map_err(|reason| ReferenceError::InvalidRegistry {
+                input: input(),
+                host: r.to_string(),
+                reason,
+            })?;
+        }
+        Ok((registry_part, path))
     }
 
     /// The registry as it appears in the canonical name, with its port if any:

@@ -833,7 +833,7 @@ impl Checker {
         if image.is_empty() {
             return; // reported by `image`
         }
-        if let Err(e) = crate::reference::ImageRef::parse(image) {
+        if let Err(e) = crate::reference::ImageRef::check(image) {
             self.errors.push(FieldError::described(
                 "spec.image",
                 &json!(image),
