@@ -397,7 +397,7 @@ fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
                 AdmissionLabels {
                     webhook,
                     kind,
-                    operation: operation_label(&outcome.operation),
+                    operation: admission::known_operation(&outcome.operation).unwrap_or("other"),
                     result: outcome.result,
                 },
                 start.elapsed(),
@@ -417,17 +417,6 @@ fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
             );
             (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
         }
-    }
-}
-
-/// The operation as a metric label (a fixed set, so labels cannot grow without bound).
-fn operation_label(operation: &str) -> &'static str {
-    match operation {
-        "CREATE" => "CREATE",
-        "UPDATE" => "UPDATE",
-        "DELETE" => "DELETE",
-        "CONNECT" => "CONNECT",
-        _ => "other",
     }
 }
 

@@ -415,52 +415,43 @@ async fn speaks_http2_and_http1_over_tls_1_2_and_1_3() {
         "CREATE",
         podinfo("v1", json!({"interval": "10m", "image": PODINFO})),
     );
-    let h2 = server.client();
-    let resp = h2
-        .post(server.url("/validate"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
-    let h1 = server.client_builder().http1_only().build().unwrap();
-    let resp = h1
-        .post(server.url("/validate"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
-    let tls12 = server
-        .client_builder()
-        .tls_version_max(reqwest::tls::Version::TLS_1_2)
-        .build()
-        .unwrap();
-    assert_eq!(
-        tls12
+    let tls = reqwest::tls::Version::TLS_1_2;
+    let clients = [
+        ("HTTP/2", server.client(), reqwest::Version::HTTP_2),
+        (
+            "HTTP/1.1",
+            server.client_builder().http1_only().build().unwrap(),
+            reqwest::Version::HTTP_11,
+        ),
+        (
+            "TLS 1.2",
+            server
+                .client_builder()
+                .tls_version_max(tls)
+                .build()
+                .unwrap(),
+            reqwest::Version::HTTP_2,
+        ),
+        (
+            "TLS 1.3",
+            server
+                .client_builder()
+                .tls_version_min(reqwest::tls::Version::TLS_1_3)
+                .build()
+                .unwrap(),
+            reqwest::Version::HTTP_2,
+        ),
+    ];
+    for (name, client, version) in clients {
+        let resp = client
             .post(server.url("/validate"))
             .json(&body)
             .send()
             .await
-            .unwrap()
-            .status(),
-        200
-    );
-    let tls13 = server
-        .client_builder()
-        .tls_version_min(reqwest::tls::Version::TLS_1_3)
-        .build()
-        .unwrap();
-    assert_eq!(
-        tls13
-            .post(server.url("/validate"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{name}");
+        assert_eq!(resp.version(), version, "{name}");
+    }
 }
 
 #[test]

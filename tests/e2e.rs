@@ -20,12 +20,23 @@ fn namespace(name: &str) -> String {
 
 /// The seed's first ImageRepository example, pointed at the local registry.
 fn seed_podinfo(host: &str, interval: &str) -> String {
+    podinfo_repository("v1beta1", "flux-system", "podinfo", host, interval)
+}
+
+/// An ImageRepository `namespace/name` of the registry's `stefanprodan/podinfo`.
+fn podinfo_repository(
+    version: &str,
+    namespace: &str,
+    name: &str,
+    host: &str,
+    interval: &str,
+) -> String {
     format!(
-        "apiVersion: image.toolkit.fluxcd.io/v1beta1
+        "apiVersion: image.toolkit.fluxcd.io/{version}
 kind: ImageRepository
 metadata:
-  name: podinfo
-  namespace: flux-system
+  name: {name}
+  namespace: {namespace}
 spec:
   interval: {interval}
   image: {host}/stefanprodan/podinfo
@@ -776,18 +787,8 @@ async fn repositories_deleted_while_stopped_leave_the_store_at_start() {
     let mut c = start_with_podinfo("10m", &["1.0.0"]).await;
     let host = c.registry.host();
     c.apply(&namespace("team-a")).await;
-    c.apply(&format!(
-        "apiVersion: image.toolkit.fluxcd.io/v1
-kind: ImageRepository
-metadata:
-  name: app
-  namespace: team-a
-spec:
-  interval: 10m
-  image: {host}/stefanprodan/podinfo
-"
-    ))
-    .await;
+    c.apply(&podinfo_repository("v1", "team-a", "app", &host, "10m"))
+        .await;
     ready_podinfo(&c, 1).await;
     c.wait_for_repository("team-a", "app", "Ready=True", |o| {
         ready_is(o, "True", Some("Succeeded"))
@@ -942,16 +943,12 @@ async fn the_controller_recovers_by_itself_from_a_410_and_an_api_server_restart(
     c.api.stop().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     c.api.restart().await.expect("restart the API stand-in");
-    c.apply(&format!(
-        "apiVersion: image.toolkit.fluxcd.io/v1beta1
-kind: ImageRepository
-metadata:
-  name: app
-  namespace: flux-system
-spec:
-  interval: 10m
-  image: {host}/stefanprodan/podinfo
-"
+    c.apply(&podinfo_repository(
+        "v1beta1",
+        "flux-system",
+        "app",
+        &host,
+        "10m",
     ))
     .await;
     c.wait_for_repository("flux-system", "app", "Ready=True after the restart", |o| {
@@ -1209,59 +1206,6 @@ spec:
     assert_eq!(later["status"]["latestRef"]["tag"], "1.1.0");
 }
 
-/// Pushes `tag` as an image whose config blob is `config`, so its digest differs from
-/// `push_tags`'s; returns the manifest digest.
-async fn push_distinct_image(c: &Cluster, repo: &str, tag: &str, config: &[u8]) -> String {
-    use sha2::Digest as _;
-    let base = c.registry.base_url();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
-    let config_digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(config)));
-    let resp = http
-        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
-    let location = resp.headers()["location"].to_str().unwrap().to_string();
-    let location = if location.starts_with("http") {
-        location
-    } else {
-        format!("{base}{location}")
-    };
-    let sep = if location.contains('?') { '&' } else { '?' };
-    let resp = http
-        .put(format!("{location}{sep}digest={config_digest}"))
-        .header("content-type", "application/octet-stream")
-        .body(config.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": config_digest,
-            "size": config.len(),
-        },
-        "layers": [],
-    })
-    .to_string();
-    let resp = http
-        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201);
-    format!(
-        "sha256:{}",
-        hex::encode(sha2::Sha256::digest(manifest.as_bytes()))
-    )
-}
-
 /// The digest the registry reports for `repo:tag` (a manifest HEAD).
 async fn registry_digest(c: &Cluster, repo: &str, tag: &str) -> String {
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -1329,7 +1273,10 @@ spec:
 
     // The tag now points at another image: the next check (every 2 s) reports it, with
     // no rescan of the repository (its interval is 10m).
-    let moved = push_distinct_image(&c, "org/app", "1.1.0", br#"{"rebuilt":true}"#).await;
+    let moved = c
+        .registry
+        .push_image("org/app", br#"{"rebuilt":true}"#, &["1.1.0"])
+        .await;
     assert_ne!(moved, pushed);
     assert_eq!(registry_digest(&c, "org/app", "1.1.0").await, moved);
     c.wait_for_policy("default", "app", "the new digest", |o| {

@@ -403,73 +403,46 @@ async fn exits_3_with_the_scan_message_when_the_repository_is_missing() {
 
 #[test]
 fn exits_2_on_scan_only_flags_an_invalid_image_or_registry_flag_or_a_mixed_source() {
-    // -o, --all-tags and --dry-run are scan's own; policy's -o is its report format.
-    let out = binary()
-        .args(["--semver", "*", "127.0.0.1:1/app", "--all-tags"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("unexpected argument '--all-tags'"),
-        "{}",
-        stderr(&out)
-    );
-    let out = binary()
-        .args(["--semver", "*", "127.0.0.1:1/app", "-o", "table"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("'table'"), "{}", stderr(&out));
-
-    let out = binary()
-        .args(["--semver", "*", "Bad Image"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("Bad Image"), "{}", stderr(&out));
-
-    // The scan's own checks, with its messages.
-    let out = binary()
-        .args(["--semver", "*", "127.0.0.1:1/app", "--exclude", "("])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("--exclude \"(\" (number 1) is not a valid regular expression"),
-        "{}",
-        stderr(&out)
-    );
-    let out = binary()
-        .args([
-            "--semver",
-            "*",
-            "127.0.0.1:1/app",
-            "--ca-file",
-            "/nonexistent/ca.pem",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("--ca-file /nonexistent/ca.pem"),
-        "{}",
-        stderr(&out)
-    );
-
-    let out = binary()
-        .args(["--semver", "*", "--tags-file", "-", "127.0.0.1:1/app"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    // Registry flags mean nothing to a tags file: refused, naming the flag given.
-    let out = binary()
-        .args(["--semver", "*", "--tags-file", "-", "--insecure"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = stderr(&out);
-    assert!(
-        err.contains("'--tags-file <FILE>' cannot be used with '--insecure'"),
-        "{err}"
-    );
+    let cases: &[(&[&str], &str)] = &[
+        // -o, --all-tags and --dry-run are scan's own; policy's -o is its report format.
+        (
+            &["--semver", "*", "127.0.0.1:1/app", "--all-tags"],
+            "unexpected argument '--all-tags'",
+        ),
+        (
+            &["--semver", "*", "127.0.0.1:1/app", "-o", "table"],
+            "'table'",
+        ),
+        (&["--semver", "*", "Bad Image"], "Bad Image"),
+        // The scan's own checks, with its messages.
+        (
+            &["--semver", "*", "127.0.0.1:1/app", "--exclude", "("],
+            "--exclude \"(\" (number 1) is not a valid regular expression",
+        ),
+        (
+            &[
+                "--semver",
+                "*",
+                "127.0.0.1:1/app",
+                "--ca-file",
+                "/nonexistent/ca.pem",
+            ],
+            "--ca-file /nonexistent/ca.pem",
+        ),
+        (
+            &["--semver", "*", "--tags-file", "-", "127.0.0.1:1/app"],
+            "",
+        ),
+        // Registry flags mean nothing to a tags file: refused, naming the flag given.
+        (
+            &["--semver", "*", "--tags-file", "-", "--insecure"],
+            "'--tags-file <FILE>' cannot be used with '--insecure'",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = binary().args(*args).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
 }

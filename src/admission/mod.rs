@@ -6,7 +6,7 @@ pub mod names;
 pub mod review;
 pub mod rules;
 
-pub use review::{Admission, BadRequest, Endpoint, Outcome, handle};
+pub use review::{Admission, BadRequest, Endpoint, Outcome, handle, known_operation};
 pub use rules::{Context, FieldError, Kind, Verdict, defaults, validate};
 
 use crate::api::ImageRepository;

@@ -203,15 +203,19 @@ fn name_of(name: Option<&str>, meta: &MetadataIn<'_>) -> String {
         .to_string()
 }
 
-/// The request's operation for [`Outcome`]: the four the API server sends are static
-/// strings, so answering costs no copy of it.
+/// The operation as one of the four the API server sends, as a static string (for
+/// [`Outcome`] without a copy, and as a metric label from a fixed set); None for any other.
+pub fn known_operation(operation: &str) -> Option<&'static str> {
+    ["CREATE", "UPDATE", "DELETE", "CONNECT"]
+        .into_iter()
+        .find(|known| *known == operation)
+}
+
+/// The request's operation for [`Outcome`]: copied only when it is not a known one.
 fn operation_of(operation: &str) -> Cow<'static, str> {
-    match operation {
-        "CREATE" => Cow::Borrowed("CREATE"),
-        "UPDATE" => Cow::Borrowed("UPDATE"),
-        "DELETE" => Cow::Borrowed("DELETE"),
-        "CONNECT" => Cow::Borrowed("CONNECT"),
-        other => Cow::Owned(other.to_string()),
+    match known_operation(operation) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(operation.to_string()),
     }
 }
 
@@ -385,6 +389,11 @@ mod tests {
         .unwrap()
     }
 
+    /// `/validate` with no cluster view.
+    fn validate(body: &[u8]) -> Result<Outcome, BadRequest> {
+        handle(body, Endpoint::Validate, &Admission::default())
+    }
+
     fn response(outcome: &Outcome) -> Value {
         let v: Value = serde_json::from_slice(&outcome.body).unwrap();
         v["response"].clone()
@@ -415,24 +424,14 @@ mod tests {
     fn an_object_being_deleted_is_never_refused() {
         let obj = json!({"metadata": {"name": "a", "deletionTimestamp": "2024-01-01T00:00:00Z"}, "spec": {"image": "BAD"}});
         let old = json!({"metadata": {"name": "a"}, "spec": {"image": "BAD", "interval": "1m"}});
-        let out = handle(
-            &body("UPDATE", obj, old),
-            Endpoint::Validate,
-            &Admission::default(),
-        )
-        .unwrap();
+        let out = validate(&body("UPDATE", obj, old)).unwrap();
         assert_eq!(response(&out)["allowed"], true);
     }
 
     #[test]
     fn denials_take_the_name_from_metadata_when_the_request_has_none() {
         let obj = json!({"metadata": {"generateName": "repo-"}, "spec": {"image": "alpine"}});
-        let out = handle(
-            &body("CREATE", obj, Value::Null),
-            Endpoint::Validate,
-            &Admission::default(),
-        )
-        .unwrap();
+        let out = validate(&body("CREATE", obj, Value::Null)).unwrap();
         assert_eq!(out.result, "denied");
         let msg = response(&out)["status"]["message"]
             .as_str()
@@ -502,12 +501,7 @@ mod tests {
             assert!(matches!(operation_of(op), Cow::Borrowed(o) if o == op));
         }
         assert!(matches!(operation_of("PATCH"), Cow::Owned(ref o) if o == "PATCH"));
-        let out = handle(
-            &body("DELETE", Value::Null, Value::Null),
-            Endpoint::Validate,
-            &Admission::default(),
-        )
-        .unwrap();
+        let out = validate(&body("DELETE", Value::Null, Value::Null)).unwrap();
         assert_eq!((out.operation.as_ref(), out.result), ("DELETE", "allowed"));
     }
 
@@ -551,12 +545,7 @@ mod tests {
 
     #[test]
     fn bytes_that_are_not_utf8_in_a_skipped_field_do_not_matter() {
-        let out = handle(
-            &with_bad_utf8("qq"),
-            Endpoint::Validate,
-            &Admission::default(),
-        )
-        .unwrap();
+        let out = validate(&with_bad_utf8("qq")).unwrap();
         assert_eq!(
             out.result,
             "allowed",
@@ -567,12 +556,7 @@ mod tests {
 
     #[test]
     fn bytes_that_are_not_utf8_in_a_string_the_rules_read_are_a_bad_request() {
-        let err = handle(
-            &with_bad_utf8("zz"),
-            Endpoint::Validate,
-            &Admission::default(),
-        )
-        .unwrap_err();
+        let err = validate(&with_bad_utf8("zz")).unwrap_err();
         assert!(
             err.to_string().contains("invalid unicode code point"),
             "{err}"
@@ -581,12 +565,7 @@ mod tests {
 
     #[test]
     fn create_without_an_object_is_a_bad_request() {
-        let err = handle(
-            &body("CREATE", Value::Null, Value::Null),
-            Endpoint::Validate,
-            &Admission::default(),
-        )
-        .unwrap_err();
+        let err = validate(&body("CREATE", Value::Null, Value::Null)).unwrap_err();
         assert!(
             err.to_string()
                 .contains("request.object is missing for operation CREATE")

@@ -64,6 +64,24 @@ fn set(root: &mut Value, path: &[&str], key: &str, value: Value) {
     target[key] = value;
 }
 
+/// [`set`] on the schema of `spec.FIELD...` (`field` the path below `spec`'s properties).
+fn set_spec(root: &mut Value, field: &[&str], key: &str, value: Value) {
+    let path = [&["properties", "spec", "properties"][..], field].concat();
+    set(root, &path, key, value);
+}
+
+/// What both kinds' status has as Flux has it: `observedGeneration` defaulting to -1 and
+/// metav1's condition constraints.
+fn status_schema(schema: &mut Value) {
+    set(
+        schema,
+        &["properties", "status"],
+        "default",
+        json!({"observedGeneration": -1}),
+    );
+    condition_schema(schema);
+}
+
 /// Flux's (metav1) constraints on `status.conditions[]` that k8s-openapi's schema lacks.
 fn condition_schema(schema: &mut Value) {
     let item = [
@@ -103,77 +121,40 @@ fn condition_schema(schema: &mut Value) {
 }
 
 fn image_repository_schema(schema: &mut Value, version: &str) {
-    let spec = ["properties", "spec", "properties"];
-    set(
+    set_spec(schema, &["interval"], "pattern", json!(INTERVAL_PATTERN));
+    set_spec(schema, &["timeout"], "pattern", json!(TIMEOUT_PATTERN));
+    set_spec(
         schema,
-        &[&spec[..], &["interval"]].concat(),
-        "pattern",
-        json!(INTERVAL_PATTERN),
-    );
-    set(
-        schema,
-        &[&spec[..], &["timeout"]].concat(),
-        "pattern",
-        json!(TIMEOUT_PATTERN),
-    );
-    set(
-        schema,
-        &[&spec[..], &["exclusionList"]].concat(),
+        &["exclusionList"],
         "maxItems",
         json!(MAX_EXCLUSION_LIST),
     );
-    set(
-        schema,
-        &[&spec[..], &["serviceAccountName"]].concat(),
-        "maxLength",
-        json!(253),
-    );
+    set_spec(schema, &["serviceAccountName"], "maxLength", json!(253));
     if version != "v1beta1" {
-        set(
+        set_spec(
             schema,
-            &[&spec[..], &["exclusionList"]].concat(),
+            &["exclusionList"],
             "default",
             json!(DEFAULT_EXCLUSION_LIST),
         );
-        set(
-            schema,
-            &[&spec[..], &["provider"]].concat(),
-            "default",
-            json!("generic"),
-        );
+        set_spec(schema, &["provider"], "default", json!("generic"));
     }
-    set(
-        schema,
-        &["properties", "status"],
-        "default",
-        json!({"observedGeneration": -1}),
-    );
-    condition_schema(schema);
+    status_schema(schema);
 }
 
 fn image_policy_schema(schema: &mut Value, version: &str) {
-    let spec = ["properties", "spec", "properties"];
-    set(
-        schema,
-        &[&spec[..], &["interval"]].concat(),
-        "pattern",
-        json!(INTERVAL_PATTERN),
-    );
+    set_spec(schema, &["interval"], "pattern", json!(INTERVAL_PATTERN));
     if version != "v1beta1" {
-        set(
+        set_spec(
             schema,
-            &[&spec[..], &["digestReflectionPolicy"]].concat(),
+            &["digestReflectionPolicy"],
             "default",
             json!("Never"),
         );
         for kind in ["alphabetical", "numerical"] {
-            set(
+            set_spec(
                 schema,
-                &[
-                    &spec[..],
-                    &["policy", "properties", kind, "properties", "order"],
-                ]
-                .concat(),
+                &["policy", "properties", kind, "properties", "order"],
                 "default",
                 json!("asc"),
             );
@@ -194,13 +175,7 @@ fn image_policy_schema(schema: &mut Value, version: &str) {
             }
         ]),
     );
-    set(
-        schema,
-        &["properties", "status"],
-        "default",
-        json!({"observedGeneration": -1}),
-    );
-    condition_schema(schema);
+    status_schema(schema);
 }
 
 /// Turns the derive's single `v1` version into the three served versions, each with the

@@ -51,6 +51,32 @@ pub fn stalled(
     remove(conditions, "Reconciling");
 }
 
+/// Done: Ready=True with the reason and message, no Reconciling, no Stalled.
+pub fn ready(
+    conditions: &mut Vec<Condition>,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    set(conditions, "Ready", true, reason, message, generation, now);
+    remove(conditions, "Reconciling");
+    remove(conditions, "Stalled");
+}
+
+/// Not ready for now, but not stalled: Ready=False with the reason and message, no
+/// Stalled (Reconciling is the caller's to say).
+pub fn not_ready(
+    conditions: &mut Vec<Condition>,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    set(conditions, "Ready", false, reason, message, generation, now);
+    remove(conditions, "Stalled");
+}
+
 /// Removes the condition of `type_` (negative-polarity conditions are absent when false).
 pub fn remove(conditions: &mut Vec<Condition>, type_: &str) {
     conditions.retain(|c| c.type_ != type_);
@@ -195,5 +221,27 @@ mod tests {
         );
         assert!(is_true(&c, "Stalled"));
         assert!(get(&c, "Reconciling").is_none());
+    }
+
+    #[test]
+    fn ready_clears_stalled_and_reconciling_and_not_ready_clears_only_stalled() {
+        let mut c = Vec::new();
+        stalled(&mut c, "ImageURLInvalid", "spec.image: bad", Some(1), at(1));
+        set(
+            &mut c,
+            "Reconciling",
+            true,
+            "Progressing",
+            "again",
+            Some(1),
+            at(1),
+        );
+        not_ready(&mut c, "AuthenticationFailed", "401", Some(2), at(2));
+        assert!(!is_true(&c, "Ready"));
+        assert!(get(&c, "Stalled").is_none());
+        assert!(is_true(&c, "Reconciling"));
+        ready(&mut c, "Succeeded", "found 3 tags", Some(3), at(3));
+        assert!(is_true(&c, "Ready"));
+        assert_eq!(c.len(), 1);
     }
 }

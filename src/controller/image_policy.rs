@@ -21,7 +21,7 @@ use super::{Context, ReconcileError};
 use crate::api::{
     self, ACCESS_DENIED, DEPENDENCY_NOT_READY, DigestReflectionPolicy, FAILURE, INVALID_POLICY,
     ImagePolicy, ImagePolicySpec, ImagePolicyStatus, ImageRef as LatestRef, ImageRepository, READY,
-    RECONCILING, STALLED, SUCCEEDED, SortOrder,
+    SUCCEEDED, SortOrder,
 };
 use crate::policy::{Policy, PolicyError, Selector};
 use crate::reference::ImageRef;
@@ -450,17 +450,13 @@ async fn succeed(
         .filter(|c| c.status == "True" && !changed && previous.is_some())
         .map(|c| c.message.clone())
         .filter(|m| m.contains(&format!("resolved to {}", selected.latest.tag)));
-    conditions::set(
+    conditions::ready(
         &mut status.conditions,
-        READY,
-        true,
         SUCCEEDED,
         keep_message.as_deref().unwrap_or(&message),
         generation,
         now,
     );
-    conditions::remove(&mut status.conditions, RECONCILING);
-    conditions::remove(&mut status.conditions, STALLED);
     write_status(api, &obj.name_any(), &old, &status).await?;
     ctx.metrics.count_policy("succeeded");
 
@@ -501,16 +497,7 @@ async fn record_failure(
         conditions::stalled(&mut status.conditions, reason, message, generation, now);
         status.observed_generation = generation;
     } else {
-        conditions::set(
-            &mut status.conditions,
-            READY,
-            false,
-            reason,
-            message,
-            generation,
-            now,
-        );
-        conditions::remove(&mut status.conditions, STALLED);
+        conditions::not_ready(&mut status.conditions, reason, message, generation, now);
     }
     if let Some(at) = obj
         .annotations()

@@ -403,17 +403,13 @@ fn succeeded_status(
     if requested_at.is_some() {
         status.last_handled_reconcile_at = requested_at;
     }
-    conditions::set(
+    conditions::ready(
         &mut status.conditions,
-        READY,
-        true,
         SUCCEEDED,
         &success_message(outcome),
         generation,
         outcome.scan_time,
     );
-    conditions::remove(&mut status.conditions, RECONCILING);
-    conditions::remove(&mut status.conditions, STALLED);
     status
 }
 
@@ -432,15 +428,7 @@ async fn fail(
     let generation = obj.metadata.generation;
     let now = jiff::Timestamp::now();
     let mut status = old.clone();
-    conditions::set(
-        &mut status.conditions,
-        READY,
-        false,
-        reason,
-        message,
-        generation,
-        now,
-    );
+    conditions::not_ready(&mut status.conditions, reason, message, generation, now);
     conditions::set(
         &mut status.conditions,
         RECONCILING,
@@ -450,7 +438,6 @@ async fn fail(
         generation,
         now,
     );
-    conditions::remove(&mut status.conditions, STALLED);
     if let Some(at) = requested_at {
         status.last_handled_reconcile_at = Some(at.to_string());
     }

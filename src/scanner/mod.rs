@@ -334,12 +334,12 @@ impl Scanner {
     /// The pooled client for this TLS/proxy setting, built once.
     fn client_for(&self, req: &ScanRequest) -> Result<(reqwest::Client, [u8; 32]), ScanError> {
         let key = transport_key(&req.tls, req.proxy.as_ref());
-        {
-            let clients = self.inner.clients.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = clients.get(&key) {
-                return Ok((c.clone(), key));
-            }
-        }
+        let client = cached(&self.inner.clients, key, || self.build_client(req))?;
+        Ok((client, key))
+    }
+
+    /// A reqwest client for the scan's CA bundle, client certificate and proxy.
+    fn build_client(&self, req: &ScanRequest) -> Result<reqwest::Client, ScanError> {
         let cfg = &self.inner.config;
         let bad = |detail: String| {
             ScanError::new(
@@ -383,11 +383,7 @@ impl Scanner {
             (None, None) => {}
         }
         if let Some(proxy) = &req.proxy {
-            let address = if proxy.address.contains("://") {
-                proxy.address.clone()
-            } else {
-                format!("http://{}", proxy.address)
-            };
+            let address = proxy.url();
             let shown = transport::redact_url_userinfo(&address);
             let mut p = reqwest::Proxy::all(address.as_str()).map_err(|e| {
                 bad(format!(
@@ -401,15 +397,8 @@ impl Scanner {
             b = b.proxy(p);
         }
         // Without a proxy setting, reqwest honours HTTPS_PROXY/HTTP_PROXY/NO_PROXY.
-        let client = b
-            .build()
-            .map_err(|e| bad(format!("cannot build the HTTP client: {}", without_url(&e))))?;
-        let mut clients = self.inner.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if clients.len() >= MAX_CLIENTS {
-            clients.clear();
-        }
-        clients.insert(key, client.clone());
-        Ok((client, key))
+        b.build()
+            .map_err(|e| bad(format!("cannot build the HTTP client: {}", without_url(&e))))
     }
 
     /// `GET /v2/`: which scheme answers (HTTPS, or plain HTTP for `insecure` and, as a
@@ -826,17 +815,18 @@ impl Scanner {
         ctx: &Ctx<'_>,
         plain_http: bool,
     ) -> Result<oci_client::Client, ScanError> {
-        let key = (ctx.client_key, plain_http);
-        {
-            let clients = self
-                .inner
-                .oci_clients
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = clients.get(&key) {
-                return Ok(c.clone());
-            }
-        }
+        cached(
+            &self.inner.oci_clients,
+            (ctx.client_key, plain_http),
+            || self.build_oci_client(ctx, plain_http),
+        )
+    }
+
+    fn build_oci_client(
+        &self,
+        ctx: &Ctx<'_>,
+        plain_http: bool,
+    ) -> Result<oci_client::Client, ScanError> {
         let cfg = &self.inner.config;
         let bad = |detail: String| ctx.err(ScanErrorKind::InvalidConfig, detail);
         let proxy = ctx
@@ -874,7 +864,7 @@ impl Scanner {
             no_proxy: None,
             ..ClientConfig::default()
         };
-        let client = oci_client::Client::try_from(config).map_err(|e| {
+        oci_client::Client::try_from(config).map_err(|e| {
             let mut detail = format!("cannot build the token client: {e}");
             if let Some(p) = &proxy {
                 detail = detail.replace(p.as_str(), "<proxy>");
@@ -889,17 +879,7 @@ impl Scanner {
                 detail = detail.replace(pw, "<redacted>");
             }
             bad(detail)
-        })?;
-        let mut clients = self
-            .inner
-            .oci_clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if clients.len() >= MAX_CLIENTS {
-            clients.clear();
-        }
-        clients.insert(key, client.clone());
-        Ok(client)
+        })
     }
 
     /// The hand-written token flow, for what oci-client 0.18 cannot do (see the module
@@ -1325,6 +1305,29 @@ fn credential_fingerprint(c: Option<&RegistryCredential>) -> [u8; 32] {
         }
     }
     h.finalize().into()
+}
+
+/// The client under `key`, built by `build` the first time (and again after the map is
+/// emptied at [`MAX_CLIENTS`] entries, so distinct settings cannot grow it without bound).
+fn cached<K, C, E>(
+    clients: &Mutex<HashMap<K, C>>,
+    key: K,
+    build: impl FnOnce() -> Result<C, E>,
+) -> Result<C, E>
+where
+    K: std::hash::Hash + Eq,
+    C: Clone,
+{
+    if let Some(c) = clients.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(c.clone());
+    }
+    let client = build()?;
+    let mut clients = clients.lock().unwrap_or_else(|p| p.into_inner());
+    if clients.len() >= MAX_CLIENTS {
+        clients.clear();
+    }
+    clients.insert(key, client.clone());
+    Ok(client)
 }
 
 fn transport_key(tls: &TlsMaterial, proxy: Option<&ProxyConfig>) -> [u8; 32] {

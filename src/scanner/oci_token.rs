@@ -85,11 +85,7 @@ fn jwt_expiry(token: &str) -> Option<i64> {
 /// when it has none) with the username and password as percent-encoded userinfo, from
 /// which reqwest sends Basic proxy authentication.
 pub(crate) fn proxy_url(proxy: &ProxyConfig) -> Result<String, String> {
-    let address = if proxy.address.contains("://") {
-        proxy.address.clone()
-    } else {
-        format!("http://{}", proxy.address)
-    };
+    let address = proxy.url();
     let shown = super::transport::redact_url_userinfo(&address);
     let mut url = url::Url::parse(&address)
         .map_err(|e| format!("the proxy address {shown:?} is not a valid URL: {e}"))?;

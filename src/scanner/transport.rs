@@ -93,6 +93,18 @@ pub struct ProxyConfig {
     pub password: Option<String>,
 }
 
+impl ProxyConfig {
+    /// The proxy's URL, `http://` assumed when the address has no scheme (as Flux's
+    /// `proxySecretRef` `address` is often written `host:port`).
+    pub(crate) fn url(&self) -> String {
+        if self.address.contains("://") {
+            self.address.clone()
+        } else {
+            format!("http://{}", self.address)
+        }
+    }
+}
+
 impl fmt::Debug for ProxyConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProxyConfig")

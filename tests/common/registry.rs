@@ -218,13 +218,19 @@ impl Registry {
     /// Pushes one small OCI image and tags it with every tag (one config blob, one
     /// manifest, then a manifest PUT per tag, 32 at a time). Returns the manifest digest.
     pub async fn push_tags<S: AsRef<str>>(&self, repo: &str, tags: &[S]) -> String {
+        self.push_image(repo, b"{}", tags).await
+    }
+
+    /// [`Registry::push_tags`] with `config` as the image's config blob, so images pushed
+    /// with different configs have different digests.
+    pub async fn push_image<S: AsRef<str>>(&self, repo: &str, config: &[u8], tags: &[S]) -> String {
         let base = self.base_url();
         let auth = self.auth_header(repo);
         let with_auth = |rb: reqwest::RequestBuilder| match &auth {
             Some(a) => rb.header("authorization", a),
             None => rb,
         };
-        let config = b"{}".to_vec();
+        let config = config.to_vec();
         let config_digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&config)));
         let resp = with_auth(self.http.post(format!("{base}/v2/{repo}/blobs/uploads/")))
             .send()
