@@ -1109,24 +1109,46 @@ async fn update(
     obj["apiVersion"] = json!(t.rt.api_version(&t.version));
     obj["kind"] = json!(t.rt.kind);
     let old_shown = present(&t.rt, &t.version, &cur);
+    admit_and_update(app, t, q, headers, obj, &old_shown, &cur, || {})
+        .await?
+        .ok_or_else(|| ApiError::conflict(&t.rt, &t.name))
+}
+
+/// Runs the admission webhooks on `obj` as an update of `cur` (`old_shown` is `cur` as
+/// the request's version shows it), then answers a dry run with what would be stored, or
+/// stores it and calls `on_commit`. None: `cur` changed meanwhile (a conflict).
+#[allow(clippy::too_many_arguments)]
+async fn admit_and_update(
+    app: &App,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    obj: Value,
+    old_shown: &Value,
+    cur: &Value,
+    on_commit: impl FnOnce(),
+) -> ApiResult<Option<Response>> {
     let mut warnings = vec![];
-    let final_obj = admit(app, t, q, headers, obj, Some(&old_shown), &mut warnings).await?;
+    let final_obj = admit(app, t, q, headers, obj, Some(old_shown), &mut warnings).await?;
     let stored = to_stored(&t.rt, &t.version, final_obj);
     if dry_run(q) {
-        return Ok(json_response(
+        return Ok(Some(json_response(
             200,
             &present(&t.rt, &t.version, &stored),
             &warnings,
-        ));
+        )));
     }
     match commit_update(app, t, &cur["metadata"]["resourceVersion"], stored) {
-        Ok(s) => Ok(json_response(
-            200,
-            &present(&t.rt, &t.version, &s),
-            &warnings,
-        )),
+        Ok(s) => {
+            on_commit();
+            Ok(Some(json_response(
+                200,
+                &present(&t.rt, &t.version, &s),
+                &warnings,
+            )))
+        }
         Err(Some(e)) => Err(e),
-        Err(None) => Err(ApiError::conflict(&t.rt, &t.name)),
+        Err(None) => Ok(None),
     }
 }
 
@@ -1241,32 +1263,17 @@ async fn patch_object(
         doc["metadata"]["name"] = json!(t.name);
         doc["apiVersion"] = json!(t.rt.api_version(&t.version));
         doc["kind"] = json!(t.rt.kind);
-        let mut warnings = vec![];
-        let final_obj = admit(app, t, q, headers, doc, Some(&old_shown), &mut warnings).await?;
-        let stored = to_stored(&t.rt, &t.version, final_obj);
-        if dry_run(q) {
-            return Ok(json_response(
-                200,
-                &present(&t.rt, &t.version, &stored),
-                &warnings,
-            ));
-        }
-        match commit_update(app, t, &cur["metadata"]["resourceVersion"], stored) {
-            Ok(s) => {
-                if is_apply {
-                    app.shared
-                        .lock()
-                        .applied
-                        .insert(ssa_key, body_value.clone());
-                }
-                return Ok(json_response(
-                    200,
-                    &present(&t.rt, &t.version, &s),
-                    &warnings,
-                ));
+        let remember_apply = || {
+            if is_apply {
+                app.shared
+                    .lock()
+                    .applied
+                    .insert(ssa_key.clone(), body_value.clone());
             }
-            Err(Some(e)) => return Err(e),
-            Err(None) => continue,
+        };
+        let done = admit_and_update(app, t, q, headers, doc, &old_shown, &cur, remember_apply);
+        if let Some(response) = done.await? {
+            return Ok(response);
         }
     }
     Err(ApiError::conflict(&t.rt, &t.name))
