@@ -50,10 +50,9 @@ printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$tmp/ext"
 openssl x509 -req -in "$tmp/tls.csr" -CA "$tmp/ca.crt" -CAkey "$tmp/ca.key" -CAcreateserial \
   -out "$tmp/tls.crt" -days 1 -extfile "$tmp/ext" 2>/dev/null
 
-# A realistic review: an ImageRepository CREATE as the API server sends it.
-cat > "$tmp/body.json" <<'JSON'
-{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"705ab4f5-6393-11e8-b7cc-42010a800002","kind":{"group":"image.toolkit.fluxcd.io","version":"v1","kind":"ImageRepository"},"resource":{"group":"image.toolkit.fluxcd.io","version":"v1","resource":"imagerepositories"},"requestKind":{"group":"image.toolkit.fluxcd.io","version":"v1","kind":"ImageRepository"},"requestResource":{"group":"image.toolkit.fluxcd.io","version":"v1","resource":"imagerepositories"},"name":"podinfo","namespace":"flux-system","operation":"CREATE","userInfo":{"username":"system:serviceaccount:flux-system:kustomize-controller","uid":"8f2c0a4e-8a1d-4c1b-9a55-2c7d3f0e9b11","groups":["system:serviceaccounts","system:serviceaccounts:flux-system","system:authenticated"]},"object":{"apiVersion":"image.toolkit.fluxcd.io/v1","kind":"ImageRepository","metadata":{"name":"podinfo","namespace":"flux-system","labels":{"kustomize.toolkit.fluxcd.io/name":"flux-system","kustomize.toolkit.fluxcd.io/namespace":"flux-system"},"annotations":{"reconcile.fluxcd.io/requestedAt":"2024-05-01T10:00:00Z"},"managedFields":[{"manager":"kustomize-controller","operation":"Apply","apiVersion":"image.toolkit.fluxcd.io/v1","time":"2024-05-01T10:00:00Z","fieldsType":"FieldsV1","fieldsV1":{"f:metadata":{"f:labels":{"f:kustomize.toolkit.fluxcd.io/name":{},"f:kustomize.toolkit.fluxcd.io/namespace":{}}},"f:spec":{"f:image":{},"f:interval":{},"f:secretRef":{"f:name":{}},"f:exclusionList":{}}}}]},"spec":{"image":"ghcr.io/stefanprodan/podinfo","interval":"5m","timeout":"1m","provider":"generic","secretRef":{"name":"ghcr-auth"},"exclusionList":["^.*\\.sig$","^sha256-.*$"],"accessFrom":{"namespaceSelectors":[{"matchLabels":{"kubernetes.io/metadata.name":"apps"}}]}}},"oldObject":null,"dryRun":false,"options":{"kind":"CreateOptions","apiVersion":"meta.k8s.io/v1","fieldManager":"kustomize-controller"}}}
-JSON
+# A realistic review (bench/review.json): an ImageRepository CREATE as the API server
+# sends it, managed fields and user info included.
+tr -d '\n' < bench/review.json > "$tmp/body.json"
 cat > "$tmp/post.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
