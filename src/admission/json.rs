@@ -51,7 +51,7 @@ impl<'a> Object<'a> {
     }
 
     /// Builds the object from members in any order; a repeated key keeps its last value.
-    fn from_members(mut members: Vec<(Cow<'a, str>, Json<'a>)>) -> Self {
+    pub(super) fn from_members(mut members: Vec<(Cow<'a, str>, Json<'a>)>) -> Self {
         let sorted = members.windows(2).all(|w| w[0].0 < w[1].0);
         if !sorted {
             // Stable: duplicates stay in input order. `dedup_by` keeps the first of a run

@@ -3,6 +3,7 @@
 
 pub mod json;
 pub mod names;
+mod reader;
 pub mod review;
 pub mod rules;
 

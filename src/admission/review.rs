@@ -3,6 +3,7 @@
 
 use super::ClusterView;
 use super::json::{Json, borrowed_opt_str};
+use super::reader::{Fast, Reader};
 use super::rules::{self, Context, Kind};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -68,7 +69,7 @@ pub struct Outcome {
 
 // The envelope borrows its strings from the body (Cow: owned only when a string has
 // escapes), so a review costs no allocation beyond the spec itself.
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 struct ReviewIn<'a> {
     #[serde(default, borrow)]
@@ -79,7 +80,7 @@ struct ReviewIn<'a> {
     request: Option<RequestIn<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 struct RequestIn<'a> {
     #[serde(borrow)]
@@ -100,7 +101,7 @@ struct RequestIn<'a> {
 
 /// The parts of an object the rules read. Everything else (managedFields, labels,
 /// status...) is skipped while parsing, without being built in memory.
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct ObjectIn<'a> {
     #[serde(default, borrow)]
     metadata: MetadataIn<'a>,
@@ -109,7 +110,7 @@ struct ObjectIn<'a> {
     spec: Option<Json<'a>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 struct MetadataIn<'a> {
     #[serde(default, borrow, deserialize_with = "borrowed_opt_str")]
@@ -121,7 +122,7 @@ struct MetadataIn<'a> {
     deletion_timestamp: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Debug, PartialEq)]
 struct GroupVersionKind<'a> {
     #[serde(default, borrow)]
     group: Cow<'a, str>,
@@ -226,9 +227,132 @@ fn operation_of(operation: &str) -> Cow<'static, str> {
 /// what it was.
 fn parse(body: &[u8]) -> Result<ReviewIn<'_>, serde_json::Error> {
     match std::str::from_utf8(body) {
-        Ok(text) => serde_json::from_str(text),
+        Ok(text) => match read_review(text) {
+            Some(review) => Ok(review),
+            None => serde_json::from_str(text),
+        },
         Err(_) => serde_json::from_slice(body),
     }
+}
+
+/// The fast path of [`parse`] (see [`super::reader`]): the same [`ReviewIn`] serde_json
+/// would build, or `None` to let serde_json read the text (and name what is wrong with it).
+/// Field by field it follows the derived `Deserialize` impls above: the same names,
+/// defaults and null handling; anything else gives up.
+fn read_review(text: &str) -> Fast<ReviewIn<'_>> {
+    let mut r = Reader::new(text);
+    let (mut api_version, mut kind, mut request) = (None, None, None);
+    r.object(|r, key| match key {
+        "apiVersion" => set(&mut api_version, r.string()?),
+        "kind" => set(&mut kind, r.string()?),
+        "request" => {
+            let request_in = if r.null() {
+                None
+            } else {
+                Some(read_request(r)?)
+            };
+            set(&mut request, request_in)
+        }
+        _ => r.skip(1),
+    })?;
+    if !r.at_end() {
+        return None;
+    }
+    Some(ReviewIn {
+        api_version: api_version.unwrap_or_default(),
+        kind: kind.unwrap_or_default(),
+        request: request.flatten(),
+    })
+}
+
+/// Stores a struct field read once; a repeated field gives up (the derived impls refuse it).
+fn set<T>(field: &mut Option<T>, value: T) -> Fast<()> {
+    if field.is_some() {
+        return None;
+    }
+    *field = Some(value);
+    Some(())
+}
+
+fn read_request<'a>(r: &mut Reader<'a>) -> Fast<RequestIn<'a>> {
+    let (mut uid, mut kind, mut operation) = (None, None, None);
+    let (mut name, mut namespace, mut object, mut old_object) = (None, None, None, None);
+    r.object(|r, key| match key {
+        "uid" => set(&mut uid, r.string()?),
+        "kind" => set(&mut kind, read_gvk(r)?),
+        "operation" => set(&mut operation, r.string()?),
+        "name" => set(&mut name, r.opt_string()?),
+        "namespace" => set(&mut namespace, r.opt_string()?),
+        "object" => set(&mut object, read_opt_object(r)?),
+        "oldObject" => set(&mut old_object, read_opt_object(r)?),
+        _ => r.skip(2),
+    })?;
+    Some(RequestIn {
+        uid: uid?,
+        kind: kind?,
+        operation: operation?,
+        name: name.flatten(),
+        namespace: namespace.flatten(),
+        object: object.flatten(),
+        old_object: old_object.flatten(),
+    })
+}
+
+fn read_gvk<'a>(r: &mut Reader<'a>) -> Fast<GroupVersionKind<'a>> {
+    let (mut group, mut version, mut kind) = (None, None, None);
+    r.object(|r, key| match key {
+        "group" => set(&mut group, r.string()?),
+        "version" => set(&mut version, r.string()?),
+        "kind" => set(&mut kind, r.string()?),
+        _ => r.skip(3),
+    })?;
+    Some(GroupVersionKind {
+        group: group.unwrap_or_default(),
+        version: version?,
+        kind: kind?,
+    })
+}
+
+fn read_opt_object<'a>(r: &mut Reader<'a>) -> Fast<Option<ObjectIn<'a>>> {
+    if r.null() {
+        return Some(None);
+    }
+    let (mut metadata, mut spec) = (None, None);
+    r.object(|r, key| match key {
+        "metadata" => set(&mut metadata, read_metadata(r)?),
+        "spec" => {
+            let value = if r.null() { None } else { Some(r.value(3)?) };
+            set(&mut spec, value)
+        }
+        _ => r.skip(3),
+    })?;
+    Some(Some(ObjectIn {
+        metadata: metadata.unwrap_or_default(),
+        spec: spec.flatten(),
+    }))
+}
+
+fn read_metadata<'a>(r: &mut Reader<'a>) -> Fast<MetadataIn<'a>> {
+    let (mut name, mut generate_name, mut deletion_timestamp) = (None, None, None);
+    r.object(|r, key| match key {
+        "name" => set(&mut name, r.opt_string()?),
+        "generateName" => set(&mut generate_name, r.opt_string()?),
+        "deletionTimestamp" => {
+            let value = if r.null() {
+                None
+            } else {
+                r.skip(4)?;
+                Some(serde::de::IgnoredAny)
+            };
+            set(&mut deletion_timestamp, value)
+        }
+        _ => r.skip(4),
+    })?;
+    Some(MetadataIn {
+        name: name.flatten(),
+        generate_name: generate_name.flatten(),
+        deletion_timestamp: deletion_timestamp.flatten(),
+    })
 }
 
 /// Answers one AdmissionReview body for `endpoint`.
@@ -570,5 +694,162 @@ mod tests {
             err.to_string()
                 .contains("request.object is missing for operation CREATE")
         );
+    }
+
+    // ---- The fast reader against serde_json -------------------------------------------
+
+    /// Whatever the fast reader accepts, serde_json accepts with the same envelope. Returns
+    /// whether the reader accepted.
+    fn reader_agrees(text: &str) -> bool {
+        let fast = read_review(text);
+        let slow = serde_json::from_str::<ReviewIn<'_>>(text);
+        match (&fast, &slow) {
+            (Some(f), Ok(s)) => assert_eq!(f, s, "{text}"),
+            (Some(f), Err(e)) => {
+                panic!("the reader accepted what serde_json refuses ({e}): {text}\n{f:?}")
+            }
+            (None, _) => {}
+        }
+        fast.is_some()
+    }
+
+    /// Reviews as API servers send them, and some less usual but valid ones.
+    fn valid_reviews() -> Vec<String> {
+        let update = body(
+            "UPDATE",
+            json!({"metadata": {"name": "a", "deletionTimestamp": "2024-05-01T10:00:00Z",
+                                "finalizers": ["x"], "generation": 3},
+                   "spec": {"image": "ghcr.io/org/app", "interval": "5m", "insecure": true,
+                            "exclusionList": ["^.*\\.sig$", "caf\u{e9} \"quoted\""],
+                            "n": [1, -2, 2.5, 1e3, 18446744073709551615u64, null]}}),
+            json!({"metadata": {"name": "a"}, "spec": {"image": "ghcr.io/org/app"}}),
+        );
+        let delete = body(
+            "DELETE",
+            Value::Null,
+            json!({"metadata": {"name": "a"}, "spec": null}),
+        );
+        // Pretty-printed, with escapes in skipped strings and keys, and without a group.
+        let policy = serde_json::to_vec_pretty(&json!({
+            "kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+            "request": {"uid": "u\u{2603}", "kind": {"version": "v1beta2", "kind": "ImagePolicy"},
+                        "operation": "CREATE", "name": null,
+                        "userInfo": {"user\"name": "a\\b\n", "extra": {"k": [[], {}, 0.5e-3]}},
+                        "object": {"metadata": {"generateName": "p-", "labels": {"a/b": "c"}},
+                                   "spec": {"imageRepositoryRef": {"name": "r"},
+                                            "policy": {"semver": {"range": ">=1.0"}}}}},
+        }))
+        .unwrap();
+        [
+            include_bytes!("../../bench/review.json")
+                .trim_ascii_end()
+                .to_vec(),
+            update,
+            delete,
+            policy,
+        ]
+        .into_iter()
+        .map(|b| String::from_utf8(b).unwrap())
+        .collect()
+    }
+
+    #[test]
+    fn the_reader_reads_usual_reviews_as_serde_json_does() {
+        for text in valid_reviews() {
+            assert!(
+                reader_agrees(&text),
+                "the reader gave up on a valid review: {text}"
+            );
+        }
+        // Escapes are written by hand here (serde_json writes é and ☃ as they are).
+        let escaped = valid_reviews()[0].replace("podinfo", r"pod\u0069nfo\/x");
+        assert!(reader_agrees(&escaped), "{escaped}");
+    }
+
+    #[test]
+    fn the_reader_never_accepts_a_broken_review_nor_reads_one_differently() {
+        const BYTES: &[u8] = b"\"\\{}[],:0-n \x01a";
+        let (mut accepted, mut tried) = (0usize, 0usize);
+        for text in valid_reviews() {
+            let bytes = text.as_bytes();
+            for at in 0..bytes.len() {
+                let mut variants = vec![bytes[..at].to_vec()];
+                let mut without = bytes.to_vec();
+                without.remove(at);
+                variants.push(without);
+                for &b in BYTES {
+                    let mut replaced = bytes.to_vec();
+                    replaced[at] = b;
+                    variants.push(replaced);
+                    let mut inserted = bytes.to_vec();
+                    inserted.insert(at, b);
+                    variants.push(inserted);
+                }
+                for variant in variants {
+                    if let Ok(text) = String::from_utf8(variant) {
+                        tried += 1;
+                        accepted += usize::from(reader_agrees(&text));
+                    }
+                }
+            }
+        }
+        // Many variants stay valid (a changed letter inside a string): the reader must
+        // have read those, not given up on everything.
+        assert!(accepted > tried / 20, "accepted {accepted} of {tried}");
+    }
+
+    #[test]
+    fn the_reader_leaves_unusual_shapes_to_serde_json() {
+        let base = r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":REQ}"#;
+        let req = |body: &str| base.replace("REQ", body);
+        let gvk =
+            r#""kind":{"group":"image.toolkit.fluxcd.io","version":"v1","kind":"ImageRepository"}"#;
+        let with = |rest: &str| {
+            req(&format!(
+                r#"{{"uid":"a",{gvk},"operation":"CREATE",{rest}}}"#
+            ))
+        };
+        for text in [
+            // A repeated field: the derived impls refuse it.
+            with(r#""uid":"b""#),
+            r#"{"kind":"AdmissionReview","kind":"AdmissionReview","request":null}"#.to_string(),
+            with(r#""object":{"spec":{},"spec":{}}"#),
+            with(r#""object":{"metadata":{"name":"a","name":"b"}}"#),
+            // A field name written with an escape is still that field for serde.
+            req(&format!(r#"{{"ui\u0064":"a",{gvk},"operation":"CREATE"}}"#)),
+            // A struct written as an array (serde accepts it), wrong types, missing fields.
+            req(r#"{"uid":"a","kind":["g","v","ImageRepository"],"operation":"CREATE"}"#),
+            req(&format!(r#"{{"uid":1,{gvk},"operation":"CREATE"}}"#)),
+            req(&format!(r#"{{{gvk},"operation":"CREATE"}}"#)),
+            req(r#"{"uid":"a","kind":{"group":"g","kind":"K"},"operation":"CREATE"}"#),
+            with(r#""object":{"metadata":null}"#),
+            with(r#""name":7"#),
+            with(r#""object":[]"#),
+            // Nesting beyond serde_json's limit in a skipped field; a number out of range.
+            with(&format!(r#""x":{}{}"#, "[".repeat(200), "]".repeat(200))),
+            with(r#""object":{"spec":{"n":1e400}}"#),
+            // A lone surrogate in a string the rules read.
+            with(r#""object":{"spec":{"image":"\ud800"}}"#),
+        ] {
+            assert!(
+                !reader_agrees(&text),
+                "the reader should have given up on {text}"
+            );
+        }
+        // The answer is then serde_json's, with its message.
+        let err = parse(with(r#""uid":"b""#).as_bytes()).err().unwrap();
+        assert!(err.to_string().contains("duplicate field `uid`"), "{err}");
+    }
+
+    #[test]
+    fn the_reader_reads_null_and_absent_fields_as_the_derived_impls_do() {
+        for text in [
+            r#"{"request":null}"#,
+            r#"{}"#,
+            r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":"a","kind":{"version":"v1","kind":"K"},"operation":"DELETE","name":null,"namespace":null,"object":null,"oldObject":{"spec":null,"metadata":{"deletionTimestamp":null}}}}"#,
+            r#"{"request":{"uid":"a","kind":{"version":"v1","kind":"K"},"operation":"CREATE","object":{"metadata":{"deletionTimestamp":{"x":[1]}},"spec":"not an object"}}}"#,
+        ] {
+            assert!(reader_agrees(text), "the reader gave up on {text}");
+        }
     }
 }

@@ -1,0 +1,458 @@
+//! A strict JSON reader for the webhook's fast path.
+//!
+//! An API server sends the same shape of AdmissionReview every time, most of it (user info,
+//! managed fields, options) of no interest to the rules. serde_json reads such a body in
+//! two layers: its tokenizer, then the derived visitors of every struct it fills; for a
+//! typical 2 KB review the second layer costs as much as the first. This reader walks the
+//! text once, checks every byte of it against the JSON grammar (RFC 8259) as serde_json
+//! does, skips what the rules do not read, and builds the parts they do read
+//! ([`Json`] values borrowing from the text).
+//!
+//! It never decides an error. Whenever anything is unusual (invalid JSON, an unexpected
+//! type, a repeated field, a key with escapes where a field name is expected, nesting over
+//! [`MAX_DEPTH`]) it gives up with `None`, and the caller parses the text again with
+//! serde_json, which then gives the answer or the error message it always gave. So an
+//! accepted text must be one serde_json accepts with the same result; the tests in
+//! `review.rs` check exactly that, on the usual reviews and on thousands of broken ones.
+//! Strings with escapes and numbers are rare in a review; they are handed to serde_json
+//! itself, so their values and their errors are serde_json's by construction.
+
+use super::json::{Json, Object};
+use std::borrow::Cow;
+
+/// Deeper nesting is left to serde_json (whose own limit is 128) to judge.
+const MAX_DEPTH: usize = 100;
+
+/// `None`: the fast path gives up; parse with serde_json instead.
+pub(super) type Fast<T> = Option<T>;
+
+/// A cursor over JSON text.
+pub(super) struct Reader<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of every byte of `word` that is a quote, a backslash or below 0x20 (a
+/// control character, which JSON strings may not hold raw). The lowest set bit is exact;
+/// bits above it may be spurious, so only the first is used.
+#[inline(always)]
+fn special_bytes(word: u64) -> u64 {
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    (zero(quote) | zero(backslash) | (word.wrapping_sub(ONES * 0x20) & !word)) & HIGH
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `text`.
+    pub(super) fn new(text: &'a str) -> Self {
+        Reader { text, pos: 0 }
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    /// The next byte after any whitespace, not consumed.
+    #[inline]
+    pub(super) fn peek(&mut self) -> Option<u8> {
+        let bytes = self.bytes();
+        while let Some(&b) = bytes.get(self.pos) {
+            if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                return Some(b);
+            }
+            self.pos += 1;
+        }
+        None
+    }
+
+    /// Consumes `byte` (after whitespace), or gives up.
+    #[inline]
+    pub(super) fn expect(&mut self, byte: u8) -> Fast<()> {
+        if self.peek()? != byte {
+            return None;
+        }
+        self.pos += 1;
+        Some(())
+    }
+
+    /// True at the end of the text (after whitespace).
+    pub(super) fn at_end(&mut self) -> bool {
+        self.peek().is_none()
+    }
+
+    /// Consumes `null` if it comes next.
+    pub(super) fn null(&mut self) -> bool {
+        if self.peek() == Some(b'n') && self.bytes()[self.pos..].starts_with(b"null") {
+            self.pos += 4;
+            return true;
+        }
+        false
+    }
+
+    /// A string's raw contents (between the quotes, escapes as written) and whether it has
+    /// escapes. Escapes are checked as serde_json checks a string it skips: one of `"\/bfnrt`
+    /// or `u` and four hex digits.
+    fn raw_string(&mut self) -> Fast<(&'a str, bool)> {
+        self.expect(b'"')?;
+        let bytes = self.bytes();
+        let start = self.pos;
+        let mut i = start;
+        let mut escaped = false;
+        loop {
+            while let Some(chunk) = bytes.get(i..i + 8) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                let special = special_bytes(u64::from_le_bytes(word));
+                if special != 0 {
+                    i += (special.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i += 8;
+            }
+            while let Some(&b) = bytes.get(i) {
+                if matches!(b, b'"' | b'\\' | 0..=0x1f) {
+                    break;
+                }
+                i += 1;
+            }
+            match bytes.get(i)? {
+                b'"' => {
+                    self.pos = i + 1;
+                    // The quotes are ASCII, so both ends are character boundaries.
+                    return Some((self.text.get(start..i)?, escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    match bytes.get(i + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                        b'u' => {
+                            let hex = bytes.get(i + 2..i + 6)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            i += 6;
+                        }
+                        _ => return None,
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string value: borrowed when it has no escapes; otherwise unescaped by serde_json
+    /// (so lone surrogates and the like are judged as always).
+    pub(super) fn string(&mut self) -> Fast<Cow<'a, str>> {
+        let (raw, escaped) = self.raw_string()?;
+        if !escaped {
+            return Some(Cow::Borrowed(raw));
+        }
+        // The quoted text is the `raw.len() + 2` bytes ending at the cursor.
+        let quoted = self.text.get(self.pos - raw.len() - 2..self.pos)?;
+        serde_json::from_str::<String>(quoted).ok().map(Cow::Owned)
+    }
+
+    /// A string or null (absent members are the caller's business).
+    pub(super) fn opt_string(&mut self) -> Fast<Option<Cow<'a, str>>> {
+        if self.null() {
+            return Some(None);
+        }
+        self.string().map(Some)
+    }
+
+    /// Walks an object's members: `member` gets each key and must consume its value. Keys
+    /// with escapes give up: a derived struct compares field names after unescaping.
+    pub(super) fn object(
+        &mut self,
+        mut member: impl FnMut(&mut Self, &'a str) -> Fast<()>,
+    ) -> Fast<()> {
+        self.expect(b'{')?;
+        if self.peek()? == b'}' {
+            self.pos += 1;
+            return Some(());
+        }
+        loop {
+            let (key, escaped) = self.raw_string()?;
+            if escaped {
+                return None;
+            }
+            self.expect(b':')?;
+            member(self, key)?;
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Skips one value of any kind, checking it.
+    pub(super) fn skip(&mut self, depth: usize) -> Fast<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => self.raw_string().map(drop),
+            b'{' => {
+                self.pos += 1;
+                if self.peek()? == b'}' {
+                    self.pos += 1;
+                    return Some(());
+                }
+                loop {
+                    // Keys of skipped objects are skipped strings too.
+                    self.raw_string()?;
+                    self.expect(b':')?;
+                    self.skip(depth + 1)?;
+                    match self.peek()? {
+                        b',' => self.pos += 1,
+                        b'}' => {
+                            self.pos += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            b'[' => {
+                self.pos += 1;
+                if self.peek()? == b']' {
+                    self.pos += 1;
+                    return Some(());
+                }
+                loop {
+                    self.skip(depth + 1)?;
+                    match self.peek()? {
+                        b',' => self.pos += 1,
+                        b']' => {
+                            self.pos += 1;
+                            return Some(());
+                        }
+                        _ => return None,
+                    }
+                }
+            }
+            _ => self.scalar().map(drop),
+        }
+    }
+
+    /// `true`, `false`, `null` or a number, as the text it is written as.
+    fn scalar(&mut self) -> Fast<Scalar<'a>> {
+        let bytes = self.bytes();
+        let rest = &bytes[self.pos..];
+        for (word, scalar) in [
+            (&b"true"[..], Scalar::Bool(true)),
+            (b"false", Scalar::Bool(false)),
+            (b"null", Scalar::Null),
+        ] {
+            if rest.starts_with(word) {
+                self.pos += word.len();
+                return Some(scalar);
+            }
+        }
+        let start = self.pos;
+        let mut i = start;
+        let digits = |i: &mut usize| {
+            let from = *i;
+            while bytes.get(*i).is_some_and(u8::is_ascii_digit) {
+                *i += 1;
+            }
+            *i > from
+        };
+        if bytes.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match bytes.get(i)? {
+            b'0' => i += 1,
+            b'1'..=b'9' => {
+                digits(&mut i);
+            }
+            _ => return None,
+        }
+        if bytes.get(i) == Some(&b'.') {
+            i += 1;
+            if !digits(&mut i) {
+                return None;
+            }
+        }
+        if matches!(bytes.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(bytes.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            if !digits(&mut i) {
+                return None;
+            }
+        }
+        self.pos = i;
+        Some(Scalar::Number(self.text.get(start..i)?))
+    }
+
+    /// One value, built: strings and keys borrow from the text when they have no escapes;
+    /// numbers are read by serde_json (same value, same range errors).
+    pub(super) fn value(&mut self, depth: usize) -> Fast<Json<'a>> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => self.string().map(Json::String),
+            b'{' => {
+                let mut members = Vec::with_capacity(8);
+                self.pos += 1;
+                if self.peek()? == b'}' {
+                    self.pos += 1;
+                } else {
+                    loop {
+                        let key = self.string()?;
+                        self.expect(b':')?;
+                        members.push((key, self.value(depth + 1)?));
+                        match self.peek()? {
+                            b',' => self.pos += 1,
+                            b'}' => {
+                                self.pos += 1;
+                                break;
+                            }
+                            _ => return None,
+                        }
+                    }
+                }
+                Some(Json::Object(Object::from_members(members)))
+            }
+            b'[' => {
+                let mut elements = Vec::with_capacity(4);
+                self.pos += 1;
+                if self.peek()? == b']' {
+                    self.pos += 1;
+                } else {
+                    loop {
+                        elements.push(self.value(depth + 1)?);
+                        match self.peek()? {
+                            b',' => self.pos += 1,
+                            b']' => {
+                                self.pos += 1;
+                                break;
+                            }
+                            _ => return None,
+                        }
+                    }
+                }
+                Some(Json::Array(elements))
+            }
+            _ => match self.scalar()? {
+                Scalar::Null => Some(Json::Null),
+                Scalar::Bool(b) => Some(Json::Bool(b)),
+                Scalar::Number(text) => serde_json::from_str(text).ok().map(Json::Number),
+            },
+        }
+    }
+}
+
+enum Scalar<'a> {
+    Null,
+    Bool(bool),
+    Number(&'a str),
+}
+
+/// Reads a whole text as one JSON value and nothing else (for tests of the reader itself).
+#[cfg(test)]
+pub(super) fn value_of(text: &str) -> Fast<Json<'_>> {
+    let mut r = Reader::new(text);
+    let v = r.value(0)?;
+    r.at_end().then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every text the reader accepts, serde_json accepts with the same value.
+    fn agrees(text: &str) -> bool {
+        let ours = value_of(text);
+        let theirs = serde_json::from_str::<Json<'_>>(text).ok();
+        match (&ours, &theirs) {
+            (Some(a), Some(b)) => assert_eq!(a, b, "{text:?}"),
+            (Some(a), None) => panic!("reader accepted {text:?} as {a:?}; serde_json refuses it"),
+            _ => {}
+        }
+        ours.is_some()
+    }
+
+    #[test]
+    fn valid_json_is_read_as_serde_json_reads_it() {
+        for text in [
+            r#"{"a":"b","c":[1,-2,3.5,1e3,-0,0.5E-2,true,false,null],"d":{}}"#,
+            " { \"z\" : [ ] , \"a\" :\t{ \"x\" : \"\" } }\n",
+            r#"{"k":"^.*\\.sig$","e":"\u00e9\"\/\b\f\n\r\t","long":"0123456789abcdefghijklmnopqrstuvwxyz"}"#,
+            r#"{"dup":1,"dup":2,"b":"é — ✓ 😀 text past eight bytes"}"#,
+            r#"[18446744073709551615, -9223372036854775808, 123456789012345678901234567890]"#,
+            r#""just a string""#,
+            "0",
+        ] {
+            assert!(agrees(text), "reader gave up on valid {text:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_json_is_never_accepted() {
+        for text in [
+            "",
+            "{",
+            r#"{"a":1,}"#,
+            r#"[1,]"#,
+            r#"[1 2]"#,
+            r#"{"a" 1}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":nul}"#,
+            r#"{a:1}"#,
+            "01",
+            "-",
+            "1.",
+            "1e",
+            "1e+",
+            ".5",
+            "+1",
+            r#""unterminated"#,
+            "\"raw \u{1} control\"",
+            "\"raw\nnewline\"",
+            r#""bad \x escape""#,
+            r#""bad \u12 escape""#,
+            r#""lone \ud800 surrogate""#,
+            r#"{"a":1} trailing"#,
+            r#"{"a":1}{}"#,
+            "1e400",
+            "[1] x",
+        ] {
+            assert!(!agrees(text), "reader accepted invalid {text:?}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_left_to_serde_json() {
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 5), "]".repeat(MAX_DEPTH + 5));
+        assert!(value_of(&deep).is_none());
+        let fine = format!("{}{}", "[".repeat(50), "]".repeat(50));
+        assert!(agrees(&fine));
+    }
+
+    #[test]
+    fn special_bytes_finds_the_first_quote_backslash_or_control_byte() {
+        for (i, b) in [b'"', b'\\', 0u8, 0x1f].into_iter().enumerate() {
+            for at in 0..8 {
+                let mut word = *b"abcdefgh";
+                word[at] = b;
+                let found = special_bytes(u64::from_le_bytes(word));
+                assert_eq!(found.trailing_zeros() / 8, at as u32, "case {i} at {at}");
+            }
+        }
+        for word in [*b"abcdefgh", *b"\x20\x7f\xff\x80 ~!#", *b"ABCDEFGH"] {
+            assert_eq!(special_bytes(u64::from_le_bytes(word)), 0, "{word:?}");
+        }
+    }
+}
