@@ -8,7 +8,9 @@
 #      ROUNDS rounds alternating baseline and image-reflector; the median and the best round of
 #      each are printed, the best compared (other work on a shared machine only ever slows a
 #      round down)
-#   2. fixed rate: examples/webhook_load.rs at RATE requests/s -> p50, p99 (from scheduled start)
+#   2. calibration: the baseline again, made to spend BUSY_NS of CPU (a spin) per request,
+#      one round each -> what a handler of that cost does to the ratio on this machine
+#   3. fixed rate: examples/webhook_load.rs at RATE requests/s -> p50, p99 (from scheduled start)
 #
 # Prints figures and ratios; targets (>= 0.8 of the baseline's throughput, p99 < 2 ms at
 # 1,000 requests/s) are reported, not asserted.
@@ -21,6 +23,8 @@ CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 RATE=${RATE:-1000}
 ENDPOINT=${ENDPOINT:-/validate}
+# Per-request busy times (ns) for the calibration rounds; empty skips them.
+BUSY_NS=${BUSY_NS-2000 3000}
 CARGO=${CARGO:-cargo}
 
 command -v wrk >/dev/null || { echo "bench-webhook: wrk is missing; run ./scripts/install-test-deps.sh" >&2; exit 1; }
@@ -121,6 +125,28 @@ printf 'best round: baseline %.0f requests/s, image-reflector %.0f requests/s\n'
 ratio=$(awk -v a="$ours_rps" -v b="$base_rps" 'BEGIN {printf "%.2f", a/b}')
 verdict=$(awk -v r="$ratio" 'BEGIN {print (r >= 0.8) ? "met" : "NOT met"}')
 echo "image-reflector/baseline throughput: $ratio  (target >= 0.80: $verdict)"
+# The handler's own time per review (body received to response built), from its histogram.
+metrics_addr=$(grep '"listening"' "$tmp/ours.log" | sed -E 's/.*"metrics":"([^"]+)".*/\1/')
+curl -sS "http://$metrics_addr/metrics" | awk -v w="${ENDPOINT#/}" '
+  $1 ~ "^admission_request_duration_seconds_sum" && index($1, "webhook=\"" w "\"") {s=$2}
+  $1 ~ "^admission_request_duration_seconds_count" && index($1, "webhook=\"" w "\"") {n=$2}
+  END {if (n > 0) printf "image-reflector handler: %.2f us wall time per review on average (its admission_request_duration_seconds)\n", s/n*1e6}'
+
+if [ -n "$BUSY_NS" ]; then
+  echo
+  echo "== calibration: the baseline spending a fixed CPU time per request (one round each)"
+  printf '%-16s %12s %10s %10s\n' server "requests/s" "p50 ms" "p99 ms"
+  for ns in $BUSY_NS; do
+    "$target/examples/webhook_baseline" 127.0.0.1:0 "$tmp/tls.crt" "$tmp/tls.key" "$ns" > "$tmp/busy.log" 2>&1 &
+    busy_pid=$!
+    pids+=("$busy_pid")
+    wait_for_line "$tmp/busy.log" 'listening on'
+    saturate "baseline+$(awk -v n="$ns" 'BEGIN {printf "%.1fus", n/1000}')" "$(sed -nE 's/listening on (.*)/\1/p' "$tmp/busy.log")"
+    printf '  ratio to the best baseline round: %s\n' "$(awk -v a="$RPS" -v b="$base_rps" 'BEGIN {printf "%.2f", a/b}')"
+    kill "$busy_pid" 2>/dev/null || true
+    wait "$busy_pid" 2>/dev/null || true
+  done
+fi
 
 echo
 echo "== fixed rate: $RATE requests/s for ${DURATION}s (latency from scheduled start)"

@@ -3,9 +3,12 @@
 //! parsing anything, with the same TLS setup as `image-reflector serve` (TLS 1.2/1.3,
 //! HTTP/1.1 + HTTP/2, aws-lc-rs).
 //!
-//!     cargo run --release --example webhook_baseline -- ADDR CERT_PEM KEY_PEM
+//!     cargo run --release --example webhook_baseline -- ADDR CERT_PEM KEY_PEM [BUSY_NS]
 //!
-//! Prints `listening on ADDR` once bound (port 0 picks a free port).
+//! Prints `listening on ADDR` once bound (port 0 picks a free port). With BUSY_NS, every
+//! request also keeps its thread busy for that many nanoseconds (a spin, no allocation):
+//! `make bench-webhook` uses it to show what a given handler cost does to the ratio on the
+//! machine at hand.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -17,19 +20,33 @@ use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const ANSWER: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"00000000-0000-0000-0000-000000000000","allowed":true}}"#;
 
+/// Per-request busy time (BUSY_NS), set once at start.
+static BUSY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
 async fn fixed(_body: Bytes) -> ([(header::HeaderName, &'static str); 1], &'static [u8]) {
+    let busy = BUSY.get().copied().unwrap_or_default();
+    if !busy.is_zero() {
+        let start = Instant::now();
+        while start.elapsed() < busy {
+            std::hint::spin_loop();
+        }
+    }
     ([(header::CONTENT_TYPE, "application/json")], ANSWER)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, addr, cert, key] = args.as_slice() else {
-        return Err("usage: webhook_baseline ADDR CERT_PEM KEY_PEM".into());
+    let (addr, cert, key, busy_ns) = match args.as_slice() {
+        [_, addr, cert, key] => (addr, cert, key, 0),
+        [_, addr, cert, key, busy] => (addr, cert, key, busy.parse::<u64>()?),
+        _ => return Err("usage: webhook_baseline ADDR CERT_PEM KEY_PEM [BUSY_NS]".into()),
     };
+    BUSY.get_or_init(|| Duration::from_nanos(busy_ns));
     let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(key)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
