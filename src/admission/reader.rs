@@ -144,16 +144,38 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A string value: borrowed when it has no escapes; otherwise unescaped by serde_json
-    /// (so lone surrogates and the like are judged as always).
+    /// A string value: borrowed when it has no escapes. Single-character escapes (`\\.` in
+    /// a regex, say) are unescaped here; a `\u` escape is left to serde_json, so surrogate
+    /// pairs and lone surrogates are judged as always.
     pub(super) fn string(&mut self) -> Fast<Cow<'a, str>> {
         let (raw, escaped) = self.raw_string()?;
         if !escaped {
             return Some(Cow::Borrowed(raw));
         }
-        // The quoted text is the `raw.len() + 2` bytes ending at the cursor.
-        let quoted = self.text.get(self.pos - raw.len() - 2..self.pos)?;
-        serde_json::from_str::<String>(quoted).ok().map(Cow::Owned)
+        let mut out = String::with_capacity(raw.len());
+        let mut rest = raw;
+        while let Some(at) = rest.find('\\') {
+            out.push_str(rest.get(..at)?);
+            out.push(match rest.as_bytes().get(at + 1)? {
+                b'"' => '"',
+                b'\\' => '\\',
+                b'/' => '/',
+                b'b' => '\u{8}',
+                b'f' => '\u{c}',
+                b'n' => '\n',
+                b'r' => '\r',
+                b't' => '\t',
+                _ => {
+                    // `\u`: the quoted text is the `raw.len() + 2` bytes ending at the cursor.
+                    let quoted = self.text.get(self.pos - raw.len() - 2..self.pos)?;
+                    return serde_json::from_str::<String>(quoted).ok().map(Cow::Owned);
+                }
+            });
+            // The escape is two ASCII bytes, so this is a character boundary.
+            rest = rest.get(at + 2..)?;
+        }
+        out.push_str(rest);
+        Some(Cow::Owned(out))
     }
 
     /// A string or null (absent members are the caller's business).
@@ -391,6 +413,7 @@ mod tests {
             " { \"z\" : [ ] , \"a\" :\t{ \"x\" : \"\" } }\n",
             r#"{"k":"^.*\\.sig$","e":"\u00e9\"\/\b\f\n\r\t","long":"0123456789abcdefghijklmnopqrstuvwxyz"}"#,
             r#"{"dup":1,"dup":2,"b":"é — ✓ 😀 text past eight bytes"}"#,
+            r#"{"s":"a\\b\"c\/d\be\ff\ng\rh\ti\\","t":"\\\\","u":"\\u0041 \u0041"}"#,
             r#"[18446744073709551615, -9223372036854775808, 123456789012345678901234567890]"#,
             r#""just a string""#,
             "0",
