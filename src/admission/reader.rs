@@ -193,20 +193,30 @@ impl<'a> Reader<'a> {
         mut member: impl FnMut(&mut Self, &'a str) -> Fast<()>,
     ) -> Fast<()> {
         self.expect(b'{')?;
-        if self.peek()? == b'}' {
+        self.items(b'}', |r| {
+            let (key, escaped) = r.raw_string()?;
+            if escaped {
+                return None;
+            }
+            r.expect(b':')?;
+            member(r, key)
+        })
+    }
+
+    /// The items of an array or object whose opening bracket was just consumed, up to and
+    /// including `close`: `item` reads one (a member: key, colon and value), then a comma
+    /// or `close` must follow.
+    #[inline(always)]
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Fast<()>) -> Fast<()> {
+        if self.peek()? == close {
             self.pos += 1;
             return Some(());
         }
         loop {
-            let (key, escaped) = self.raw_string()?;
-            if escaped {
-                return None;
-            }
-            self.expect(b':')?;
-            member(self, key)?;
+            item(self)?;
             match self.peek()? {
                 b',' => self.pos += 1,
-                b'}' => {
+                b if b == close => {
                     self.pos += 1;
                     return Some(());
                 }
@@ -224,42 +234,16 @@ impl<'a> Reader<'a> {
             b'"' => self.raw_string().map(drop),
             b'{' => {
                 self.pos += 1;
-                if self.peek()? == b'}' {
-                    self.pos += 1;
-                    return Some(());
-                }
-                loop {
+                self.items(b'}', |r| {
                     // Keys of skipped objects are skipped strings too.
-                    self.raw_string()?;
-                    self.expect(b':')?;
-                    self.skip(depth + 1)?;
-                    match self.peek()? {
-                        b',' => self.pos += 1,
-                        b'}' => {
-                            self.pos += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
+                    r.raw_string()?;
+                    r.expect(b':')?;
+                    r.skip(depth + 1)
+                })
             }
             b'[' => {
                 self.pos += 1;
-                if self.peek()? == b']' {
-                    self.pos += 1;
-                    return Some(());
-                }
-                loop {
-                    self.skip(depth + 1)?;
-                    match self.peek()? {
-                        b',' => self.pos += 1,
-                        b']' => {
-                            self.pos += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
+                self.items(b']', |r| r.skip(depth + 1))
             }
             _ => self.scalar().map(drop),
         }
@@ -328,43 +312,21 @@ impl<'a> Reader<'a> {
             b'{' => {
                 let mut members = Vec::with_capacity(8);
                 self.pos += 1;
-                if self.peek()? == b'}' {
-                    self.pos += 1;
-                } else {
-                    loop {
-                        let key = self.string()?;
-                        self.expect(b':')?;
-                        members.push((key, self.value(depth + 1)?));
-                        match self.peek()? {
-                            b',' => self.pos += 1,
-                            b'}' => {
-                                self.pos += 1;
-                                break;
-                            }
-                            _ => return None,
-                        }
-                    }
-                }
+                self.items(b'}', |r| {
+                    let key = r.string()?;
+                    r.expect(b':')?;
+                    members.push((key, r.value(depth + 1)?));
+                    Some(())
+                })?;
                 Some(Json::Object(Object::from_members(members)))
             }
             b'[' => {
                 let mut elements = Vec::with_capacity(4);
                 self.pos += 1;
-                if self.peek()? == b']' {
-                    self.pos += 1;
-                } else {
-                    loop {
-                        elements.push(self.value(depth + 1)?);
-                        match self.peek()? {
-                            b',' => self.pos += 1,
-                            b']' => {
-                                self.pos += 1;
-                                break;
-                            }
-                            _ => return None,
-                        }
-                    }
-                }
+                self.items(b']', |r| {
+                    elements.push(r.value(depth + 1)?);
+                    Some(())
+                })?;
                 Some(Json::Array(elements))
             }
             _ => match self.scalar()? {
