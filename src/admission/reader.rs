@@ -46,6 +46,170 @@ fn special_bytes(word: u64) -> u64 {
     (zero(quote) | zero(backslash) | (word.wrapping_sub(ONES * 0x20) & !word)) & HIGH
 }
 
+/// The index of the first byte at or after `i` that is not JSON whitespace.
+#[inline(always)]
+fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
+    while bytes
+        .get(i)
+        .is_some_and(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+    {
+        i += 1;
+    }
+    i
+}
+
+/// With `i` just after a string's opening quote: the index just after its closing quote,
+/// and whether it has escapes. Escapes are checked as serde_json checks a string it skips:
+/// one of `"\/bfnrt` or `u` and four hex digits.
+#[inline(always)]
+fn string_end(bytes: &[u8], mut i: usize) -> Fast<(usize, bool)> {
+    let mut escaped = false;
+    loop {
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let special = special_bytes(u64::from_le_bytes(word));
+            if special != 0 {
+                i += (special.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
+        while bytes
+            .get(i)
+            .is_some_and(|b| !matches!(b, b'"' | b'\\' | 0..=0x1f))
+        {
+            i += 1;
+        }
+        match bytes.get(i)? {
+            b'"' => return Some((i + 1, escaped)),
+            b'\\' => {
+                escaped = true;
+                match bytes.get(i + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                    b'u' => {
+                        let hex = bytes.get(i + 2..i + 6)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        i += 6;
+                    }
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// The items of an array or object whose opening bracket ends just before `i`, up to and
+/// including `close`: `item` reads one from the index it is given (for an object a member:
+/// key, colon and value) and returns the index after it; a comma or `close` must follow.
+/// Returns the index after `close`.
+#[inline(always)]
+fn items(
+    bytes: &[u8],
+    i: usize,
+    close: u8,
+    mut item: impl FnMut(usize) -> Fast<usize>,
+) -> Fast<usize> {
+    let mut i = skip_ws(bytes, i);
+    if *bytes.get(i)? == close {
+        return Some(i + 1);
+    }
+    loop {
+        i = skip_ws(bytes, item(i)?);
+        match *bytes.get(i)? {
+            b',' => i += 1,
+            b if b == close => return Some(i + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// The index after the value that starts at `i` (after whitespace), checked.
+fn skip_value(bytes: &[u8], i: usize, depth: usize) -> Fast<usize> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let i = skip_ws(bytes, i);
+    match bytes.get(i)? {
+        b'"' => string_end(bytes, i + 1).map(|(end, _)| end),
+        b'{' => items(bytes, i + 1, b'}', |i| {
+            // Keys of skipped objects are skipped strings too.
+            let i = skip_ws(bytes, i);
+            if bytes.get(i) != Some(&b'"') {
+                return None;
+            }
+            let (i, _) = string_end(bytes, i + 1)?;
+            let i = skip_ws(bytes, i);
+            if bytes.get(i) != Some(&b':') {
+                return None;
+            }
+            skip_value(bytes, i + 1, depth + 1)
+        }),
+        b'[' => items(bytes, i + 1, b']', |i| skip_value(bytes, i, depth + 1)),
+        _ => scalar_end(bytes, i).map(|(end, _)| end),
+    }
+}
+
+/// The index after the scalar that starts at `i` (`true`, `false`, `null` or a number by
+/// the JSON grammar), and which it is.
+fn scalar_end(bytes: &[u8], i: usize) -> Fast<(usize, ScalarKind)> {
+    let rest = bytes.get(i..)?;
+    for (word, kind) in [
+        (&b"true"[..], ScalarKind::True),
+        (b"false", ScalarKind::False),
+        (b"null", ScalarKind::Null),
+    ] {
+        if rest.starts_with(word) {
+            return Some((i + word.len(), kind));
+        }
+    }
+    let mut i = i;
+    let digits = |i: &mut usize| {
+        let from = *i;
+        while bytes.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i > from
+    };
+    if bytes.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match bytes.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => {
+            digits(&mut i);
+        }
+        _ => return None,
+    }
+    if bytes.get(i) == Some(&b'.') {
+        i += 1;
+        if !digits(&mut i) {
+            return None;
+        }
+    }
+    if matches!(bytes.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(bytes.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if !digits(&mut i) {
+            return None;
+        }
+    }
+    Some((i, ScalarKind::Number))
+}
+
+#[derive(Clone, Copy)]
+enum ScalarKind {
+    True,
+    False,
+    Null,
+    Number,
+}
+
 impl<'a> Reader<'a> {
     /// A reader at the start of `text`.
     pub(super) fn new(text: &'a str) -> Self {
@@ -59,14 +223,8 @@ impl<'a> Reader<'a> {
     /// The next byte after any whitespace, not consumed.
     #[inline]
     pub(super) fn peek(&mut self) -> Option<u8> {
-        let bytes = self.bytes();
-        while let Some(&b) = bytes.get(self.pos) {
-            if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-                return Some(b);
-            }
-            self.pos += 1;
-        }
-        None
+        self.pos = skip_ws(self.bytes(), self.pos);
+        self.bytes().get(self.pos).copied()
     }
 
     /// Consumes `byte` (after whitespace), or gives up.
@@ -94,54 +252,14 @@ impl<'a> Reader<'a> {
     }
 
     /// A string's raw contents (between the quotes, escapes as written) and whether it has
-    /// escapes. Escapes are checked as serde_json checks a string it skips: one of `"\/bfnrt`
-    /// or `u` and four hex digits.
+    /// escapes (checked by [`string_end`]).
     fn raw_string(&mut self) -> Fast<(&'a str, bool)> {
         self.expect(b'"')?;
-        let bytes = self.bytes();
         let start = self.pos;
-        let mut i = start;
-        let mut escaped = false;
-        loop {
-            while let Some(chunk) = bytes.get(i..i + 8) {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(chunk);
-                let special = special_bytes(u64::from_le_bytes(word));
-                if special != 0 {
-                    i += (special.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                i += 8;
-            }
-            while let Some(&b) = bytes.get(i) {
-                if matches!(b, b'"' | b'\\' | 0..=0x1f) {
-                    break;
-                }
-                i += 1;
-            }
-            match bytes.get(i)? {
-                b'"' => {
-                    self.pos = i + 1;
-                    // The quotes are ASCII, so both ends are character boundaries.
-                    return Some((self.text.get(start..i)?, escaped));
-                }
-                b'\\' => {
-                    escaped = true;
-                    match bytes.get(i + 1)? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
-                        b'u' => {
-                            let hex = bytes.get(i + 2..i + 6)?;
-                            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                                return None;
-                            }
-                            i += 6;
-                        }
-                        _ => return None,
-                    }
-                }
-                _ => return None,
-            }
-        }
+        let (end, escaped) = string_end(self.bytes(), start)?;
+        self.pos = end;
+        // The quotes are ASCII, so both ends are character boundaries.
+        Some((self.text.get(start..end - 1)?, escaped))
     }
 
     /// A string value: borrowed when it has no escapes. Single-character escapes (`\\.` in
@@ -203,102 +321,22 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// The items of an array or object whose opening bracket was just consumed, up to and
-    /// including `close`: `item` reads one (a member: key, colon and value), then a comma
-    /// or `close` must follow.
+    /// [`items`], with `item` reading through the reader.
     #[inline(always)]
     fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Fast<()>) -> Fast<()> {
-        if self.peek()? == close {
-            self.pos += 1;
-            return Some(());
-        }
-        loop {
+        let bytes = self.bytes();
+        self.pos = items(bytes, self.pos, close, |i| {
+            self.pos = i;
             item(self)?;
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b if b == close => {
-                    self.pos += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+            Some(self.pos)
+        })?;
+        Some(())
     }
 
     /// Skips one value of any kind, checking it.
     pub(super) fn skip(&mut self, depth: usize) -> Fast<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        match self.peek()? {
-            b'"' => self.raw_string().map(drop),
-            b'{' => {
-                self.pos += 1;
-                self.items(b'}', |r| {
-                    // Keys of skipped objects are skipped strings too.
-                    r.raw_string()?;
-                    r.expect(b':')?;
-                    r.skip(depth + 1)
-                })
-            }
-            b'[' => {
-                self.pos += 1;
-                self.items(b']', |r| r.skip(depth + 1))
-            }
-            _ => self.scalar().map(drop),
-        }
-    }
-
-    /// `true`, `false`, `null` or a number, as the text it is written as.
-    fn scalar(&mut self) -> Fast<Scalar<'a>> {
-        let bytes = self.bytes();
-        let rest = &bytes[self.pos..];
-        for (word, scalar) in [
-            (&b"true"[..], Scalar::Bool(true)),
-            (b"false", Scalar::Bool(false)),
-            (b"null", Scalar::Null),
-        ] {
-            if rest.starts_with(word) {
-                self.pos += word.len();
-                return Some(scalar);
-            }
-        }
-        let start = self.pos;
-        let mut i = start;
-        let digits = |i: &mut usize| {
-            let from = *i;
-            while bytes.get(*i).is_some_and(u8::is_ascii_digit) {
-                *i += 1;
-            }
-            *i > from
-        };
-        if bytes.get(i) == Some(&b'-') {
-            i += 1;
-        }
-        match bytes.get(i)? {
-            b'0' => i += 1,
-            b'1'..=b'9' => {
-                digits(&mut i);
-            }
-            _ => return None,
-        }
-        if bytes.get(i) == Some(&b'.') {
-            i += 1;
-            if !digits(&mut i) {
-                return None;
-            }
-        }
-        if matches!(bytes.get(i), Some(b'e' | b'E')) {
-            i += 1;
-            if matches!(bytes.get(i), Some(b'+' | b'-')) {
-                i += 1;
-            }
-            if !digits(&mut i) {
-                return None;
-            }
-        }
-        self.pos = i;
-        Some(Scalar::Number(self.text.get(start..i)?))
+        self.pos = skip_value(self.bytes(), self.pos, depth)?;
+        Some(())
     }
 
     /// One value, built: strings and keys borrow from the text when they have no escapes;
@@ -329,19 +367,23 @@ impl<'a> Reader<'a> {
                 })?;
                 Some(Json::Array(elements))
             }
-            _ => match self.scalar()? {
-                Scalar::Null => Some(Json::Null),
-                Scalar::Bool(b) => Some(Json::Bool(b)),
-                Scalar::Number(text) => serde_json::from_str(text).ok().map(Json::Number),
-            },
+            _ => {
+                let start = self.pos;
+                let (end, kind) = scalar_end(self.bytes(), start)?;
+                self.pos = end;
+                match kind {
+                    ScalarKind::True => Some(Json::Bool(true)),
+                    ScalarKind::False => Some(Json::Bool(false)),
+                    ScalarKind::Null => Some(Json::Null),
+                    ScalarKind::Number => self
+                        .text
+                        .get(start..end)
+                        .and_then(|text| serde_json::from_str(text).ok())
+                        .map(Json::Number),
+                }
+            }
         }
     }
-}
-
-enum Scalar<'a> {
-    Null,
-    Bool(bool),
-    Number(&'a str),
 }
 
 /// Reads a whole text as one JSON value and nothing else (for tests of the reader itself).
