@@ -8,7 +8,7 @@ use crate::admission::{self, Admission, Endpoint};
 use crate::metrics::{AdmissionLabels, AdmissionMetrics};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -277,7 +277,6 @@ fn webhook_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))
-        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
