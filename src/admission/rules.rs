@@ -880,37 +880,41 @@ fn regex_error(e: &regex::Error) -> String {
         .to_string()
 }
 
-/// A bounded memo of pure verdicts keyed by their input text; emptied when full.
-struct VerdictCache<T> {
-    map: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, T>>>,
+type VerdictMap<T> = std::cell::RefCell<std::collections::HashMap<String, T>>;
+
+/// A bounded memo of pure verdicts keyed by their input text, emptied when full. One per
+/// thread: reviews run on every worker, and a shared map's lock would move between cores
+/// on every review; each thread computes a verdict once.
+struct VerdictCache<T: 'static> {
+    map: &'static std::thread::LocalKey<VerdictMap<T>>,
 }
 
-/// Entries kept per cache before it is emptied.
+/// Entries kept per cache (and thread) before it is emptied.
 const CACHE_LIMIT: usize = 4096;
 
 impl<T: Clone> VerdictCache<T> {
-    const fn new() -> Self {
-        VerdictCache {
-            map: std::sync::LazyLock::new(Default::default),
-        }
-    }
-
     fn get_or_insert(&self, key: &str, compute: impl FnOnce() -> T) -> T {
-        if let Some(v) = self.map.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
-            return v.clone();
+        if let Some(v) = self.map.with_borrow(|map| map.get(key).cloned()) {
+            return v;
         }
         let v = compute();
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= CACHE_LIMIT {
-            map.clear();
-        }
-        map.insert(key.to_string(), v.clone());
+        self.map.with_borrow_mut(|map| {
+            if map.len() >= CACHE_LIMIT {
+                map.clear();
+            }
+            map.insert(key.to_string(), v.clone());
+        });
         v
     }
 }
 
-static EXCLUSION_CACHE: VerdictCache<Result<bool, String>> = VerdictCache::new();
-static FILTER_CACHE: VerdictCache<Result<(), crate::policy::PolicyError>> = VerdictCache::new();
+thread_local! {
+    static EXCLUSIONS: VerdictMap<Result<bool, String>> = Default::default();
+    static FILTERS: VerdictMap<Result<(), crate::policy::PolicyError>> = Default::default();
+}
+static EXCLUSION_CACHE: VerdictCache<Result<bool, String>> = VerdictCache { map: &EXCLUSIONS };
+static FILTER_CACHE: VerdictCache<Result<(), crate::policy::PolicyError>> =
+    VerdictCache { map: &FILTERS };
 
 #[cfg(test)]
 mod tests;
