@@ -13,9 +13,13 @@
 //! [`MAX_DEPTH`]) it gives up with `None`, and the caller parses the text again with
 //! serde_json, which then gives the answer or the error message it always gave. So an
 //! accepted text must be one serde_json accepts with the same result; the tests in
-//! `review.rs` check exactly that, on the usual reviews and on thousands of broken ones.
-//! Strings with escapes and numbers are rare in a review; they are handed to serde_json
-//! itself, so their values and their errors are serde_json's by construction.
+//! `review.rs` check exactly that, on the usual reviews and on about 100,000 broken ones.
+//! Strings with `\u` escapes and numbers are rare in a review; the values the rules read
+//! are handed to serde_json itself, so their values and errors are serde_json's by
+//! construction.
+//!
+//! The hot loops are functions of the byte slice and an index (the cursor stays in a
+//! register), and strings are scanned eight bytes at a time in safe code (SWAR).
 
 use super::json::{Json, Object};
 use std::borrow::Cow;
