@@ -1,6 +1,7 @@
 //! Prometheus metrics of the admission webhooks. The controllers register theirs into the
 //! same [`Registry`] before the server starts; `/metrics` encodes it.
 
+use crate::admission::{self, Kind};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -31,8 +32,15 @@ pub struct WebhookLabels {
 
 /// Label values known in advance, in the order of [`slot`]'s index.
 const WEBHOOKS: [&str; 2] = ["mutate", "validate"];
-const KINDS: [&str; 3] = ["ImageRepository", "ImagePolicy", "unknown"];
-const OPERATIONS: [&str; 6] = ["CREATE", "UPDATE", "DELETE", "CONNECT", "other", "none"];
+const KINDS: [&str; 3] = [
+    Kind::ImageRepository.as_str(),
+    Kind::ImagePolicy.as_str(),
+    "unknown",
+];
+const OPERATIONS: [&str; 6] = {
+    let [create, update, delete, connect] = admission::OPERATIONS;
+    [create, update, delete, connect, "other", "none"]
+};
 const RESULTS: [&str; 5] = ["allowed", "patched", "denied", "bad_request", "too_large"];
 const SLOTS: usize = WEBHOOKS.len() * KINDS.len() * OPERATIONS.len() * RESULTS.len();
 

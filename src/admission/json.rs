@@ -45,11 +45,6 @@ pub struct Object<'a> {
 }
 
 impl<'a> Object<'a> {
-    /// An empty object.
-    pub fn new() -> Self {
-        Object::default()
-    }
-
     /// Builds the object from members in any order; a repeated key keeps its last value.
     pub(super) fn from_members(mut members: Vec<(Cow<'a, str>, Json<'a>)>) -> Self {
         let sorted = members.windows(2).all(|w| w[0].0 < w[1].0);
@@ -104,12 +99,6 @@ impl<'a> Object<'a> {
     /// True when there are no members.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
-    }
-}
-
-impl<'a> FromIterator<(Cow<'a, str>, Json<'a>)> for Object<'a> {
-    fn from_iter<I: IntoIterator<Item = (Cow<'a, str>, Json<'a>)>>(iter: I) -> Self {
-        Object::from_members(iter.into_iter().collect())
     }
 }
 
@@ -348,7 +337,7 @@ impl<'de: 'a, 'a> Visitor<'de> for JsonVisitor<'a> {
 /// A string that borrows from the input when it has no escapes. Serde's own `Cow<str>` impl
 /// always copies, and `#[serde(borrow)]` borrows only a bare `Cow<str>` field, not one in
 /// an `Option`: see [`borrowed_opt_str`].
-pub struct BorrowedStr<'a>(pub Cow<'a, str>);
+struct BorrowedStr<'a>(Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for BorrowedStr<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

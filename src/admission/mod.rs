@@ -7,7 +7,7 @@ mod reader;
 pub mod review;
 pub mod rules;
 
-pub use review::{Admission, BadRequest, Endpoint, Outcome, handle, known_operation};
+pub use review::{Admission, BadRequest, Endpoint, OPERATIONS, Outcome, handle, known_operation};
 pub use rules::{Context, FieldError, Kind, Verdict, defaults, validate};
 
 use crate::api::ImageRepository;

@@ -69,7 +69,8 @@ pub struct Outcome {
 
 // The envelope borrows its strings from the body (Cow: owned only when a string has
 // escapes), so a review costs no allocation beyond the spec itself.
-#[derive(Deserialize, Debug, PartialEq)]
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(rename_all = "camelCase")]
 struct ReviewIn<'a> {
     #[serde(default, borrow)]
@@ -80,7 +81,8 @@ struct ReviewIn<'a> {
     request: Option<RequestIn<'a>>,
 }
 
-#[derive(Deserialize, Debug, PartialEq)]
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(rename_all = "camelCase")]
 struct RequestIn<'a> {
     #[serde(borrow)]
@@ -101,7 +103,8 @@ struct RequestIn<'a> {
 
 /// The parts of an object the rules read. Everything else (managedFields, labels,
 /// status...) is skipped while parsing, without being built in memory.
-#[derive(Deserialize, Debug, PartialEq)]
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct ObjectIn<'a> {
     #[serde(default, borrow)]
     metadata: MetadataIn<'a>,
@@ -110,7 +113,8 @@ struct ObjectIn<'a> {
     spec: Option<Json<'a>>,
 }
 
-#[derive(Deserialize, Default, Debug, PartialEq)]
+#[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(rename_all = "camelCase")]
 struct MetadataIn<'a> {
     #[serde(default, borrow, deserialize_with = "borrowed_opt_str")]
@@ -122,7 +126,8 @@ struct MetadataIn<'a> {
     deletion_timestamp: Option<serde::de::IgnoredAny>,
 }
 
-#[derive(Deserialize, Debug, PartialEq)]
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct GroupVersionKind<'a> {
     #[serde(default, borrow)]
     group: Cow<'a, str>,
@@ -204,12 +209,13 @@ fn name_of(name: Option<&str>, meta: &MetadataIn<'_>) -> String {
         .to_string()
 }
 
-/// The operation as one of the four the API server sends, as a static string (for
-/// [`Outcome`] without a copy, and as a metric label from a fixed set); None for any other.
+/// The operations an API server sends in an AdmissionReview.
+pub const OPERATIONS: [&str; 4] = ["CREATE", "UPDATE", "DELETE", "CONNECT"];
+
+/// The operation as one of [`OPERATIONS`], as a static string (for [`Outcome`] without a
+/// copy, and as a metric label from a fixed set); None for any other.
 pub fn known_operation(operation: &str) -> Option<&'static str> {
-    ["CREATE", "UPDATE", "DELETE", "CONNECT"]
-        .into_iter()
-        .find(|known| *known == operation)
+    OPERATIONS.into_iter().find(|known| *known == operation)
 }
 
 /// The request's operation for [`Outcome`]: copied only when it is not a known one.

@@ -38,7 +38,7 @@ impl Kind {
     }
 
     /// The kind name.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Kind::ImageRepository => "ImageRepository",
             Kind::ImagePolicy => "ImagePolicy",
@@ -468,9 +468,11 @@ impl Checker {
     /// matches every sample tag. Compiling is by far the costliest step of validation, and
     /// the same few lists arrive again and again, so verdicts are cached.
     fn exclusion_regex(&mut self, pattern: &str, path: impl FnOnce() -> String) -> Option<bool> {
-        let verdict = EXCLUSION_CACHE.get_or_insert(pattern, || match regex::Regex::new(pattern) {
-            Ok(re) => Ok(SAMPLE_TAGS.iter().all(|t| re.is_match(t))),
-            Err(e) => Err(regex_error(&e)),
+        let verdict = cached(&EXCLUSION_CACHE, pattern, || {
+            match regex::Regex::new(pattern) {
+                Ok(re) => Ok(SAMPLE_TAGS.iter().all(|t| re.is_match(t))),
+                Err(e) => Err(regex_error(&e)),
+            }
         });
         match verdict {
             Ok(matches_all) => Some(matches_all),
@@ -854,7 +856,7 @@ impl Checker {
 
     fn filter_tags(&mut self, pattern: Option<&str>, extract: Option<&str>) {
         let key = format!("{}\u{0}{}", pattern.unwrap_or(""), extract.unwrap_or(""));
-        let verdict = FILTER_CACHE.get_or_insert(&key, || {
+        let verdict = cached(&FILTER_CACHE, &key, || {
             crate::policy::FilterTags::new(pattern.unwrap_or(""), extract).map(|_| ())
         });
         if let Err(e) = verdict {
@@ -880,41 +882,37 @@ fn regex_error(e: &regex::Error) -> String {
         .to_string()
 }
 
-type VerdictMap<T> = std::cell::RefCell<std::collections::HashMap<String, T>>;
-
 /// A bounded memo of pure verdicts keyed by their input text, emptied when full. One per
 /// thread: reviews run on every worker, and a shared map's lock would move between cores
 /// on every review; each thread computes a verdict once.
-struct VerdictCache<T: 'static> {
-    map: &'static std::thread::LocalKey<VerdictMap<T>>,
-}
+type VerdictCache<T> = std::cell::RefCell<std::collections::HashMap<String, T>>;
 
 /// Entries kept per cache (and thread) before it is emptied.
 const CACHE_LIMIT: usize = 4096;
 
-impl<T: Clone> VerdictCache<T> {
-    fn get_or_insert(&self, key: &str, compute: impl FnOnce() -> T) -> T {
-        if let Some(v) = self.map.with_borrow(|map| map.get(key).cloned()) {
-            return v;
-        }
-        let v = compute();
-        self.map.with_borrow_mut(|map| {
-            if map.len() >= CACHE_LIMIT {
-                map.clear();
-            }
-            map.insert(key.to_string(), v.clone());
-        });
-        v
-    }
+thread_local! {
+    static EXCLUSION_CACHE: VerdictCache<Result<bool, String>> = Default::default();
+    static FILTER_CACHE: VerdictCache<Result<(), crate::policy::PolicyError>> = Default::default();
 }
 
-thread_local! {
-    static EXCLUSIONS: VerdictMap<Result<bool, String>> = Default::default();
-    static FILTERS: VerdictMap<Result<(), crate::policy::PolicyError>> = Default::default();
+/// The verdict for `key` from this thread's `cache`, computed and kept on a miss.
+fn cached<T: Clone>(
+    cache: &'static std::thread::LocalKey<VerdictCache<T>>,
+    key: &str,
+    compute: impl FnOnce() -> T,
+) -> T {
+    if let Some(v) = cache.with_borrow(|map| map.get(key).cloned()) {
+        return v;
+    }
+    let v = compute();
+    cache.with_borrow_mut(|map| {
+        if map.len() >= CACHE_LIMIT {
+            map.clear();
+        }
+        map.insert(key.to_string(), v.clone());
+    });
+    v
 }
-static EXCLUSION_CACHE: VerdictCache<Result<bool, String>> = VerdictCache { map: &EXCLUSIONS };
-static FILTER_CACHE: VerdictCache<Result<(), crate::policy::PolicyError>> =
-    VerdictCache { map: &FILTERS };
 
 #[cfg(test)]
 mod tests;

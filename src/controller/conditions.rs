@@ -1,6 +1,7 @@
 //! Setting kstatus conditions the way Flux does: one entry per type, `lastTransitionTime`
 //! moved only when the status flips, `observedGeneration` stamped on each.
 
+use crate::api::{READY, RECONCILING, STALLED};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// Sets (or replaces) the condition of `type_`. Keeps `lastTransitionTime` when the status
@@ -44,11 +45,9 @@ pub fn stalled(
     generation: Option<i64>,
     now: jiff::Timestamp,
 ) {
-    set(conditions, "Ready", false, reason, message, generation, now);
-    set(
-        conditions, "Stalled", true, reason, message, generation, now,
-    );
-    remove(conditions, "Reconciling");
+    set(conditions, READY, false, reason, message, generation, now);
+    set(conditions, STALLED, true, reason, message, generation, now);
+    remove(conditions, RECONCILING);
 }
 
 /// Done: Ready=True with the reason and message, no Reconciling, no Stalled.
@@ -59,9 +58,9 @@ pub fn ready(
     generation: Option<i64>,
     now: jiff::Timestamp,
 ) {
-    set(conditions, "Ready", true, reason, message, generation, now);
-    remove(conditions, "Reconciling");
-    remove(conditions, "Stalled");
+    set(conditions, READY, true, reason, message, generation, now);
+    remove(conditions, RECONCILING);
+    remove(conditions, STALLED);
 }
 
 /// Not ready for now, but not stalled: Ready=False with the reason and message, no
@@ -73,8 +72,8 @@ pub fn not_ready(
     generation: Option<i64>,
     now: jiff::Timestamp,
 ) {
-    set(conditions, "Ready", false, reason, message, generation, now);
-    remove(conditions, "Stalled");
+    set(conditions, READY, false, reason, message, generation, now);
+    remove(conditions, STALLED);
 }
 
 /// Removes the condition of `type_` (negative-polarity conditions are absent when false).
@@ -96,9 +95,9 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 /// equal verdicts serialise to equal bytes.
 fn sort(conditions: &mut [Condition]) {
     let rank = |t: &str| match t {
-        "Ready" => 0,
-        "Reconciling" => 1,
-        "Stalled" => 2,
+        READY => 0,
+        RECONCILING => 1,
+        STALLED => 2,
         _ => 3,
     };
     conditions.sort_by(|a, b| {
