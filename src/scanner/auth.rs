@@ -48,6 +48,9 @@ pub(crate) fn parse_challenge(value: &str) -> Option<Challenge> {
     }
 }
 
+/// The distribution spec's token lifetime when the service does not say.
+pub(crate) const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+
 /// The token service's answer.
 #[derive(serde::Deserialize)]
 pub(crate) struct TokenResponse {
@@ -62,8 +65,9 @@ pub(crate) struct TokenResponse {
 impl TokenResponse {
     pub(crate) fn into_token(self) -> Option<(String, Duration)> {
         let token = self.token.filter(|t| !t.is_empty()).or(self.access_token)?;
-        // The distribution spec: 60 seconds when the service does not say.
-        let lifetime = Duration::from_secs(self.expires_in.unwrap_or(60).max(1));
+        let lifetime = self.expires_in.map_or(DEFAULT_TOKEN_LIFETIME, |secs| {
+            Duration::from_secs(secs.max(1))
+        });
         Some((token, lifetime))
     }
 }

@@ -12,9 +12,16 @@
 //!   when there are some, and returns the token. One oci-client client per transport
 //!   (CA bundle, proxy) and scheme, configured like the reqwest clients (roots, proxy
 //!   with its credentials, timeouts, user agent).
-//!   Before calling it, the scanner checks the challenge its own probe parsed: the realm
-//!   must be an http(s) URL, and credentials go to a plain-HTTP realm only when the
-//!   registry itself is plain HTTP (oci-client would send them anywhere). The token is
+//!   Before calling it, the scanner checks the challenge its own probe parsed (cached
+//!   with the endpoint for up to 10 minutes): the realm must be an http(s) URL, and
+//!   credentials go to a plain-HTTP realm only when the registry itself is plain HTTP
+//!   (oci-client would send them anywhere). oci-client follows the challenge of its own
+//!   probe, which `auth` does not let us check; over HTTPS that answer can only come from
+//!   the registry itself, so the two differ only when the registry changes its
+//!   configuration within that window. Each cached oci-client client also keeps, unread,
+//!   the first credential it was given per registry and a token per repository (its
+//!   own caches, not clearable through its API) until the client cache is emptied at
+//!   `MAX_CLIENTS` distinct transports. The token is
 //!   cached here (realm, service, scope, credential) until its JWT `exp`, or 60 seconds
 //!   for an opaque token, since `auth` returns only the token string.
 //! - **Everything else is reqwest** (rustls), one pooled client per distinct TLS/proxy

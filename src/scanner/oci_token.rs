@@ -3,15 +3,13 @@
 //! flow), how its client is configured from a scan's TLS and proxy settings, how long
 //! the token it returns lives, and how its errors become ours without a secret in them.
 
+use super::auth::DEFAULT_TOKEN_LIFETIME;
 use super::credentials::RegistryCredential;
 use super::transport::{ProxyConfig, TlsMaterial};
 use base64::Engine as _;
 use oci_client::secrets::RegistryAuth;
 use std::sync::Mutex;
 use std::time::Duration;
-
-/// The distribution spec's token lifetime when the service does not say.
-pub(crate) const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 
 /// The longest a reason from a token service is quoted in an error.
 const MAX_REASON_CHARS: usize = 200;
@@ -170,7 +168,11 @@ pub(crate) fn refusal_kind(reason: &str) -> Refusal {
         #[serde(default)]
         code: String,
     }
-    if let Ok(parsed) = serde_json::from_str::<Errors>(reason) {
+    // Only a body that carries distribution errors is read as one: any other JSON (say
+    // `{"message":"Internal Server Error"}`) is judged by its words below.
+    if let Ok(parsed) = serde_json::from_str::<Errors>(reason)
+        && !parsed.errors.is_empty()
+    {
         for e in &parsed.errors {
             match e.code.to_ascii_uppercase().as_str() {
                 "TOOMANYREQUESTS" => return Refusal::RateLimited,
@@ -376,6 +378,10 @@ mod tests {
         assert_eq!(refusal_kind("429 Too Many Requests"), Refusal::RateLimited);
         assert_eq!(
             refusal_kind("<html><title>502 Bad Gateway</title></html>"),
+            Refusal::ServiceFailed
+        );
+        assert_eq!(
+            refusal_kind(r#"{"message":"Internal Server Error"}"#),
             Refusal::ServiceFailed
         );
         assert_eq!(refusal_kind("bad credentials"), Refusal::Credentials);
