@@ -24,11 +24,9 @@ use std::time::{Duration, Instant};
 
 const ANSWER: &[u8] = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"00000000-0000-0000-0000-000000000000","allowed":true}}"#;
 
-/// Per-request busy time (BUSY_NS), set once at start.
-static BUSY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-
-async fn fixed(_body: Bytes) -> ([(header::HeaderName, &'static str); 1], &'static [u8]) {
-    let busy = BUSY.get().copied().unwrap_or_default();
+/// The fixed answer, after keeping the thread busy for `busy` (zero: not at all).
+async fn fixed(busy: Duration) -> ([(header::HeaderName, &'static str); 1], &'static [u8]) {
+    // Without BUSY_NS the baseline does no work at all, not even a clock read.
     if !busy.is_zero() {
         let start = Instant::now();
         while start.elapsed() < busy {
@@ -46,7 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         [_, addr, cert, key, busy] => (addr, cert, key, busy.parse::<u64>()?),
         _ => return Err("usage: webhook_baseline ADDR CERT_PEM KEY_PEM [BUSY_NS]".into()),
     };
-    BUSY.get_or_init(|| Duration::from_nanos(busy_ns));
+    let busy = Duration::from_nanos(busy_ns);
     let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(key)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -56,9 +54,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_single_cert(certs, key)?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    // The body is read (as a bare server must, for keep-alive) and not parsed.
+    let answer = move |_body: Bytes| fixed(busy);
     let router = Router::new()
-        .route("/mutate", post(fixed))
-        .route("/validate", post(fixed));
+        .route("/mutate", post(answer))
+        .route("/validate", post(answer));
     let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
     println!("listening on {}", listener.local_addr()?);
     let builder = auto::Builder::new(TokioExecutor::new());
