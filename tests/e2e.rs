@@ -336,18 +336,8 @@ async fn a_changed_exclusion_list_rescans_at_once_and_a_changed_interval_only_re
     let host = c.registry.host();
     ready_podinfo(&c, 4).await;
     let with = |interval: &str, exclusions: &str| {
-        format!(
-            "apiVersion: image.toolkit.fluxcd.io/v1
-kind: ImageRepository
-metadata:
-  name: podinfo
-  namespace: flux-system
-spec:
-  interval: {interval}
-  image: {host}/stefanprodan/podinfo
-  exclusionList: {exclusions}
-"
-        )
+        podinfo_repository("v1", "flux-system", "podinfo", &host, interval)
+            + &format!("  exclusionList: {exclusions}\n")
     };
 
     // A scan-relevant field: scanned again at once, well before the 10m interval.

@@ -431,7 +431,7 @@ fn exits_2_on_scan_only_flags_an_invalid_image_or_registry_flag_or_a_mixed_sourc
         ),
         (
             &["--semver", "*", "--tags-file", "-", "127.0.0.1:1/app"],
-            "",
+            "'--tags-file <FILE>' cannot be used with '[IMAGE]'",
         ),
         // Registry flags mean nothing to a tags file: refused, naming the flag given.
         (

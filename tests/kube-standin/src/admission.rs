@@ -209,6 +209,20 @@ fn error_chain(e: &reqwest::Error) -> String {
     }
 }
 
+/// Whether the call failed because nothing listens at the address (ECONNREFUSED).
+fn connection_refused(e: &reqwest::Error) -> bool {
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if s.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        src = s.source();
+    }
+    false
+}
+
 async fn call(shared: &Shared, hook: &Hook, body: &Value, uid: &str) -> Result<Value, CallFailure> {
     let cc = &hook.config["clientConfig"];
     let timeout = hook.config["timeoutSeconds"]
@@ -269,7 +283,7 @@ async fn call(shared: &Shared, hook: &Hook, body: &Value, uid: &str) -> Result<V
         .map_err(|e| fail(error_chain(&e)))?;
     let resp = client.post(&url).json(body).send().await.map_err(|e| {
         let chain = error_chain(&e);
-        if e.is_connect() && chain.contains("Connection refused") {
+        if connection_refused(&e) {
             // Go's wording, as kube-apiserver reports it.
             let target = route.map(|a| a.to_string()).or_else(|| {
                 let u = url::Url::parse(&url).ok()?;

@@ -101,7 +101,7 @@ impl Store {
 }
 
 /// Request and persisted-change counts for one resource (and subresource).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WriteCount {
     /// POST, PUT, PATCH and DELETE requests received (including rejected and no-op ones).
     pub requests: u64,

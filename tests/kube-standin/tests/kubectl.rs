@@ -268,8 +268,7 @@ spec:
         "lone.yaml",
         "apiVersion: v1\nkind: Secret\nmetadata: {name: x, namespace: team-a}\ndata: {a: Yg==}\n",
     );
-    let r = k.run(&["apply", "-f", lone.to_str().unwrap()]);
-    assert_eq!(r.code, 1);
+    let r = k.apply_fails(&lone);
     assert!(
         r.stderr.contains("namespaces \"team-a\" not found"),
         "{}",
@@ -287,8 +286,7 @@ fn schema_violations_reach_kubectl_worded_as_the_api_server_words_them() {
             .replace("ghcr.io/acme/app", "UPPER")
             .replace("small", "huge"),
     );
-    let r = k.run(&["apply", "-f", bad.to_str().unwrap()]);
-    assert_eq!(r.code, 1);
+    let r = k.apply_fails(&bad);
     assert!(
         r.stderr.contains(r#"The Widget "w1" is invalid: "#),
         "{}",
@@ -307,8 +305,7 @@ fn schema_violations_reach_kubectl_worded_as_the_api_server_words_them() {
         r.stderr
     );
     let unknown = k.file("unknown.yaml", &format!("{WIDGET}  colour: red\n"));
-    let r = k.run(&["apply", "-f", unknown.to_str().unwrap()]);
-    assert_eq!(r.code, 1);
+    let r = k.apply_fails(&unknown);
     assert!(
         r.stderr
             .contains(r#"strict decoding error: unknown field "spec.colour""#),
@@ -486,8 +483,7 @@ fn a_webhook_denial_reaches_kubectl_with_the_api_server_wording_and_exit_code_1(
     let (api, _hooks, _dir) = admission_setup(&["widget-hooks.webhooks.svc"]);
     let k = api.kubectl();
     let f = k.file("large.yaml", &WIDGET.replace("small", "large"));
-    let r = k.run(&["apply", "-f", f.to_str().unwrap()]);
-    assert_eq!(r.code, 1);
+    let r = k.apply_fails(&f);
     let path = f.display();
     assert_eq!(
         r.stderr.trim(),
@@ -502,8 +498,7 @@ fn a_webhook_denial_reaches_kubectl_with_the_api_server_wording_and_exit_code_1(
         "plain.yaml",
         &WIDGET.replace("name: w1", "name: deny-plain"),
     );
-    let r = k.run(&["apply", "-f", plain.to_str().unwrap()]);
-    assert_eq!(r.code, 1);
+    let r = k.apply_fails(&plain);
     assert_eq!(
         r.stderr.trim(),
         format!(
@@ -552,8 +547,7 @@ fn an_unreachable_webhook_fails_the_request_under_fail_and_is_skipped_under_igno
         "fail.yaml",
         &WIDGET.replace("name: w1", "name: w-fail\n  labels: {unreachable: fail}"),
     );
-    let r = k.run(&["apply", "-f", fail.to_str().unwrap()]);
-    assert_eq!(r.code, 1);
+    let r = k.apply_fails(&fail);
     let want = format!(
         "Error from server (InternalError): error when creating \"{}\": Internal error occurred: failed calling webhook \"fail.example.test\": failed to call webhook: Post \"https://127.0.0.1:",
         fail.display()
@@ -575,8 +569,7 @@ fn a_webhook_certificate_not_naming_the_service_is_refused() {
     let (api, _hooks, _dir) = admission_setup(&["someone-else.webhooks.svc"]);
     let k = api.kubectl();
     let f = k.file("w.yaml", WIDGET);
-    let r = k.run(&["apply", "-f", f.to_str().unwrap()]);
-    assert_eq!(r.code, 1);
+    let r = k.apply_fails(&f);
     assert!(
         r.stderr.contains("failed calling webhook \"bytes.mutate.example.test\": failed to call webhook: Post \"https://widget-hooks.webhooks.svc:443/mutate-bytes?timeout=10s\": "),
         "{}",
@@ -673,8 +666,7 @@ spec:
   interval: often
 ",
     );
-    let r = k.run(&["apply", "-f", bad.to_str().unwrap()]);
-    assert_eq!(r.code, 1);
+    let r = k.apply_fails(&bad);
     assert!(
         r.stderr.contains(
             "The ImageRepository \"bad\" is invalid: spec.interval: Invalid value: \"often\""
@@ -693,8 +685,7 @@ fn a_webhook_slower_than_its_timeout_fails_the_request() {
         &WIDGET.replace("name: w1", "name: slow\n  labels: {slow: \"yes\"}"),
     );
     let started = std::time::Instant::now();
-    let r = k.run(&["apply", "-f", f.to_str().unwrap()]);
-    assert_eq!(r.code, 1);
+    let r = k.apply_fails(&f);
     assert!(
         started.elapsed() < std::time::Duration::from_secs(10),
         "gave up after timeoutSeconds (1 s), not after the webhook's 15 s"

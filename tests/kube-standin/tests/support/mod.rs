@@ -146,6 +146,20 @@ impl Kubectl {
     }
 
     /// Runs and asserts exit code 0; returns stdout.
+    /// `kubectl apply -f file`, which must fail with exit code 1 (a refusal).
+    pub fn apply_fails(&self, file: &Path) -> Ran {
+        let r = self.run(&["apply", "-f", &file.to_string_lossy()]);
+        assert_eq!(
+            r.code,
+            1,
+            "kubectl apply -f {} should have been refused:\n{}\n{}",
+            file.display(),
+            r.stdout,
+            r.stderr
+        );
+        r
+    }
+
     pub fn ok(&self, args: &[&str]) -> String {
         let r = self.run(args);
         assert_eq!(
