@@ -131,29 +131,83 @@ fn items(
     }
 }
 
-/// The index after the value that starts at `i` (after whitespace), checked.
-fn skip_value(bytes: &[u8], i: usize, depth: usize) -> Fast<usize> {
-    if depth > MAX_DEPTH {
+/// With `i` at an object member (after whitespace): the index just after its key and
+/// colon, where the value begins. The key is checked as a skipped string.
+#[inline(always)]
+fn member_value(bytes: &[u8], i: usize) -> Fast<usize> {
+    if bytes.get(i) != Some(&b'"') {
         return None;
     }
+    let (i, _) = string_end(bytes, i + 1)?;
     let i = skip_ws(bytes, i);
-    match bytes.get(i)? {
-        b'"' => string_end(bytes, i + 1).map(|(end, _)| end),
-        b'{' => items(bytes, i + 1, b'}', |i| {
-            // Keys of skipped objects are skipped strings too.
-            let i = skip_ws(bytes, i);
-            if bytes.get(i) != Some(&b'"') {
-                return None;
+    if bytes.get(i) != Some(&b':') {
+        return None;
+    }
+    Some(i + 1)
+}
+
+/// The index after the value that starts at `i` (after whitespace), checked, for a value
+/// nested `depth` deep.
+///
+/// A loop over the tokens rather than a recursion over the values (skipping the whole of
+/// `bench/review.json` took 1.1 us instead of 1.3): the open arrays and objects are one
+/// bit each in `objects`, set for an object, at the position of their nesting level.
+fn skip_value(bytes: &[u8], i: usize, depth: usize) -> Fast<usize> {
+    let mut objects: u128 = 0;
+    // How many arrays and objects are open; `MAX_DEPTH` keeps it under 128.
+    let mut open = 0usize;
+    let mut i = i;
+    'value: loop {
+        if depth + open > MAX_DEPTH {
+            return None;
+        }
+        i = skip_ws(bytes, i);
+        match *bytes.get(i)? {
+            b'"' => i = string_end(bytes, i + 1)?.0,
+            b'{' => {
+                i = skip_ws(bytes, i + 1);
+                if bytes.get(i) == Some(&b'}') {
+                    i += 1;
+                } else {
+                    objects |= 1 << open;
+                    open += 1;
+                    i = member_value(bytes, i)?;
+                    continue 'value;
+                }
             }
-            let (i, _) = string_end(bytes, i + 1)?;
-            let i = skip_ws(bytes, i);
-            if bytes.get(i) != Some(&b':') {
-                return None;
+            b'[' => {
+                i = skip_ws(bytes, i + 1);
+                if bytes.get(i) == Some(&b']') {
+                    i += 1;
+                } else {
+                    objects &= !(1 << open);
+                    open += 1;
+                    continue 'value;
+                }
             }
-            skip_value(bytes, i + 1, depth + 1)
-        }),
-        b'[' => items(bytes, i + 1, b']', |i| skip_value(bytes, i, depth + 1)),
-        _ => scalar_end(bytes, i).map(|(end, _)| end),
+            _ => i = scalar_end(bytes, i)?.0,
+        }
+        // After a value: a comma and the next one, or the closing of what holds it.
+        loop {
+            if open == 0 {
+                return Some(i);
+            }
+            i = skip_ws(bytes, i);
+            let in_object = (objects >> (open - 1)) & 1 == 1;
+            match *bytes.get(i)? {
+                b',' => {
+                    i += 1;
+                    if in_object {
+                        i = member_value(bytes, skip_ws(bytes, i))?;
+                    }
+                    continue 'value;
+                }
+                b'}' if in_object => open -= 1,
+                b']' if !in_object => open -= 1,
+                _ => return None,
+            }
+            i += 1;
+        }
     }
 }
 
@@ -411,6 +465,12 @@ mod tests {
             (Some(a), None) => panic!("reader accepted {text:?} as {a:?}; serde_json refuses it"),
             _ => {}
         }
+        // Skipping the text checks the same grammar; serde_json's own skipping
+        // (`IgnoredAny`) is the oracle there.
+        let bytes = text.as_bytes();
+        let skipped = skip_value(bytes, 0, 0).is_some_and(|end| skip_ws(bytes, end) == bytes.len());
+        let ignored = serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok();
+        assert_eq!(skipped, ignored, "skipping {text:?}");
         ours.is_some()
     }
 
@@ -470,6 +530,24 @@ mod tests {
         assert!(value_of(&deep).is_none());
         let fine = format!("{}{}", "[".repeat(50), "]".repeat(50));
         assert!(agrees(&fine));
+        // The limit is on the value's depth: the outermost is at 0, so MAX_DEPTH + 1
+        // nested arrays or objects are read and one more is not, by both paths.
+        for (open, innermost, close) in [("[", "[]", "]"), ("{\"k\":", "{}", "}")] {
+            for (levels, read) in [(MAX_DEPTH + 1, true), (MAX_DEPTH + 2, false)] {
+                let text = format!(
+                    "{}{innermost}{}",
+                    open.repeat(levels - 1),
+                    close.repeat(levels - 1)
+                );
+                let skipped = skip_value(text.as_bytes(), 0, 0) == Some(text.len());
+                assert_eq!(skipped, read, "skipping {levels} levels of {open}");
+                assert_eq!(
+                    value_of(&text).is_some(),
+                    read,
+                    "reading {levels} levels of {open}"
+                );
+            }
+        }
     }
 
     #[test]
