@@ -141,11 +141,6 @@ impl StandIn {
             .map(|v| v.clone())
             .unwrap_or_default()
     }
-
-    /// Waits until the task ends (never, unless it fails): for the benchmark binary.
-    pub async fn run_forever(self) {
-        let _ = (&mut { self }.task).await;
-    }
 }
 
 impl Drop for StandIn {
