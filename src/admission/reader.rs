@@ -34,6 +34,9 @@ pub(super) type Fast<T> = Option<T>;
 pub(super) struct Reader<'a> {
     text: &'a str,
     pos: usize,
+    /// How deep the value at the cursor is nested (the whole text is at 0), for
+    /// [`MAX_DEPTH`]: one more inside each array and object being read.
+    depth: usize,
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -271,7 +274,11 @@ enum ScalarKind {
 impl<'a> Reader<'a> {
     /// A reader at the start of `text`.
     pub(super) fn new(text: &'a str) -> Self {
-        Reader { text, pos: 0 }
+        Reader {
+            text,
+            pos: 0,
+            depth: 0,
+        }
     }
 
     fn bytes(&self) -> &'a [u8] {
@@ -369,7 +376,7 @@ impl<'a> Reader<'a> {
         mut member: impl FnMut(&mut Self, &'a str) -> Fast<()>,
     ) -> Fast<()> {
         self.expect(b'{')?;
-        self.items(b'}', |r| {
+        self.nested_items(b'}', |r| {
             let (key, escaped) = r.raw_string()?;
             if escaped {
                 return None;
@@ -391,16 +398,24 @@ impl<'a> Reader<'a> {
         Some(())
     }
 
+    /// [`Reader::items`] of an array or object: the values inside are one level deeper.
+    fn nested_items(&mut self, close: u8, item: impl FnMut(&mut Self) -> Fast<()>) -> Fast<()> {
+        self.depth += 1;
+        let done = self.items(close, item);
+        self.depth -= 1;
+        done
+    }
+
     /// Skips one value of any kind, checking it.
-    pub(super) fn skip(&mut self, depth: usize) -> Fast<()> {
-        self.pos = skip_value(self.bytes(), self.pos, depth)?;
+    pub(super) fn skip(&mut self) -> Fast<()> {
+        self.pos = skip_value(self.bytes(), self.pos, self.depth)?;
         Some(())
     }
 
     /// One value, built: strings and keys borrow from the text when they have no escapes;
     /// numbers are read by serde_json (same value, same range errors).
-    pub(super) fn value(&mut self, depth: usize) -> Fast<Json<'a>> {
-        if depth > MAX_DEPTH {
+    pub(super) fn value(&mut self) -> Fast<Json<'a>> {
+        if self.depth > MAX_DEPTH {
             return None;
         }
         match self.peek()? {
@@ -408,10 +423,10 @@ impl<'a> Reader<'a> {
             b'{' => {
                 let mut members = Vec::with_capacity(8);
                 self.pos += 1;
-                self.items(b'}', |r| {
+                self.nested_items(b'}', |r| {
                     let key = r.string()?;
                     r.expect(b':')?;
-                    members.push((key, r.value(depth + 1)?));
+                    members.push((key, r.value()?));
                     Some(())
                 })?;
                 Some(Json::Object(Object::from_members(members)))
@@ -419,8 +434,8 @@ impl<'a> Reader<'a> {
             b'[' => {
                 let mut elements = Vec::with_capacity(4);
                 self.pos += 1;
-                self.items(b']', |r| {
-                    elements.push(r.value(depth + 1)?);
+                self.nested_items(b']', |r| {
+                    elements.push(r.value()?);
                     Some(())
                 })?;
                 Some(Json::Array(elements))
@@ -448,7 +463,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 pub(super) fn value_of(text: &str) -> Fast<Json<'_>> {
     let mut r = Reader::new(text);
-    let v = r.value(0)?;
+    let v = r.value()?;
     r.at_end().then_some(v)
 }
 

@@ -259,7 +259,7 @@ fn read_review(text: &str) -> Fast<ReviewIn<'_>> {
             };
             set(&mut request, request_in)
         }
-        _ => r.skip(1),
+        _ => r.skip(),
     })?;
     if !r.at_end() {
         return None;
@@ -291,7 +291,7 @@ fn read_request<'a>(r: &mut Reader<'a>) -> Fast<RequestIn<'a>> {
         "namespace" => set(&mut namespace, r.opt_string()?),
         "object" => set(&mut object, read_opt_object(r)?),
         "oldObject" => set(&mut old_object, read_opt_object(r)?),
-        _ => r.skip(2),
+        _ => r.skip(),
     })?;
     Some(RequestIn {
         uid: uid?,
@@ -310,7 +310,7 @@ fn read_gvk<'a>(r: &mut Reader<'a>) -> Fast<GroupVersionKind<'a>> {
         "group" => set(&mut group, r.string()?),
         "version" => set(&mut version, r.string()?),
         "kind" => set(&mut kind, r.string()?),
-        _ => r.skip(3),
+        _ => r.skip(),
     })?;
     Some(GroupVersionKind {
         group: group.unwrap_or_default(),
@@ -327,10 +327,10 @@ fn read_opt_object<'a>(r: &mut Reader<'a>) -> Fast<Option<ObjectIn<'a>>> {
     r.object(|r, key| match key {
         "metadata" => set(&mut metadata, read_metadata(r)?),
         "spec" => {
-            let value = if r.null() { None } else { Some(r.value(3)?) };
+            let value = if r.null() { None } else { Some(r.value()?) };
             set(&mut spec, value)
         }
-        _ => r.skip(3),
+        _ => r.skip(),
     })?;
     Some(Some(ObjectIn {
         metadata: metadata.unwrap_or_default(),
@@ -347,12 +347,12 @@ fn read_metadata<'a>(r: &mut Reader<'a>) -> Fast<MetadataIn<'a>> {
             let value = if r.null() {
                 None
             } else {
-                r.skip(4)?;
+                r.skip()?;
                 Some(serde::de::IgnoredAny)
             };
             set(&mut deletion_timestamp, value)
         }
-        _ => r.skip(4),
+        _ => r.skip(),
     })?;
     Some(MetadataIn {
         name: name.flatten(),
@@ -845,6 +845,22 @@ mod tests {
         // The answer is then serde_json's, with its message.
         let err = parse(with(r#""uid":"b""#).as_bytes()).err().unwrap();
         assert!(err.to_string().contains("duplicate field `uid`"), "{err}");
+    }
+
+    #[test]
+    fn the_reader_counts_depth_from_the_whole_review() {
+        // A member of `request` is two levels down: k nested arrays there reach depth
+        // k + 1, read up to the reader's limit and left to serde_json one level beyond.
+        let nested = |k: usize| {
+            format!(
+                r#"{{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{{"uid":"a","kind":{{"version":"v1","kind":"K"}},"operation":"CREATE","x":{}{}}}}}"#,
+                "[".repeat(k),
+                "]".repeat(k)
+            )
+        };
+        assert!(reader_agrees(&nested(99)));
+        assert!(!reader_agrees(&nested(100)));
+        assert!(parse(nested(100).as_bytes()).is_ok());
     }
 
     #[test]
