@@ -58,6 +58,17 @@ fn token_registry(tokens: &TokenServer, tls: RegistryTls) -> Registry {
     })
 }
 
+/// A token service whose robot's password is `token-pw`, a plain-HTTP registry that uses
+/// it with `tags` pushed to team/app, and a request for team/app with that password.
+async fn robot_token_registry<S: AsRef<str>>(tags: &[S]) -> (TokenServer, Registry, ScanRequest) {
+    let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
+    let registry = token_registry(&tokens, RegistryTls::None);
+    registry.push_tags("team/app", tags).await;
+    let mut req = request(&registry.host(), "team/app");
+    req.credentials = robot("token-pw");
+    (tokens, registry, req)
+}
+
 /// The test token service's user with this password.
 fn robot(password: &str) -> Credentials {
     Credentials::Basic {
@@ -196,12 +207,8 @@ async fn docker_config_credentials_are_picked_by_registry_host() {
 
 #[tokio::test]
 async fn token_auth_runs_the_bearer_flow_and_reuses_the_token() {
-    let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
-    let registry = token_registry(&tokens, RegistryTls::None);
-    registry.push_tags("team/app", &tags("3.", 30)).await;
+    let (tokens, _registry, mut req) = robot_token_registry(&tags("3.", 30)).await;
     let s = scanner();
-    let mut req = request(&registry.host(), "team/app");
-    req.credentials = robot("token-pw");
     assert_eq!(s.scan(&req).await.unwrap().tag_count, 30);
     assert_eq!(s.scan(&req).await.unwrap().tag_count, 30);
     assert_eq!(
@@ -224,11 +231,8 @@ async fn token_auth_runs_the_bearer_flow_and_reuses_the_token() {
 
 #[tokio::test]
 async fn a_refused_token_request_names_the_realm_host_and_never_the_password() {
-    let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
-    let registry = token_registry(&tokens, RegistryTls::None);
-    registry.push_tags("team/app", &["1.0"]).await;
+    let (tokens, _registry, mut req) = robot_token_registry(&["1.0"]).await;
     let s = scanner();
-    let mut req = request(&registry.host(), "team/app");
     req.credentials = robot("wrong-pw-4711");
     let err = s.scan(&req).await.unwrap_err();
     let text = err.to_string();
@@ -254,12 +258,8 @@ async fn a_refused_token_request_names_the_realm_host_and_never_the_password() {
 
 #[tokio::test]
 async fn a_rate_limited_or_failing_token_service_is_not_called_a_credential_refusal() {
-    let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
-    let registry = token_registry(&tokens, RegistryTls::None);
-    registry.push_tags("team/app", &["1.0"]).await;
+    let (tokens, _registry, req) = robot_token_registry(&["1.0"]).await;
     let s = scanner();
-    let mut req = request(&registry.host(), "team/app");
-    req.credentials = robot("token-pw");
 
     tokens.answer_instead(Some((
         axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -291,13 +291,9 @@ async fn a_rate_limited_or_failing_token_service_is_not_called_a_credential_refu
 
 #[tokio::test]
 async fn the_token_exchange_goes_through_an_authenticating_proxy() {
-    let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
-    let registry = token_registry(&tokens, RegistryTls::None);
-    registry.push_tags("team/app", &["1.0", "1.1", "2.0"]).await;
+    let (tokens, registry, mut req) = robot_token_registry(&["1.0", "1.1", "2.0"]).await;
     let proxy = Proxy::start("proxyuser", "proxy.pw-1");
-    let mut req = request(&registry.host(), "team/app");
     req.insecure = true;
-    req.credentials = robot("token-pw");
     req.proxy = Some(ProxyConfig {
         address: proxy.address(),
         username: Some("proxyuser".into()),
