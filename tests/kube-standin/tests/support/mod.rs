@@ -145,7 +145,6 @@ impl Kubectl {
         Spawned { child, lines: rx }
     }
 
-    /// Runs and asserts exit code 0; returns stdout.
     /// `kubectl apply -f file`, which must fail with exit code 1 (a refusal).
     pub fn apply_fails(&self, file: &Path) -> Ran {
         let r = self.run(&["apply", "-f", &file.to_string_lossy()]);
@@ -160,6 +159,7 @@ impl Kubectl {
         r
     }
 
+    /// Runs and asserts exit code 0; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let r = self.run(args);
         assert_eq!(
