@@ -330,11 +330,20 @@ impl<'a> Reader<'a> {
     /// A string value: borrowed when it has no escapes. Single-character escapes (`\\.` in
     /// a regex, say) are unescaped here; a `\u` escape is left to serde_json, so surrogate
     /// pairs and lone surrogates are judged as always.
+    #[inline(never)]
     pub(super) fn string(&mut self) -> Fast<Cow<'a, str>> {
         let (raw, escaped) = self.raw_string()?;
         if !escaped {
             return Some(Cow::Borrowed(raw));
         }
+        self.unescape(raw)
+    }
+
+    /// The value of `raw`, a string just read (the cursor is after its closing quote)
+    /// that has escapes. Out of line: most strings have none.
+    #[cold]
+    #[inline(never)]
+    fn unescape(&self, raw: &'a str) -> Fast<Cow<'a, str>> {
         let mut out = String::with_capacity(raw.len());
         let mut rest = raw;
         while let Some(at) = rest.find('\\') {
@@ -371,9 +380,14 @@ impl<'a> Reader<'a> {
 
     /// Walks an object's members: `member` gets each key and must consume its value. Keys
     /// with escapes give up: a derived struct compares field names after unescaping.
+    ///
+    /// One function for every object walked (the member reader is called through a
+    /// pointer): a copy of this loop inlined at each call site would make the code the
+    /// handler runs per review larger than the CPU's instruction cache (see [`Reader`]).
+    #[inline(never)]
     pub(super) fn object(
         &mut self,
-        mut member: impl FnMut(&mut Self, &'a str) -> Fast<()>,
+        member: &mut dyn FnMut(&mut Self, &'a str) -> Fast<()>,
     ) -> Fast<()> {
         self.expect(b'{')?;
         self.nested_items(b'}', |r| {

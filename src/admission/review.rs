@@ -248,7 +248,7 @@ fn parse(body: &[u8]) -> Result<ReviewIn<'_>, serde_json::Error> {
 fn read_review(text: &str) -> Fast<ReviewIn<'_>> {
     let mut r = Reader::new(text);
     let (mut api_version, mut kind, mut request) = (None, None, None);
-    r.object(|r, key| match key {
+    r.object(&mut |r, key| match key {
         "apiVersion" => set(&mut api_version, r.string()?),
         "kind" => set(&mut kind, r.string()?),
         "request" => {
@@ -283,7 +283,7 @@ fn set<T>(field: &mut Option<T>, value: T) -> Fast<()> {
 fn read_request<'a>(r: &mut Reader<'a>) -> Fast<RequestIn<'a>> {
     let (mut uid, mut kind, mut operation) = (None, None, None);
     let (mut name, mut namespace, mut object, mut old_object) = (None, None, None, None);
-    r.object(|r, key| match key {
+    r.object(&mut |r, key| match key {
         "uid" => set(&mut uid, r.string()?),
         "kind" => set(&mut kind, read_gvk(r)?),
         "operation" => set(&mut operation, r.string()?),
@@ -306,7 +306,7 @@ fn read_request<'a>(r: &mut Reader<'a>) -> Fast<RequestIn<'a>> {
 
 fn read_gvk<'a>(r: &mut Reader<'a>) -> Fast<GroupVersionKind<'a>> {
     let (mut group, mut version, mut kind) = (None, None, None);
-    r.object(|r, key| match key {
+    r.object(&mut |r, key| match key {
         "group" => set(&mut group, r.string()?),
         "version" => set(&mut version, r.string()?),
         "kind" => set(&mut kind, r.string()?),
@@ -324,7 +324,7 @@ fn read_opt_object<'a>(r: &mut Reader<'a>) -> Fast<Option<ObjectIn<'a>>> {
         return Some(None);
     }
     let (mut metadata, mut spec) = (None, None);
-    r.object(|r, key| match key {
+    r.object(&mut |r, key| match key {
         "metadata" => set(&mut metadata, read_metadata(r)?),
         "spec" => {
             let value = if r.null() { None } else { Some(r.value()?) };
@@ -340,7 +340,7 @@ fn read_opt_object<'a>(r: &mut Reader<'a>) -> Fast<Option<ObjectIn<'a>>> {
 
 fn read_metadata<'a>(r: &mut Reader<'a>) -> Fast<MetadataIn<'a>> {
     let (mut name, mut generate_name, mut deletion_timestamp) = (None, None, None);
-    r.object(|r, key| match key {
+    r.object(&mut |r, key| match key {
         "name" => set(&mut name, r.opt_string()?),
         "generateName" => set(&mut generate_name, r.opt_string()?),
         "deletionTimestamp" => {
