@@ -258,7 +258,7 @@ pub fn defaults_spec(kind: Kind, version: &str, spec: Option<&Json<'_>>) -> Patc
 /// interval does not parse (validation reports it).
 fn timeout_from_interval(interval: &str) -> Option<String> {
     let d = parse_duration(interval).ok()?;
-    if interval.contains('h') {
+    if interval.bytes().any(|b| b == b'h') {
         Some(format_duration_without_hours(d))
     } else {
         Some(interval.to_string())
@@ -417,7 +417,7 @@ impl Checker {
                 self.fail(|| FieldError::invalid(path, &v(), e.explanation()));
                 None
             }
-            Ok(d) if !allow_hours && value.contains('h') => {
+            Ok(d) if !allow_hours && value.bytes().any(|b| b == b'h') => {
                 self.fail(|| {
                     FieldError::invalid(
                         path,
