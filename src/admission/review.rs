@@ -174,17 +174,20 @@ fn respond(response: ResponseOut<'_>) -> Vec<u8> {
 /// The usual answer (only uid and allowed), written directly: the same bytes as
 /// [`respond_serialized`] gives it, without walking the structs field by field.
 fn respond_plain(uid: &str, allowed: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128 + uid.len());
-    out.extend_from_slice(
-        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#,
-    );
-    // Writing a string into a Vec cannot fail; it is escaped as any JSON string.
-    let _ = serde_json::to_writer(&mut out, uid);
-    out.extend_from_slice(if allowed {
+    const HEAD: &[u8] =
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#;
+    let tail: &[u8] = if allowed {
         br#","allowed":true}}"#
     } else {
         br#","allowed":false}}"#
-    });
+    };
+    // Exactly the size of the answer when the uid needs no escapes (a UUID never does):
+    // the HTTP layer then takes the Vec over as its body without allocating again.
+    let mut out = Vec::with_capacity(HEAD.len() + uid.len() + 2 + tail.len());
+    out.extend_from_slice(HEAD);
+    // Writing a string into a Vec cannot fail; it is escaped as any JSON string.
+    let _ = serde_json::to_writer(&mut out, uid);
+    out.extend_from_slice(tail);
     out
 }
 
@@ -656,6 +659,12 @@ mod tests {
                     String::from_utf8(general).unwrap()
                 );
             }
+        }
+        // Without escapes the answer fills its allocation exactly, so `Bytes::from` takes
+        // it over without allocating a header for the spare capacity.
+        for allowed in [true, false] {
+            let plain = respond_plain("705ab4f5-6393-11e8-b7cc-42010a800002", allowed);
+            assert_eq!(plain.len(), plain.capacity());
         }
     }
 
