@@ -204,6 +204,87 @@ fn respond_serialized(response: ResponseOut<'_>) -> Vec<u8> {
     out
 }
 
+// The answers other than the usual one are built out of line: `handle` stays the short
+// path every valid review takes (its code is fetched afresh for most reviews, since TLS
+// and HTTP run in between).
+
+/// A kind this webhook does not handle: denied, naming the fix.
+#[cold]
+#[inline(never)]
+fn not_our_kind(uid: &str, gvk: &GroupVersionKind<'_>, operation: Cow<'static, str>) -> Outcome {
+    let message = format!(
+        "this webhook handles ImageRepository and ImagePolicy in group {}, not {}/{} {}; fix the webhook configuration's rules",
+        crate::api::GROUP,
+        gvk.group,
+        gvk.version,
+        gvk.kind
+    );
+    let body = respond(ResponseOut {
+        uid,
+        allowed: false,
+        status: Some(json!({"code": 400, "reason": "BadRequest", "message": message})),
+        patch_type: None,
+        patch: None,
+        warnings: Vec::new(),
+    });
+    Outcome {
+        body,
+        kind: None,
+        operation,
+        result: "denied",
+    }
+}
+
+/// An allowed answer carrying the defaulting patch.
+#[inline(never)]
+fn respond_patched(uid: &str, patch: &json_patch::Patch) -> Result<Vec<u8>, BadRequest> {
+    let json = serde_json::to_vec(patch)?;
+    Ok(respond(ResponseOut {
+        uid,
+        allowed: true,
+        status: None,
+        patch_type: Some("JSONPatch"),
+        patch: Some(base64::engine::general_purpose::STANDARD.encode(json)),
+        warnings: Vec::new(),
+    }))
+}
+
+/// The answer to a validation with failures or warnings: a 422 `Invalid` status naming
+/// every failure when there is one, and the warnings.
+#[cold]
+#[inline(never)]
+fn respond_verdict(
+    uid: &str,
+    kind: Kind,
+    name: impl FnOnce() -> String,
+    verdict: rules::Verdict,
+) -> Vec<u8> {
+    let allowed = verdict.allowed();
+    let status = (!allowed).then(|| {
+        let name = name();
+        let causes: Vec<Value> = verdict
+            .errors
+            .iter()
+            .map(|e| json!({"reason": e.cause_reason(), "field": e.path, "message": e.to_string()}))
+            .collect();
+        json!({
+            "code": 422,
+            "reason": "Invalid",
+            "status": "Failure",
+            "message": verdict.denial_message(kind, &name),
+            "details": {"name": name, "group": crate::api::GROUP, "kind": kind.as_str(), "causes": causes},
+        })
+    });
+    respond(ResponseOut {
+        uid,
+        allowed,
+        status,
+        patch_type: None,
+        patch: None,
+        warnings: verdict.warnings,
+    })
+}
+
 fn name_of(name: Option<&str>, meta: &MetadataIn<'_>) -> String {
     name.filter(|n| !n.is_empty())
         .or(meta.name.as_deref())
@@ -389,22 +470,7 @@ pub fn handle(
     };
 
     let Some(kind) = Kind::from_group_kind(&req.kind.group, &req.kind.kind) else {
-        let mut r = base(false);
-        r.status = Some(json!({
-            "code": 400,
-            "reason": "BadRequest",
-            "message": format!(
-                "this webhook handles ImageRepository and ImagePolicy in group {}, not {}/{} {}; fix the webhook configuration's rules",
-                crate::api::GROUP, req.kind.group, req.kind.version, req.kind.kind
-            ),
-        }));
-        let body = respond(r);
-        return Ok(Outcome {
-            body,
-            kind: None,
-            operation,
-            result: "denied",
-        });
+        return Ok(not_our_kind(&req.uid, &req.kind, operation));
     };
 
     if operation != "CREATE" && operation != "UPDATE" {
@@ -439,13 +505,8 @@ pub fn handle(
                     result: "allowed",
                 });
             }
-            let json = serde_json::to_vec(&patch)?;
-            let mut r = base(true);
-            r.patch_type = Some("JSONPatch");
-            r.patch = Some(base64::engine::general_purpose::STANDARD.encode(json));
-            let body = respond(r);
             Ok(Outcome {
-                body,
+                body: respond_patched(&req.uid, &patch)?,
                 kind: Some(kind),
                 operation,
                 result: "patched",
@@ -472,31 +533,21 @@ pub fn handle(
                 no_cross_namespace_refs: admission.no_cross_namespace_refs,
             };
             let verdict = rules::validate_spec(kind, version, namespace, spec, ctx);
-            let allowed = verdict.allowed();
-            let mut r = base(allowed);
-            if !allowed {
-                let name = name_of(req.name.as_deref(), &object.metadata);
-                let causes: Vec<Value> = verdict
-                    .errors
-                    .iter()
-                    .map(|e| json!({"reason": e.cause_reason(), "field": e.path, "message": e.to_string()}))
-                    .collect();
-                r.status = Some(json!({
-                    "code": 422,
-                    "reason": "Invalid",
-                    "status": "Failure",
-                    "message": verdict.denial_message(kind, &name),
-                    "details": {"name": name, "group": crate::api::GROUP, "kind": kind.as_str(), "causes": causes},
-                }));
+            if verdict.errors.is_empty() && verdict.warnings.is_empty() {
+                return Ok(Outcome {
+                    body: respond_plain(&req.uid, true),
+                    kind: Some(kind),
+                    operation,
+                    result: "allowed",
+                });
             }
-            r.warnings = verdict.warnings;
-            let body = respond(r);
-            let result = if allowed { "allowed" } else { "denied" };
+            let name = || name_of(req.name.as_deref(), &object.metadata);
+            let allowed = verdict.allowed();
             Ok(Outcome {
-                body,
+                body: respond_verdict(&req.uid, kind, name, verdict),
                 kind: Some(kind),
                 operation,
-                result,
+                result: if allowed { "allowed" } else { "denied" },
             })
         }
     }
