@@ -5,11 +5,13 @@
 # AdmissionReview body over HTTPS keep-alive.
 #
 #   1. saturation: wrk, THREADS threads, CONNS connections, DURATION seconds -> requests/s, p50, p99;
-#      ROUNDS rounds alternating baseline and image-reflector; the median and the best round of
-#      each are printed, the best compared (other work on a shared machine only ever slows a
-#      round down)
+#      ROUNDS pairs of rounds, baseline and image-reflector back to back (the order swapped
+#      every pair). The verdict is the median of the pairs' ratios: the two rounds of a pair
+#      see the same machine, so a pair's ratio cancels the slow swings of a shared host;
+#      the range of the ratios and the best rounds are printed too
 #   2. calibration: the baseline again, made to spend BUSY_NS of CPU (a spin) per request,
-#      one round each -> what a handler of that cost does to the ratio on this machine
+#      one pair of rounds each (baseline, then the spinning baseline) -> what a handler of
+#      that cost does to the ratio on this machine
 #   3. fixed rate: examples/webhook_load.rs at RATE requests/s -> p50, p99 (from scheduled start)
 #
 # Prints figures and ratios; targets (>= 0.8 of the baseline's throughput, p99 < 2 ms at
@@ -17,11 +19,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-6}
 CONNS=${CONNS:-32}
 THREADS=${THREADS:-2}
 RATE=${RATE:-1000}
+# Seconds of the fixed-rate phase (10,000 requests at the default rate).
+RATE_DURATION=${RATE_DURATION:-10}
 ENDPOINT=${ENDPOINT:-/validate}
 # Per-request busy times (ns) for the calibration rounds; empty skips them.
 BUSY_NS=${BUSY_NS-2000 3000}
@@ -106,25 +110,32 @@ saturate() { # name addr -> sets RPS
 }
 
 echo
-echo "== saturation: wrk -t$THREADS -c$CONNS -d${DURATION}s x $ROUNDS rounds, POST $ENDPOINT ($(wc -c < "$tmp/body.json") bytes), HTTP/1.1 keep-alive over TLS"
+echo "== saturation: wrk -t$THREADS -c$CONNS -d${DURATION}s, $ROUNDS pairs of rounds, POST $ENDPOINT ($(wc -c < "$tmp/body.json") bytes), HTTP/1.1 keep-alive over TLS"
 printf '%-16s %12s %10s %10s\n' server "requests/s" "p50 ms" "p99 ms"
 base_rps=0
 ours_rps=0
-base_all=()
-ours_all=()
-for _ in $(seq 1 "$ROUNDS"); do
-  saturate baseline "$base"; base_rps=$(awk -v a="$base_rps" -v b="$RPS" 'BEGIN {print (b > a) ? b : a}'); base_all+=("$RPS")
-  saturate image-reflector "$ours"; ours_rps=$(awk -v a="$ours_rps" -v b="$RPS" 'BEGIN {print (b > a) ? b : a}'); ours_all+=("$RPS")
+ratios=()
+for pair in $(seq 1 "$ROUNDS"); do
+  # Swapping the order every pair keeps either server from always running second.
+  if [ $((pair % 2)) = 1 ]; then
+    saturate baseline "$base"; b=$RPS
+    saturate image-reflector "$ours"; o=$RPS
+  else
+    saturate image-reflector "$ours"; o=$RPS
+    saturate baseline "$base"; b=$RPS
+  fi
+  base_rps=$(awk -v a="$base_rps" -v b="$b" 'BEGIN {print (b > a) ? b : a}')
+  ours_rps=$(awk -v a="$ours_rps" -v b="$o" 'BEGIN {print (b > a) ? b : a}')
+  ratios+=("$(awk -v a="$o" -v b="$b" 'BEGIN {printf "%.3f", a/b}')")
+  printf '  pair %d: image-reflector/baseline %s\n' "$pair" "${ratios[-1]}"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
-base_med=$(median "${base_all[@]}")
-ours_med=$(median "${ours_all[@]}")
-printf 'median round: baseline %.0f requests/s, image-reflector %.0f requests/s (ratio %s)\n' "$base_med" "$ours_med" \
-  "$(awk -v a="$ours_med" -v b="$base_med" 'BEGIN {printf "%.2f", a/b}')"
-printf 'best round: baseline %.0f requests/s, image-reflector %.0f requests/s\n' "$base_rps" "$ours_rps"
-ratio=$(awk -v a="$ours_rps" -v b="$base_rps" 'BEGIN {printf "%.2f", a/b}')
+ratio=$(printf '%.2f' "$(median "${ratios[@]}")")
+range=$(printf '%s\n' "${ratios[@]}" | sort -g | sed -n '1p;$p' | paste -sd' ' | awk '{printf "%.2f-%.2f", $1, $2}')
+printf 'best round: baseline %.0f requests/s, image-reflector %.0f requests/s (ratio %s)\n' "$base_rps" "$ours_rps" \
+  "$(awk -v a="$ours_rps" -v b="$base_rps" 'BEGIN {printf "%.2f", a/b}')"
 verdict=$(awk -v r="$ratio" 'BEGIN {print (r >= 0.8) ? "met" : "NOT met"}')
-echo "image-reflector/baseline throughput: $ratio  (target >= 0.80: $verdict)"
+echo "image-reflector/baseline throughput: $ratio, median of $ROUNDS pairs (range $range)  (target >= 0.80: $verdict)"
 # The handler's own time per review (body received to response built), from its histogram.
 metrics_addr=$(grep '"listening"' "$tmp/ours.log" | sed -E 's/.*"metrics":"([^"]+)".*/\1/')
 curl -sS "http://$metrics_addr/metrics" | awk -v w="${ENDPOINT#/}" '
@@ -134,25 +145,26 @@ curl -sS "http://$metrics_addr/metrics" | awk -v w="${ENDPOINT#/}" '
 
 if [ -n "$BUSY_NS" ]; then
   echo
-  echo "== calibration: the baseline spending a fixed CPU time per request (one round each)"
+  echo "== calibration: the baseline spending a fixed CPU time per request (one pair of rounds each)"
   printf '%-16s %12s %10s %10s\n' server "requests/s" "p50 ms" "p99 ms"
   for ns in $BUSY_NS; do
     "$target/examples/webhook_baseline" 127.0.0.1:0 "$tmp/tls.crt" "$tmp/tls.key" "$ns" > "$tmp/busy.log" 2>&1 &
     busy_pid=$!
     pids+=("$busy_pid")
     wait_for_line "$tmp/busy.log" 'listening on'
+    saturate baseline "$base"; b=$RPS
     saturate "baseline+$(awk -v n="$ns" 'BEGIN {printf "%.1fus", n/1000}')" "$(sed -nE 's/listening on (.*)/\1/p' "$tmp/busy.log")"
-    printf '  ratio to the best baseline round: %s\n' "$(awk -v a="$RPS" -v b="$base_rps" 'BEGIN {printf "%.2f", a/b}')"
+    printf '  ratio to the baseline round just before: %s\n' "$(awk -v a="$RPS" -v b="$b" 'BEGIN {printf "%.2f", a/b}')"
     kill "$busy_pid" 2>/dev/null || true
     wait "$busy_pid" 2>/dev/null || true
   done
 fi
 
 echo
-echo "== fixed rate: $RATE requests/s for ${DURATION}s (latency from scheduled start)"
+echo "== fixed rate: $RATE requests/s for ${RATE_DURATION}s (latency from scheduled start)"
 fixed() { # name addr -> sets P99
   local line
-  line=$("$target/examples/webhook_load" "https://$2$ENDPOINT" "$tmp/ca.crt" "$tmp/body.json" "$RATE" "$DURATION")
+  line=$("$target/examples/webhook_load" "https://$2$ENDPOINT" "$tmp/ca.crt" "$tmp/body.json" "$RATE" "$RATE_DURATION")
   printf '%-16s %s\n' "$1" "$line"
   P99=$(sed -E 's/.* p99_ms=([0-9.]+).*/\1/' <<<"$line")
 }
