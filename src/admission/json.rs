@@ -1,9 +1,11 @@
-//! A JSON value that borrows its strings from the request body, for the admission rules.
+//! A JSON value for the admission rules, built in a per-request arena.
 //!
 //! Parsing an object's `spec` into a `serde_json::Value` costs a map node and an owned
 //! `String` per key and per string value, all dropped again a microsecond later. [`Json`]
-//! borrows every string without escapes straight from the input (`Cow::Borrowed`) and keeps
-//! an object's members in one `Vec`, so a typical spec costs a handful of allocations.
+//! borrows every string without escapes straight from the input, and everything else (an
+//! object's members, an array's elements, an unescaped string) lives in a [`Bump`] arena
+//! that the handler empties before each review: no allocation per value, and nothing to
+//! drop afterwards (a `Json` owns no memory).
 //!
 //! An [`Object`] keeps its members sorted by key with each key once (the last duplicate
 //! wins), which is exactly what `serde_json::Value` (without `preserve_order`) holds. So
@@ -12,7 +14,8 @@
 //! with sorted keys, so keeping them sorted costs one comparison per member; any other
 //! order is sorted once, in O(n log n) whatever the input.
 
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use bumpalo::Bump;
+use serde::de::{Deserializer, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Number, Value};
@@ -20,7 +23,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
-/// A JSON value whose strings borrow from the input when they have no escapes.
+/// A JSON value whose strings, arrays and objects are borrowed: from the input when a
+/// string has no escapes, else from the arena it was built in.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json<'a> {
     /// `null`
@@ -29,30 +33,33 @@ pub enum Json<'a> {
     Bool(bool),
     /// A number, as serde_json holds it.
     Number(Number),
-    /// A string: borrowed from the input unless it had escapes.
-    String(Cow<'a, str>),
+    /// A string.
+    String(&'a str),
     /// An array.
-    Array(Vec<Json<'a>>),
+    Array(&'a [Json<'a>]),
     /// An object.
     Object(Object<'a>),
 }
 
 /// A JSON object: members sorted by key, each key once (see the module docs). Equality is
 /// therefore map equality: the order members were written in does not matter.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Object<'a> {
-    members: Vec<(Cow<'a, str>, Json<'a>)>,
+    members: &'a [(&'a str, Json<'a>)],
 }
+
+/// Members being collected for an [`Object`], in the arena.
+pub(super) type Members<'a> = bumpalo::collections::Vec<'a, (&'a str, Json<'a>)>;
 
 impl<'a> Object<'a> {
     /// Builds the object from members in any order; a repeated key keeps its last value.
-    pub(super) fn from_members(mut members: Vec<(Cow<'a, str>, Json<'a>)>) -> Self {
+    pub(super) fn from_members(mut members: Members<'a>) -> Self {
         let sorted = members.windows(2).all(|w| w[0].0 < w[1].0);
         if !sorted {
             // Stable: duplicates stay in input order. `dedup_by` keeps the first of a run
             // and hands each later one as `later`: moving its value into the kept member
             // leaves the value written last. Both steps work in place.
-            members.sort_by(|a, b| a.0.cmp(&b.0));
+            members.sort_by(|a, b| a.0.cmp(b.0));
             members.dedup_by(|later, kept| {
                 let same = later.0 == kept.0;
                 if same {
@@ -61,24 +68,23 @@ impl<'a> Object<'a> {
                 same
             });
         }
-        Object { members }
+        Object {
+            members: members.into_bump_slice(),
+        }
     }
 
     /// The value at `key`.
-    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+    pub fn get(&self, key: &str) -> Option<&'a Json<'a>> {
         // A spec has a handful of members: comparing for equality (lengths first) beats
         // ordering comparisons there; large objects use the order.
-        if self.members.len() <= 16 {
-            return self
-                .members
-                .iter()
-                .find(|(k, _)| k.as_ref() == key)
-                .map(|(_, v)| v);
+        let members = self.members;
+        if members.len() <= 16 {
+            return members.iter().find(|(k, _)| *k == key).map(|(_, v)| v);
         }
-        self.members
-            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+        members
+            .binary_search_by(|(k, _)| (*k).cmp(key))
             .ok()
-            .map(|i| &self.members[i].1)
+            .map(|i| &members[i].1)
     }
 
     /// True when `key` is present (even with a null value).
@@ -87,8 +93,8 @@ impl<'a> Object<'a> {
     }
 
     /// The members, sorted by key.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Json<'a>)> {
-        self.members.iter().map(|(k, v)| (k.as_ref(), v))
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&'a str, &'a Json<'a>)> + use<'a> {
+        self.members.iter().map(|(k, v)| (*k, v))
     }
 
     /// The number of members.
@@ -104,12 +110,12 @@ impl<'a> Object<'a> {
 
 impl<'a> Json<'a> {
     /// The member `key` of an object; None for a missing key or a non-object.
-    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+    pub fn get(&self, key: &str) -> Option<&'a Json<'a>> {
         self.as_object().and_then(|o| o.get(key))
     }
 
     /// The string, if this is one.
-    pub fn as_str(&self) -> Option<&str> {
+    pub fn as_str(&self) -> Option<&'a str> {
         match self {
             Json::String(s) => Some(s),
             _ => None,
@@ -125,7 +131,7 @@ impl<'a> Json<'a> {
     }
 
     /// The elements, if this is an array.
-    pub fn as_array(&self) -> Option<&[Json<'a>]> {
+    pub fn as_array(&self) -> Option<&'a [Json<'a>]> {
         match self {
             Json::Array(a) => Some(a),
             _ => None,
@@ -168,29 +174,31 @@ impl<'a> Json<'a> {
     pub fn is_null(&self) -> bool {
         matches!(self, Json::Null)
     }
-}
 
-// ---------------------------------------------------------------------------------------
-// Conversions
-
-impl From<&Value> for Json<'static> {
-    fn from(value: &Value) -> Self {
+    /// `value`, copied into `arena` (for values that come from serde_json: the offline
+    /// validator, and reviews the fast reader leaves to serde_json).
+    pub fn from_value(value: &Value, arena: &'a Bump) -> Json<'a> {
         match value {
             Value::Null => Json::Null,
             Value::Bool(b) => Json::Bool(*b),
             Value::Number(n) => Json::Number(n.clone()),
-            Value::String(s) => Json::String(Cow::Owned(s.clone())),
-            Value::Array(a) => Json::Array(a.iter().map(Json::from).collect()),
+            Value::String(s) => Json::String(arena.alloc_str(s)),
+            Value::Array(a) => Json::Array(
+                arena.alloc_slice_fill_iter(a.iter().map(|v| Json::from_value(v, arena))),
+            ),
             // A Value's map is already sorted with unique keys.
             Value::Object(m) => Json::Object(Object {
-                members: m
-                    .iter()
-                    .map(|(k, v)| (Cow::Owned(k.clone()), Json::from(v)))
-                    .collect(),
+                members: arena.alloc_slice_fill_iter(
+                    m.iter()
+                        .map(|(k, v)| (&*arena.alloc_str(k), Json::from_value(v, arena))),
+                ),
             }),
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Conversions
 
 impl From<&Json<'_>> for Value {
     fn from(json: &Json<'_>) -> Self {
@@ -228,7 +236,7 @@ impl Serialize for Json<'_> {
             Json::String(s) => serializer.serialize_str(s),
             Json::Array(a) => {
                 let mut seq = serializer.serialize_seq(Some(a.len()))?;
-                for element in a {
+                for element in a.iter() {
                     seq.serialize_element(element)?;
                 }
                 seq.end()
@@ -257,82 +265,7 @@ impl fmt::Display for Json<'_> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Deserialize, borrowing strings and keys from the input.
-
-// Generic over the borrowed lifetime `'a` (any lifetime the input outlives), as serde's own
-// `Cow` impl, so that `#[serde(borrow)]` fields of derived structs can hold a `Json<'a>`.
-impl<'de: 'a, 'a> Deserialize<'de> for Json<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(JsonVisitor(PhantomData))
-    }
-}
-
-struct JsonVisitor<'a>(PhantomData<Json<'a>>);
-
-impl<'de: 'a, 'a> Visitor<'de> for JsonVisitor<'a> {
-    type Value = Json<'a>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, b: bool) -> Result<Json<'a>, E> {
-        Ok(Json::Bool(b))
-    }
-
-    fn visit_i64<E>(self, n: i64) -> Result<Json<'a>, E> {
-        Ok(Json::Number(n.into()))
-    }
-
-    fn visit_u64<E>(self, n: u64) -> Result<Json<'a>, E> {
-        Ok(Json::Number(n.into()))
-    }
-
-    fn visit_f64<E>(self, n: f64) -> Result<Json<'a>, E> {
-        // As serde_json's Value: a non-finite float (which JSON text cannot hold) is null.
-        Ok(Number::from_f64(n).map_or(Json::Null, Json::Number))
-    }
-
-    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Json<'a>, E> {
-        Ok(Json::String(Cow::Borrowed(s)))
-    }
-
-    fn visit_str<E>(self, s: &str) -> Result<Json<'a>, E> {
-        Ok(Json::String(Cow::Owned(s.to_owned())))
-    }
-
-    fn visit_string<E>(self, s: String) -> Result<Json<'a>, E> {
-        Ok(Json::String(Cow::Owned(s)))
-    }
-
-    fn visit_unit<E>(self) -> Result<Json<'a>, E> {
-        Ok(Json::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Json<'a>, E> {
-        Ok(Json::Null)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Json<'a>, D::Error> {
-        Json::deserialize(deserializer)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'a>, A::Error> {
-        let mut elements = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-        while let Some(element) = seq.next_element()? {
-            elements.push(element);
-        }
-        Ok(Json::Array(elements))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'a>, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
-        while let Some(key) = map.next_key_seed(Key(PhantomData))? {
-            members.push((key, map.next_value()?));
-        }
-        Ok(Json::Object(Object::from_members(members)))
-    }
-}
+// Deserialize: strings of the envelope, borrowing from the input when they can.
 
 /// A string that borrows from the input when it has no escapes. Serde's own `Cow<str>` impl
 /// always copies, and `#[serde(borrow)]` borrows only a bare `Cow<str>` field, not one in
@@ -355,16 +288,8 @@ pub fn borrowed_opt_str<'de: 'a, 'a, D: Deserializer<'de>>(
     Ok(Option::<BorrowedStr<'a>>::deserialize(deserializer)?.map(|s| s.0))
 }
 
-/// Deserialises an object key (or any string) as a `Cow` that borrows when it can.
+/// Deserialises a string as a `Cow` that borrows from the input when it can.
 struct Key<'a>(PhantomData<&'a str>);
-
-impl<'de: 'a, 'a> DeserializeSeed<'de> for Key<'a> {
-    type Value = Cow<'a, str>;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_str(self)
-    }
-}
 
 impl<'de: 'a, 'a> Visitor<'de> for Key<'a> {
     type Value = Cow<'a, str>;
@@ -391,27 +316,48 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// An arena that lives as long as the test process (tests only).
+    fn arena() -> &'static Bump {
+        Box::leak(Box::new(Bump::new()))
+    }
+
+    /// `text` read by the admission reader.
     fn parse(text: &str) -> Json<'_> {
-        serde_json::from_str(text).unwrap()
+        super::super::reader::value_of(text, arena()).expect("the reader reads it")
+    }
+
+    fn from_value(value: &Value) -> Json<'static> {
+        Json::from_value(value, arena())
+    }
+
+    /// True when `s` points into `text`.
+    fn borrows_from(s: &str, text: &str) -> bool {
+        text.as_bytes().as_ptr_range().contains(&s.as_ptr())
     }
 
     #[test]
     fn a_string_without_escapes_borrows_from_the_input() {
-        let v = parse(r#"{"image":"ghcr.io/org/app"}"#);
+        let text = r#"{"image":"ghcr.io/org/app"}"#;
+        let v = parse(text);
         let Some(Json::String(s)) = v.get("image") else {
             panic!("not a string: {v:?}");
         };
-        assert!(matches!(s, Cow::Borrowed("ghcr.io/org/app")), "{s:?}");
+        assert_eq!(*s, "ghcr.io/org/app");
+        assert!(borrows_from(s, text));
         let Json::Object(o) = &v else { panic!() };
-        assert!(matches!(o.members[0].0, Cow::Borrowed("image")));
+        assert!(borrows_from(o.members[0].0, text));
     }
 
     #[test]
-    fn a_string_or_key_with_escapes_is_unescaped_into_an_owned_copy() {
-        let v = parse(r#"{"a\"b":"^.*\\.sig$","c":"\u00e9\n"}"#);
+    fn a_string_or_key_with_escapes_is_unescaped_into_the_arena() {
+        let text = r#"{"a\"b":"^.*\\.sig$","c":"\u00e9\n"}"#;
+        let v = parse(text);
         let Json::Object(o) = &v else { panic!() };
-        assert!(matches!(&o.members[0].0, Cow::Owned(k) if k == "a\"b"));
-        assert!(matches!(v.get("a\"b"), Some(Json::String(Cow::Owned(s))) if s == "^.*\\.sig$"));
+        assert_eq!(o.members[0].0, "a\"b");
+        assert!(!borrows_from(o.members[0].0, text));
+        let pattern = v.get("a\"b").and_then(Json::as_str).unwrap();
+        assert_eq!(pattern, "^.*\\.sig$");
+        assert!(!borrows_from(pattern, text));
         assert_eq!(v.get("c").and_then(Json::as_str), Some("é\n"));
     }
 
@@ -458,14 +404,14 @@ mod tests {
         assert!(!labels.contains_key("other"));
         assert_eq!(
             labels.iter().collect::<Vec<_>>(),
-            [("team", &Json::String("a".into()))]
+            [("team", &Json::String("a"))]
         );
         assert_eq!(v.get("insecure").and_then(Json::as_bool), Some(true));
         assert!(v.get("x").unwrap().is_null());
         assert!(v.as_object().unwrap().contains_key("x"));
         assert_eq!(v.get("missing"), None);
         assert_eq!(v.get("insecure").and_then(Json::as_str), None);
-        assert_eq!(Json::String("s".into()).get("s"), None);
+        assert_eq!(Json::String("s").get("s"), None);
     }
 
     #[test]
@@ -477,7 +423,7 @@ mod tests {
         assert_eq!(v.as_object().unwrap().len(), 3);
         assert_eq!(
             v.get("c").and_then(|c| c.get("z")),
-            Some(&Json::from(&json!({"y": 2})))
+            Some(&from_value(&json!({"y": 2})))
         );
         let as_value: Value = serde_json::from_str(text).unwrap();
         assert_eq!(Value::from(&v), as_value);
@@ -510,8 +456,8 @@ mod tests {
         assert_ne!(a, d, "a missing member matters");
         let e = parse(r#"{"image":"a","interval":"5m","timeout":null}"#);
         assert_ne!(d, e, "a null member is not a missing one");
-        // Borrowed and owned strings with the same text are equal.
-        assert_eq!(parse(r#"{"k":"v"}"#), Json::from(&json!({"k": "v"})));
+        // Strings from the input and from the arena with the same text are equal.
+        assert_eq!(parse(r#"{"k":"v"}"#), from_value(&json!({"k": "v"})));
         assert_eq!(parse(r#"{"k":"v"}"#), parse(r#"{"\u006b":"\u0076"}"#));
     }
 
@@ -526,7 +472,7 @@ mod tests {
         // And the text parses back to an equal value.
         let again = serde_json::to_string(&v).unwrap();
         assert_eq!(parse(&again), v);
-        assert_eq!(Json::from(&as_value), v);
+        assert_eq!(from_value(&as_value), v);
         assert_eq!(Value::from(&v), as_value);
     }
 
@@ -592,17 +538,19 @@ mod tests {
             #[test]
             fn parses_serialises_and_converts_as_a_value_does(t in text()) {
                 let value: Value = serde_json::from_str(&t).unwrap();
-                let json: Json<'_> = serde_json::from_str(&t).unwrap();
+                let arena = Bump::new();
+                let json = super::super::super::reader::value_of(&t, &arena).unwrap();
                 prop_assert_eq!(&Value::from(&json), &value);
                 prop_assert_eq!(serde_json::to_string(&json).unwrap(), value.to_string());
-                prop_assert_eq!(Json::from(&value), json);
+                prop_assert_eq!(Json::from_value(&value, &arena), json);
             }
         }
     }
 
     #[test]
-    fn non_json_text_is_an_error() {
-        assert!(serde_json::from_str::<Json<'_>>(r#"{"a":}"#).is_err());
-        assert!(serde_json::from_str::<Json<'_>>(r#"{1:2}"#).is_err());
+    fn non_json_text_is_not_read() {
+        let arena = Bump::new();
+        assert!(super::super::reader::value_of(r#"{"a":}"#, &arena).is_none());
+        assert!(super::super::reader::value_of(r#"{1:2}"#, &arena).is_none());
     }
 }

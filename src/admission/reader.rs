@@ -21,7 +21,8 @@
 //! The hot loops are functions of the byte slice and an index (the cursor stays in a
 //! register), and strings are scanned eight bytes at a time in safe code (SWAR).
 
-use super::json::{Json, Object};
+use super::json::{Json, Members, Object};
+use bumpalo::Bump;
 use std::borrow::Cow;
 
 /// Deeper nesting is left to serde_json (whose own limit is 128) to judge.
@@ -426,33 +427,33 @@ impl<'a> Reader<'a> {
         Some(())
     }
 
-    /// One value, built: strings and keys borrow from the text when they have no escapes;
-    /// numbers are read by serde_json (same value, same range errors).
-    pub(super) fn value(&mut self) -> Fast<Json<'a>> {
+    /// One value, built in `arena`: strings and keys borrow from the text when they have
+    /// no escapes; numbers are read by serde_json (same value, same range errors).
+    pub(super) fn value(&mut self, arena: &'a Bump) -> Fast<Json<'a>> {
         if self.depth > MAX_DEPTH {
             return None;
         }
         match self.peek()? {
-            b'"' => self.string().map(Json::String),
+            b'"' => self.string().map(|s| Json::String(kept(s, arena))),
             b'{' => {
-                let mut members = Vec::with_capacity(8);
+                let mut members = Members::with_capacity_in(8, arena);
                 self.pos += 1;
                 self.nested_items(b'}', |r| {
-                    let key = r.string()?;
+                    let key = kept(r.string()?, arena);
                     r.expect(b':')?;
-                    members.push((key, r.value()?));
+                    members.push((key, r.value(arena)?));
                     Some(())
                 })?;
                 Some(Json::Object(Object::from_members(members)))
             }
             b'[' => {
-                let mut elements = Vec::with_capacity(4);
+                let mut elements = bumpalo::collections::Vec::with_capacity_in(4, arena);
                 self.pos += 1;
                 self.nested_items(b']', |r| {
-                    elements.push(r.value()?);
+                    elements.push(r.value(arena)?);
                     Some(())
                 })?;
-                Some(Json::Array(elements))
+                Some(Json::Array(elements.into_bump_slice()))
             }
             _ => {
                 let start = self.pos;
@@ -473,11 +474,20 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A string read from the text, as a `&str` that lives as long as the text and the arena:
+/// itself when it borrows from the text, else copied into the arena.
+fn kept<'a>(s: Cow<'a, str>, arena: &'a Bump) -> &'a str {
+    match s {
+        Cow::Borrowed(s) => s,
+        Cow::Owned(s) => arena.alloc_str(&s),
+    }
+}
+
 /// Reads a whole text as one JSON value and nothing else (for tests of the reader itself).
 #[cfg(test)]
-pub(super) fn value_of(text: &str) -> Fast<Json<'_>> {
+pub(super) fn value_of<'a>(text: &'a str, arena: &'a Bump) -> Fast<Json<'a>> {
     let mut r = Reader::new(text);
-    let v = r.value()?;
+    let v = r.value(arena)?;
     r.at_end().then_some(v)
 }
 
@@ -487,8 +497,11 @@ mod tests {
 
     /// Every text the reader accepts, serde_json accepts with the same value.
     fn agrees(text: &str) -> bool {
-        let ours = value_of(text);
-        let theirs = serde_json::from_str::<Json<'_>>(text).ok();
+        let arena = Bump::new();
+        let ours = value_of(text, &arena);
+        let theirs = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .map(|v| Json::from_value(&v, &arena));
         match (&ours, &theirs) {
             (Some(a), Some(b)) => assert_eq!(a, b, "{text:?}"),
             (Some(a), None) => panic!("reader accepted {text:?} as {a:?}; serde_json refuses it"),
@@ -556,7 +569,7 @@ mod tests {
     #[test]
     fn deep_nesting_is_left_to_serde_json() {
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 5), "]".repeat(MAX_DEPTH + 5));
-        assert!(value_of(&deep).is_none());
+        assert!(value_of(&deep, &Bump::new()).is_none());
         let fine = format!("{}{}", "[".repeat(50), "]".repeat(50));
         assert!(agrees(&fine));
         // The limit is on the value's depth: the outermost is at 0, so MAX_DEPTH + 1
@@ -571,7 +584,7 @@ mod tests {
                 let skipped = skip_value(text.as_bytes(), 0, 0) == Some(text.len());
                 assert_eq!(skipped, read, "skipping {levels} levels of {open}");
                 assert_eq!(
-                    value_of(&text).is_some(),
+                    value_of(&text, &Bump::new()).is_some(),
                     read,
                     "reading {levels} levels of {open}"
                 );

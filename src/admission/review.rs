@@ -6,6 +6,7 @@ use super::json::{Json, borrowed_opt_str};
 use super::reader::{Fast, Reader};
 use super::rules::{self, Context, Kind};
 use base64::Engine;
+use bumpalo::Bump;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::borrow::Cow;
@@ -108,9 +109,44 @@ struct RequestIn<'a> {
 struct ObjectIn<'a> {
     #[serde(default, borrow)]
     metadata: MetadataIn<'a>,
-    /// Borrowed from the body: no allocation for a string without escapes.
-    #[serde(default, borrow)]
-    spec: Option<Json<'a>>,
+    #[serde(default)]
+    spec: Option<SpecIn<'a>>,
+}
+
+/// An object's spec as parsed: built in the request's arena by the fast reader, or a
+/// `Value` when serde_json read the review (the unusual case), copied into the arena
+/// before the rules see it.
+#[cfg_attr(test, derive(Debug))]
+enum SpecIn<'a> {
+    Read(Json<'a>),
+    Parsed(Value),
+}
+
+impl<'de> Deserialize<'de> for SpecIn<'_> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(SpecIn::Parsed)
+    }
+}
+
+impl<'a> SpecIn<'a> {
+    fn into_json(self, arena: &'a Bump) -> Json<'a> {
+        match self {
+            SpecIn::Read(json) => json,
+            SpecIn::Parsed(value) => Json::from_value(&value, arena),
+        }
+    }
+}
+
+/// Both paths must read the same spec: compared as values.
+#[cfg(test)]
+impl PartialEq for SpecIn<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        let value = |spec: &SpecIn<'_>| match spec {
+            SpecIn::Read(json) => Value::from(json),
+            SpecIn::Parsed(value) => value.clone(),
+        };
+        value(self) == value(other)
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -315,9 +351,9 @@ fn operation_of(operation: &str) -> Cow<'static, str> {
 /// borrows one by one; any other body goes through the byte parser, so its answer (an
 /// error naming the bad string, or a review whose bad bytes sit in skipped fields) stays
 /// what it was.
-fn parse(body: &[u8]) -> Result<ReviewIn<'_>, serde_json::Error> {
+fn parse<'a>(body: &'a [u8], arena: &'a Bump) -> Result<ReviewIn<'a>, serde_json::Error> {
     match std::str::from_utf8(body) {
-        Ok(text) => match read_review(text) {
+        Ok(text) => match read_review(text, arena) {
             Some(review) => Ok(review),
             None => serde_json::from_str(text),
         },
@@ -329,7 +365,7 @@ fn parse(body: &[u8]) -> Result<ReviewIn<'_>, serde_json::Error> {
 /// would build, or `None` to let serde_json read the text (and name what is wrong with it).
 /// Field by field it follows the derived `Deserialize` impls above: the same names,
 /// defaults and null handling; anything else gives up.
-fn read_review(text: &str) -> Fast<ReviewIn<'_>> {
+fn read_review<'a>(text: &'a str, arena: &'a Bump) -> Fast<ReviewIn<'a>> {
     let mut r = Reader::new(text);
     let (mut api_version, mut kind, mut request) = (None, None, None);
     r.object(&mut |r, key| match key {
@@ -339,7 +375,7 @@ fn read_review(text: &str) -> Fast<ReviewIn<'_>> {
             let request_in = if r.null() {
                 None
             } else {
-                Some(read_request(r)?)
+                Some(read_request(r, arena)?)
             };
             set(&mut request, request_in)
         }
@@ -364,7 +400,7 @@ fn set<T>(field: &mut Option<T>, value: T) -> Fast<()> {
     Some(())
 }
 
-fn read_request<'a>(r: &mut Reader<'a>) -> Fast<RequestIn<'a>> {
+fn read_request<'a>(r: &mut Reader<'a>, arena: &'a Bump) -> Fast<RequestIn<'a>> {
     let (mut uid, mut kind, mut operation) = (None, None, None);
     let (mut name, mut namespace, mut object, mut old_object) = (None, None, None, None);
     r.object(&mut |r, key| match key {
@@ -373,8 +409,8 @@ fn read_request<'a>(r: &mut Reader<'a>) -> Fast<RequestIn<'a>> {
         "operation" => set(&mut operation, r.string()?),
         "name" => set(&mut name, r.opt_string()?),
         "namespace" => set(&mut namespace, r.opt_string()?),
-        "object" => set(&mut object, read_opt_object(r)?),
-        "oldObject" => set(&mut old_object, read_opt_object(r)?),
+        "object" => set(&mut object, read_opt_object(r, arena)?),
+        "oldObject" => set(&mut old_object, read_opt_object(r, arena)?),
         _ => r.skip(),
     })?;
     Some(RequestIn {
@@ -403,7 +439,7 @@ fn read_gvk<'a>(r: &mut Reader<'a>) -> Fast<GroupVersionKind<'a>> {
     })
 }
 
-fn read_opt_object<'a>(r: &mut Reader<'a>) -> Fast<Option<ObjectIn<'a>>> {
+fn read_opt_object<'a>(r: &mut Reader<'a>, arena: &'a Bump) -> Fast<Option<ObjectIn<'a>>> {
     if r.null() {
         return Some(None);
     }
@@ -411,7 +447,11 @@ fn read_opt_object<'a>(r: &mut Reader<'a>) -> Fast<Option<ObjectIn<'a>>> {
     r.object(&mut |r, key| match key {
         "metadata" => set(&mut metadata, read_metadata(r)?),
         "spec" => {
-            let value = if r.null() { None } else { Some(r.value()?) };
+            let value = if r.null() {
+                None
+            } else {
+                Some(SpecIn::Read(r.value(arena)?))
+            };
             set(&mut spec, value)
         }
         _ => r.skip(),
@@ -445,13 +485,39 @@ fn read_metadata<'a>(r: &mut Reader<'a>) -> Fast<MetadataIn<'a>> {
     })
 }
 
+thread_local! {
+    /// Each thread's arena for the spec of the review it is answering (see
+    /// [`super::json`]): emptied before each review, so a review allocates nothing for it
+    /// once the arena has grown to a review's size.
+    static ARENA: std::cell::RefCell<Bump> = std::cell::RefCell::new(Bump::new());
+}
+
+/// An arena that grew past this for an unusually large review is freed, not kept.
+const ARENA_KEEP_BYTES: usize = 64 * 1024;
+
 /// Answers one AdmissionReview body for `endpoint`.
 pub fn handle(
     body: &[u8],
     endpoint: Endpoint,
     admission: &Admission,
 ) -> Result<Outcome, BadRequest> {
-    let review: ReviewIn<'_> = parse(body)?;
+    ARENA.with_borrow_mut(|arena| {
+        arena.reset();
+        let outcome = handle_in(body, endpoint, admission, arena);
+        if arena.allocated_bytes() > ARENA_KEEP_BYTES {
+            *arena = Bump::new();
+        }
+        outcome
+    })
+}
+
+fn handle_in(
+    body: &[u8],
+    endpoint: Endpoint,
+    admission: &Admission,
+    arena: &Bump,
+) -> Result<Outcome, BadRequest> {
+    let review: ReviewIn<'_> = parse(body, arena)?;
     if review.api_version != "admission.k8s.io/v1" || review.kind != "AdmissionReview" {
         return Err(BadRequest::WrongType {
             api_version: review.api_version.into_owned(),
@@ -482,15 +548,20 @@ pub fn handle(
             result: "allowed",
         });
     }
-    let object = req
+    let mut object = req
         .object
         .take()
         .ok_or_else(|| BadRequest::MissingObject(operation.to_string()))?;
-    let old_spec = req.old_object.take().and_then(|o| o.spec);
+    let old_spec = req
+        .old_object
+        .take()
+        .and_then(|o| o.spec)
+        .map(|s| s.into_json(arena));
     let deleting = object.metadata.deletion_timestamp.is_some();
     // The rules read only the spec; they get it directly, without building a
     // `{"spec": ...}` wrapper object per request.
-    let spec = object.spec.as_ref();
+    let spec = object.spec.take().map(|s| s.into_json(arena));
+    let spec = spec.as_ref();
     let version = &*req.kind.version;
 
     match endpoint {
@@ -628,6 +699,34 @@ mod tests {
     }
 
     #[test]
+    fn the_arena_is_reused_for_usual_reviews_and_freed_after_a_large_one() {
+        let arena_bytes = || ARENA.with_borrow(|arena| arena.allocated_bytes());
+        let usual = body(
+            "CREATE",
+            json!({"spec": {"image": "alpine", "interval": "5m"}}),
+            Value::Null,
+        );
+        validate(&usual).unwrap();
+        let kept = arena_bytes();
+        for _ in 0..100 {
+            validate(&usual).unwrap();
+        }
+        assert_eq!(arena_bytes(), kept, "the arena grows with every review");
+        // 50,000 array elements take far more than the arena keeps.
+        let large = body(
+            "CREATE",
+            json!({"spec": {"image": "alpine", "interval": "5m", "x": vec![0; 50_000]}}),
+            Value::Null,
+        );
+        validate(&large).unwrap();
+        assert!(
+            arena_bytes() <= ARENA_KEEP_BYTES,
+            "{} bytes kept",
+            arena_bytes()
+        );
+    }
+
+    #[test]
     fn the_envelope_and_the_spec_borrow_their_strings_from_the_body() {
         let obj = json!({"metadata": {"name": "a", "generateName": "a-"}, "spec": {"image": "alpine", "exclusionList": ["^.*\\.sig$"]}});
         let mut bytes = body("CREATE", obj, Value::Null);
@@ -644,14 +743,20 @@ mod tests {
             object.metadata.generate_name,
             Some(Cow::Borrowed("a-"))
         ));
-        let spec = object.spec.unwrap();
-        assert!(matches!(
-            spec.get("image"),
-            Some(Json::String(Cow::Borrowed("alpine")))
-        ));
-        let list = spec.get("exclusionList").and_then(Json::as_array).unwrap();
-        assert!(matches!(&list[0], Json::String(Cow::Owned(p)) if p == "^.*\\.sig$"));
         assert!(req.old_object.is_none());
+        // The fast reader builds the spec: strings without escapes point into the body,
+        // unescaped ones into the arena.
+        let arena = Bump::new();
+        let review = parse(&bytes, &arena).unwrap();
+        let Some(SpecIn::Read(spec)) = review.request.unwrap().object.unwrap().spec else {
+            panic!("the fast reader did not read the spec");
+        };
+        let in_body = |s: &str| bytes.as_ptr_range().contains(&s.as_ptr());
+        let image = spec.get("image").and_then(Json::as_str).unwrap();
+        assert!(image == "alpine" && in_body(image));
+        let list = spec.get("exclusionList").and_then(Json::as_array).unwrap();
+        let pattern = list[0].as_str().unwrap();
+        assert!(pattern == "^.*\\.sig$" && !in_body(pattern));
     }
 
     #[test]
@@ -767,7 +872,8 @@ mod tests {
     /// Whatever the fast reader accepts, serde_json accepts with the same envelope. Returns
     /// whether the reader accepted.
     fn reader_agrees(text: &str) -> bool {
-        let fast = read_review(text);
+        let arena = Bump::new();
+        let fast = read_review(text, &arena);
         let slow = serde_json::from_str::<ReviewIn<'_>>(text);
         match (&fast, &slow) {
             (Some(f), Ok(s)) => assert_eq!(f, s, "{text}"),
@@ -903,7 +1009,9 @@ mod tests {
             );
         }
         // The answer is then serde_json's, with its message.
-        let err = parse(with(r#""uid":"b""#).as_bytes()).err().unwrap();
+        let err = parse(with(r#""uid":"b""#).as_bytes(), &Bump::new())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("duplicate field `uid`"), "{err}");
     }
 
@@ -920,7 +1028,7 @@ mod tests {
         };
         assert!(reader_agrees(&nested(99)));
         assert!(!reader_agrees(&nested(100)));
-        assert!(parse(nested(100).as_bytes()).is_ok());
+        assert!(parse(nested(100).as_bytes(), &Bump::new()).is_ok());
     }
 
     #[test]

@@ -200,7 +200,8 @@ fn absent(obj: &Object<'_>, key: &str) -> bool {
 /// are absent, never touches `status`, and yields an empty patch on an already-defaulted
 /// object.
 pub fn defaults(kind: Kind, version: &str, obj: &Value) -> Patch {
-    let spec = obj.get("spec").map(Json::from);
+    let arena = bumpalo::Bump::new();
+    let spec = obj.get("spec").map(|spec| Json::from_value(spec, &arena));
     defaults_spec(kind, version, spec.as_ref())
 }
 
@@ -277,7 +278,8 @@ pub fn validate(
     obj: &Value,
     ctx: Context<'_>,
 ) -> Verdict {
-    let spec = obj.get("spec").map(Json::from);
+    let arena = bumpalo::Bump::new();
+    let spec = obj.get("spec").map(|spec| Json::from_value(spec, &arena));
     validate_spec(kind, version, namespace, spec.as_ref(), ctx)
 }
 
