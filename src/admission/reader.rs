@@ -23,7 +23,6 @@
 
 use super::json::{Json, Members, Object};
 use bumpalo::Bump;
-use std::borrow::Cow;
 
 /// Deeper nesting is left to serde_json (whose own limit is 128) to judge.
 const MAX_DEPTH: usize = 100;
@@ -31,9 +30,11 @@ const MAX_DEPTH: usize = 100;
 /// `None`: the fast path gives up; parse with serde_json instead.
 pub(super) type Fast<T> = Option<T>;
 
-/// A cursor over JSON text.
+/// A cursor over JSON text, building values in an arena (see [`super::json`]).
 pub(super) struct Reader<'a> {
     text: &'a str,
+    /// Where built values and unescaped strings go.
+    arena: &'a Bump,
     pos: usize,
     /// How deep the value at the cursor is nested (the whole text is at 0), for
     /// [`MAX_DEPTH`]: one more inside each array and object being read.
@@ -274,9 +275,10 @@ enum ScalarKind {
 
 impl<'a> Reader<'a> {
     /// A reader at the start of `text`.
-    pub(super) fn new(text: &'a str) -> Self {
+    pub(super) fn new(text: &'a str, arena: &'a Bump) -> Self {
         Reader {
             text,
+            arena,
             pos: 0,
             depth: 0,
         }
@@ -328,26 +330,26 @@ impl<'a> Reader<'a> {
         Some((self.text.get(start..end - 1)?, escaped))
     }
 
-    /// A string value: borrowed when it has no escapes. Single-character escapes (`\\.` in
-    /// a regex, say) are unescaped here; a `\u` escape is left to serde_json, so surrogate
-    /// pairs and lone surrogates are judged as always.
+    /// A string value: borrowed from the text when it has no escapes, else unescaped into
+    /// the arena. Single-character escapes (`\\.` in a regex, say) are unescaped here; a
+    /// `\u` escape is left to serde_json, so surrogate pairs and lone surrogates are judged
+    /// as always.
     #[inline(never)]
-    pub(super) fn string(&mut self) -> Fast<Cow<'a, str>> {
+    pub(super) fn string(&mut self) -> Fast<&'a str> {
         let (raw, escaped) = self.raw_string()?;
         if !escaped {
-            return Some(Cow::Borrowed(raw));
+            return Some(raw);
         }
         self.unescape(raw)
     }
 
     /// The value of `raw`, a string just read (the cursor is after its closing quote)
-    /// that has escapes. Out of line: most strings have none.
-    #[cold]
+    /// that has escapes, written into the arena. Out of line: most strings have none.
     #[inline(never)]
-    fn unescape(&self, raw: &'a str) -> Fast<Cow<'a, str>> {
-        let mut out = String::with_capacity(raw.len());
+    fn unescape(&self, raw: &'a str) -> Fast<&'a str> {
+        let mut out = bumpalo::collections::String::with_capacity_in(raw.len(), self.arena);
         let mut rest = raw;
-        while let Some(at) = rest.find('\\') {
+        while let Some(at) = rest.bytes().position(|b| b == b'\\') {
             out.push_str(rest.get(..at)?);
             out.push(match rest.as_bytes().get(at + 1)? {
                 b'"' => '"',
@@ -361,18 +363,19 @@ impl<'a> Reader<'a> {
                 _ => {
                     // `\u`: the quoted text is the `raw.len() + 2` bytes ending at the cursor.
                     let quoted = self.text.get(self.pos - raw.len() - 2..self.pos)?;
-                    return serde_json::from_str::<String>(quoted).ok().map(Cow::Owned);
+                    let value = serde_json::from_str::<String>(quoted).ok()?;
+                    return Some(self.arena.alloc_str(&value));
                 }
             });
             // The escape is two ASCII bytes, so this is a character boundary.
             rest = rest.get(at + 2..)?;
         }
         out.push_str(rest);
-        Some(Cow::Owned(out))
+        Some(out.into_bump_str())
     }
 
     /// A string or null (absent members are the caller's business).
-    pub(super) fn opt_string(&mut self) -> Fast<Option<Cow<'a, str>>> {
+    pub(super) fn opt_string(&mut self) -> Fast<Option<&'a str>> {
         if self.null() {
             return Some(None);
         }
@@ -429,28 +432,28 @@ impl<'a> Reader<'a> {
 
     /// One value, built in `arena`: strings and keys borrow from the text when they have
     /// no escapes; numbers are read by serde_json (same value, same range errors).
-    pub(super) fn value(&mut self, arena: &'a Bump) -> Fast<Json<'a>> {
+    pub(super) fn value(&mut self) -> Fast<Json<'a>> {
         if self.depth > MAX_DEPTH {
             return None;
         }
         match self.peek()? {
-            b'"' => self.string().map(|s| Json::String(kept(s, arena))),
+            b'"' => self.string().map(Json::String),
             b'{' => {
-                let mut members = Members::with_capacity_in(8, arena);
+                let mut members = Members::with_capacity_in(8, self.arena);
                 self.pos += 1;
                 self.nested_items(b'}', |r| {
-                    let key = kept(r.string()?, arena);
+                    let key = r.string()?;
                     r.expect(b':')?;
-                    members.push((key, r.value(arena)?));
+                    members.push((key, r.value()?));
                     Some(())
                 })?;
                 Some(Json::Object(Object::from_members(members)))
             }
             b'[' => {
-                let mut elements = bumpalo::collections::Vec::with_capacity_in(4, arena);
+                let mut elements = bumpalo::collections::Vec::with_capacity_in(4, self.arena);
                 self.pos += 1;
                 self.nested_items(b']', |r| {
-                    elements.push(r.value(arena)?);
+                    elements.push(r.value()?);
                     Some(())
                 })?;
                 Some(Json::Array(elements.into_bump_slice()))
@@ -474,20 +477,11 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A string read from the text, as a `&str` that lives as long as the text and the arena:
-/// itself when it borrows from the text, else copied into the arena.
-fn kept<'a>(s: Cow<'a, str>, arena: &'a Bump) -> &'a str {
-    match s {
-        Cow::Borrowed(s) => s,
-        Cow::Owned(s) => arena.alloc_str(&s),
-    }
-}
-
 /// Reads a whole text as one JSON value and nothing else (for tests of the reader itself).
 #[cfg(test)]
 pub(super) fn value_of<'a>(text: &'a str, arena: &'a Bump) -> Fast<Json<'a>> {
-    let mut r = Reader::new(text);
-    let v = r.value(arena)?;
+    let mut r = Reader::new(text, arena);
+    let v = r.value()?;
     r.at_end().then_some(v)
 }
 

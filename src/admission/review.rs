@@ -68,8 +68,9 @@ pub struct Outcome {
     pub result: &'static str,
 }
 
-// The envelope borrows its strings from the body (Cow: owned only when a string has
-// escapes), so a review costs no allocation beyond the spec itself.
+// The envelope borrows its strings from the body, or (read by the fast reader) from the
+// request's arena when a string has escapes; serde_json, on the unusual reviews left to
+// it, copies only those. A review read by the fast reader allocates only its answer.
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(rename_all = "camelCase")]
@@ -366,16 +367,16 @@ fn parse<'a>(body: &'a [u8], arena: &'a Bump) -> Result<ReviewIn<'a>, serde_json
 /// Field by field it follows the derived `Deserialize` impls above: the same names,
 /// defaults and null handling; anything else gives up.
 fn read_review<'a>(text: &'a str, arena: &'a Bump) -> Fast<ReviewIn<'a>> {
-    let mut r = Reader::new(text);
+    let mut r = Reader::new(text, arena);
     let (mut api_version, mut kind, mut request) = (None, None, None);
     r.object(&mut |r, key| match key {
-        "apiVersion" => set(&mut api_version, r.string()?),
-        "kind" => set(&mut kind, r.string()?),
+        "apiVersion" => set(&mut api_version, Cow::Borrowed(r.string()?)),
+        "kind" => set(&mut kind, Cow::Borrowed(r.string()?)),
         "request" => {
             let request_in = if r.null() {
                 None
             } else {
-                Some(read_request(r, arena)?)
+                Some(read_request(r)?)
             };
             set(&mut request, request_in)
         }
@@ -400,17 +401,17 @@ fn set<T>(field: &mut Option<T>, value: T) -> Fast<()> {
     Some(())
 }
 
-fn read_request<'a>(r: &mut Reader<'a>, arena: &'a Bump) -> Fast<RequestIn<'a>> {
+fn read_request<'a>(r: &mut Reader<'a>) -> Fast<RequestIn<'a>> {
     let (mut uid, mut kind, mut operation) = (None, None, None);
     let (mut name, mut namespace, mut object, mut old_object) = (None, None, None, None);
     r.object(&mut |r, key| match key {
-        "uid" => set(&mut uid, r.string()?),
+        "uid" => set(&mut uid, Cow::Borrowed(r.string()?)),
         "kind" => set(&mut kind, read_gvk(r)?),
-        "operation" => set(&mut operation, r.string()?),
-        "name" => set(&mut name, r.opt_string()?),
-        "namespace" => set(&mut namespace, r.opt_string()?),
-        "object" => set(&mut object, read_opt_object(r, arena)?),
-        "oldObject" => set(&mut old_object, read_opt_object(r, arena)?),
+        "operation" => set(&mut operation, Cow::Borrowed(r.string()?)),
+        "name" => set(&mut name, r.opt_string()?.map(Cow::Borrowed)),
+        "namespace" => set(&mut namespace, r.opt_string()?.map(Cow::Borrowed)),
+        "object" => set(&mut object, read_opt_object(r)?),
+        "oldObject" => set(&mut old_object, read_opt_object(r)?),
         _ => r.skip(),
     })?;
     Some(RequestIn {
@@ -427,9 +428,9 @@ fn read_request<'a>(r: &mut Reader<'a>, arena: &'a Bump) -> Fast<RequestIn<'a>> 
 fn read_gvk<'a>(r: &mut Reader<'a>) -> Fast<GroupVersionKind<'a>> {
     let (mut group, mut version, mut kind) = (None, None, None);
     r.object(&mut |r, key| match key {
-        "group" => set(&mut group, r.string()?),
-        "version" => set(&mut version, r.string()?),
-        "kind" => set(&mut kind, r.string()?),
+        "group" => set(&mut group, Cow::Borrowed(r.string()?)),
+        "version" => set(&mut version, Cow::Borrowed(r.string()?)),
+        "kind" => set(&mut kind, Cow::Borrowed(r.string()?)),
         _ => r.skip(),
     })?;
     Some(GroupVersionKind {
@@ -439,7 +440,7 @@ fn read_gvk<'a>(r: &mut Reader<'a>) -> Fast<GroupVersionKind<'a>> {
     })
 }
 
-fn read_opt_object<'a>(r: &mut Reader<'a>, arena: &'a Bump) -> Fast<Option<ObjectIn<'a>>> {
+fn read_opt_object<'a>(r: &mut Reader<'a>) -> Fast<Option<ObjectIn<'a>>> {
     if r.null() {
         return Some(None);
     }
@@ -450,7 +451,7 @@ fn read_opt_object<'a>(r: &mut Reader<'a>, arena: &'a Bump) -> Fast<Option<Objec
             let value = if r.null() {
                 None
             } else {
-                Some(SpecIn::Read(r.value(arena)?))
+                Some(SpecIn::Read(r.value()?))
             };
             set(&mut spec, value)
         }
@@ -465,8 +466,8 @@ fn read_opt_object<'a>(r: &mut Reader<'a>, arena: &'a Bump) -> Fast<Option<Objec
 fn read_metadata<'a>(r: &mut Reader<'a>) -> Fast<MetadataIn<'a>> {
     let (mut name, mut generate_name, mut deletion_timestamp) = (None, None, None);
     r.object(&mut |r, key| match key {
-        "name" => set(&mut name, r.opt_string()?),
-        "generateName" => set(&mut generate_name, r.opt_string()?),
+        "name" => set(&mut name, r.opt_string()?.map(Cow::Borrowed)),
+        "generateName" => set(&mut generate_name, r.opt_string()?.map(Cow::Borrowed)),
         "deletionTimestamp" => {
             let value = if r.null() {
                 None
