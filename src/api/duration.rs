@@ -53,7 +53,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let mut total_nanos: u128 = 0;
     while i < bytes.len() {
         let start = i;
+        // The number is accumulated while it is scanned (None once it overflows, which is
+        // reported after the unit, as before); str::parse would scan it again with generic
+        // radix code, on every admission review.
+        let mut int: Option<u128> = Some(0);
         while i < bytes.len() && bytes[i].is_ascii_digit() {
+            let digit = u128::from(bytes[i] - b'0');
+            int = int.and_then(|n| n.checked_mul(10)?.checked_add(digit));
             i += 1;
         }
         if i == start {
@@ -95,24 +101,28 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
                 "unknown unit at position {i} (units are ms, s, m, h)"
             )));
         };
-        let int: u128 = int_part
-            .parse()
-            .map_err(|_| DurationError::Overflow(s.to_string()))?;
+        let int = int.ok_or_else(|| DurationError::Overflow(s.to_string()))?;
         let mut part = int
             .checked_mul(unit_nanos)
             .ok_or_else(|| DurationError::Overflow(s.to_string()))?;
         // Fractions: only the first 18 digits matter below a nanosecond.
-        let frac_digits = &frac_part[..frac_part.len().min(18)];
+        let frac_digits = &frac_part.as_bytes()[..frac_part.len().min(18)];
         if !frac_digits.is_empty() {
-            let frac: u128 = frac_digits
-                .parse()
-                .map_err(|_| DurationError::Overflow(s.to_string()))?;
+            // At most 18 digits: no overflow.
+            let frac = frac_digits
+                .iter()
+                .fold(0u128, |n, d| n * 10 + u128::from(d - b'0'));
             let scale = 10u128.pow(frac_digits.len() as u32);
             part += frac * unit_nanos / scale;
         }
         total_nanos = total_nanos
             .checked_add(part)
             .ok_or_else(|| DurationError::Overflow(s.to_string()))?;
+    }
+    // Under 584 years the nanoseconds fit a u64, whose division is one instruction (a
+    // u128 division is a library call).
+    if let Ok(nanos) = u64::try_from(total_nanos) {
+        return Ok(Duration::from_nanos(nanos));
     }
     let secs = u64::try_from(total_nanos / 1_000_000_000)
         .map_err(|_| DurationError::Overflow(s.to_string()))?;
@@ -207,6 +217,38 @@ mod tests {
         assert_eq!(parse_duration("1h0m0s").unwrap(), Duration::from_secs(3600));
         assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
         assert_eq!(parse_duration("0.5s").unwrap(), Duration::from_millis(500));
+        // Fraction digits past the 18th are below a nanosecond and ignored.
+        assert_eq!(
+            parse_duration("0.1234567891234567899999s").unwrap(),
+            Duration::from_nanos(123_456_789)
+        );
+        assert_eq!(
+            parse_duration("18446744073s").unwrap(),
+            Duration::from_secs(18_446_744_073)
+        );
+    }
+
+    #[test]
+    fn too_large_numbers_are_reported_after_the_unit() {
+        let huge = "9".repeat(40);
+        assert!(matches!(
+            parse_duration(&format!("{huge}s")),
+            Err(DurationError::Overflow(_))
+        ));
+        // A 40-digit number overflows even u128 nanoseconds of hours.
+        assert!(matches!(
+            parse_duration(&format!("{huge}0h")),
+            Err(DurationError::Overflow(_))
+        ));
+        // The unit is checked first: a missing or unknown one is what gets reported.
+        assert!(matches!(
+            parse_duration(&format!("{huge}x")),
+            Err(DurationError::Invalid { .. })
+        ));
+        assert!(matches!(
+            parse_duration(&huge),
+            Err(DurationError::Invalid { .. })
+        ));
     }
 
     #[test]
