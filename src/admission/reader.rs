@@ -6,7 +6,7 @@
 //! typical 2 KB review the second layer costs as much as the first. This reader walks the
 //! text once, checks every byte of it against the JSON grammar (RFC 8259) as serde_json
 //! does, skips what the rules do not read, and builds the parts they do read
-//! ([`Json`] values borrowing from the text).
+//! ([`Json`] values in the request's arena, their strings borrowed from the text).
 //!
 //! It never decides an error. Whenever anything is unusual (invalid JSON, an unexpected
 //! type, a repeated field, a key with escapes where a field name is expected, nesting over
@@ -20,6 +20,11 @@
 //!
 //! The hot loops are functions of the byte slice and an index (the cursor stays in a
 //! register), and strings are scanned eight bytes at a time in safe code (SWAR).
+//!
+//! In the server this code is fetched afresh for most reviews (TLS and HTTP run in
+//! between and take the CPU's instruction cache), so what a usual review runs through is
+//! kept small: shared out-of-line functions rather than copies inlined at each call site,
+//! and the rare paths in functions of their own.
 
 use super::json::{Json, Members, Object};
 use bumpalo::Bump;
@@ -386,8 +391,8 @@ impl<'a> Reader<'a> {
     /// with escapes give up: a derived struct compares field names after unescaping.
     ///
     /// One function for every object walked (the member reader is called through a
-    /// pointer): a copy of this loop inlined at each call site would make the code the
-    /// handler runs per review larger than the CPU's instruction cache (see [`Reader`]).
+    /// pointer): a copy of this loop inlined at each call site made the code the handler
+    /// runs per review larger than the CPU's instruction cache (see the module docs).
     #[inline(never)]
     pub(super) fn object(
         &mut self,
@@ -430,8 +435,8 @@ impl<'a> Reader<'a> {
         Some(())
     }
 
-    /// One value, built in `arena`: strings and keys borrow from the text when they have
-    /// no escapes; numbers are read by serde_json (same value, same range errors).
+    /// One value, built in the reader's arena: strings and keys borrow from the text when
+    /// they have no escapes; numbers are read by serde_json (same value, same range errors).
     pub(super) fn value(&mut self) -> Fast<Json<'a>> {
         if self.depth > MAX_DEPTH {
             return None;
