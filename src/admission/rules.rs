@@ -628,7 +628,9 @@ impl Checker {
         }
 
         if self.boolean(spec, "insecure", "spec.insecure") == Some(true) {
-            self.warn(|| "spec.insecure: true makes the controller talk plain HTTP to the registry; credentials and tags travel unencrypted".into(),);
+            self.warn(|| {
+                "spec.insecure: true makes the controller talk plain HTTP to the registry; credentials and tags travel unencrypted".into()
+            });
         }
         self.boolean(spec, "suspend", "spec.suspend");
     }
@@ -779,12 +781,16 @@ impl Checker {
                     self.short_interval_warning("spec.interval", interval, d);
                 }
             }
-            (Some(interval), other) => self.fail(|| FieldError::invalid("spec.interval",
-                &json!(interval),
-                format!(
-                    "is only used with spec.digestReflectionPolicy \"Always\" (it is {}); remove spec.interval or set the policy to \"Always\"",
-                    other.map(|o| format!("{o:?}")).unwrap_or_else(|| "unset".into())
-                ),)),
+            (Some(interval), other) => self.fail(|| {
+                FieldError::invalid(
+                    "spec.interval",
+                    &json!(interval),
+                    format!(
+                        "is only used with spec.digestReflectionPolicy \"Always\" (it is {}); remove spec.interval or set the policy to \"Always\"",
+                        other.map(|o| format!("{o:?}")).unwrap_or_else(|| "unset".into())
+                    ),
+                )
+            }),
             (None, Some("Always")) => self.fail(|| FieldError::required(
                 "spec.interval",
                 "spec.digestReflectionPolicy \"Always\" refreshes the digest every spec.interval; set it, e.g. \"10m\"",
