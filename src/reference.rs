@@ -115,23 +115,18 @@ impl ImageRef {
     }
 
     /// The names people write, accepted in one pass over the bytes: an optional registry
-    /// (a first component with '.' or ':', or `localhost`, that [`validate_registry`]
-    /// accepts) and a path of lower-case components. `None` for anything else, valid or
-    /// not, which [`ImageRef::split_judged`] then judges rule by rule. Kept apart and small
-    /// because the admission webhook runs it on every review, after TLS and HTTP have
-    /// pushed its code out of the CPU's caches; whatever it accepts, `split_judged`
-    /// accepts with the same split (tested).
+    /// (a first component that [`looks_like_registry`] and [`validate_registry`] accept)
+    /// and a path of lower-case components. `None` for anything else, valid or not, which
+    /// [`ImageRef::split_judged`] then judges rule by rule. Kept apart and small because
+    /// the admission webhook runs it on every review, after TLS and HTTP have pushed its
+    /// code out of the CPU's caches; whatever it accepts, `split_judged` accepts with the
+    /// same split (tested).
     fn split_usual(s: &str) -> Option<(Option<&str>, &str)> {
         if s.is_empty() || s.len() > NAME_MAX_LEN {
             return None;
         }
-        let (registry, path) = match s.as_bytes().iter().position(|&b| b == b'/') {
-            Some(i)
-                if s.as_bytes()[..i].iter().any(|&b| b == b'.' || b == b':')
-                    || &s[..i] == "localhost" =>
-            {
-                (Some(&s[..i]), &s[i + 1..])
-            }
+        let (registry, path) = match s.bytes().position(|b| b == b'/') {
+            Some(i) if looks_like_registry(&s[..i]) => (Some(&s[..i]), &s[i + 1..]),
             _ => (None, s),
         };
         // A 64-hex-digit name alone is refused; leave that case to the rules.
@@ -339,10 +334,10 @@ impl std::str::FromStr for ImageRef {
 
 /// Whether the first `/`-separated part names a registry (distribution's rule).
 fn looks_like_registry(first: &str) -> bool {
-    first.contains('.')
-        || first.contains(':')
-        || first == "localhost"
-        || first.bytes().any(|b| b.is_ascii_uppercase())
+    first == "localhost"
+        || first
+            .bytes()
+            .any(|b| b == b'.' || b == b':' || b.is_ascii_uppercase())
 }
 
 /// `name:tag@digest` -> `name`, keeping a `host:port/` prefix intact.

@@ -197,6 +197,20 @@ struct ResponseOut<'a> {
     warnings: Vec<String>,
 }
 
+impl<'a> ResponseOut<'a> {
+    /// An answer that carries nothing but the verdict.
+    fn new(uid: &'a str, allowed: bool) -> Self {
+        ResponseOut {
+            uid,
+            allowed,
+            status: None,
+            patch_type: None,
+            patch: None,
+            warnings: Vec::new(),
+        }
+    }
+}
+
 fn respond(response: ResponseOut<'_>) -> Vec<u8> {
     let plain = response.status.is_none()
         && response.patch_type.is_none()
@@ -257,12 +271,8 @@ fn not_our_kind(uid: &str, gvk: &GroupVersionKind<'_>, operation: Cow<'static, s
         gvk.kind
     );
     let body = respond(ResponseOut {
-        uid,
-        allowed: false,
         status: Some(json!({"code": 400, "reason": "BadRequest", "message": message})),
-        patch_type: None,
-        patch: None,
-        warnings: Vec::new(),
+        ..ResponseOut::new(uid, false)
     });
     Outcome {
         body,
@@ -277,12 +287,9 @@ fn not_our_kind(uid: &str, gvk: &GroupVersionKind<'_>, operation: Cow<'static, s
 fn respond_patched(uid: &str, patch: &json_patch::Patch) -> Result<Vec<u8>, BadRequest> {
     let json = serde_json::to_vec(patch)?;
     Ok(respond(ResponseOut {
-        uid,
-        allowed: true,
-        status: None,
         patch_type: Some("JSONPatch"),
         patch: Some(base64::engine::general_purpose::STANDARD.encode(json)),
-        warnings: Vec::new(),
+        ..ResponseOut::new(uid, true)
     }))
 }
 
@@ -313,13 +320,20 @@ fn respond_verdict(
         })
     });
     respond(ResponseOut {
-        uid,
-        allowed,
         status,
-        patch_type: None,
-        patch: None,
         warnings: verdict.warnings,
+        ..ResponseOut::new(uid, allowed)
     })
+}
+
+/// The usual answer: allowed, nothing else to say.
+fn allowed(uid: &str, kind: Kind, operation: Cow<'static, str>) -> Outcome {
+    Outcome {
+        body: respond_plain(uid, true),
+        kind: Some(kind),
+        operation,
+        result: "allowed",
+    }
 }
 
 fn name_of(name: Option<&str>, meta: &MetadataIn<'_>) -> String {
@@ -527,38 +541,18 @@ fn handle_in(
     }
     let mut req = review.request.ok_or(BadRequest::MissingRequest)?;
     let operation = operation_of(&req.operation);
-    let base = |allowed| ResponseOut {
-        uid: &req.uid,
-        allowed,
-        status: None,
-        patch_type: None,
-        patch: None,
-        warnings: Vec::new(),
-    };
 
     let Some(kind) = Kind::from_group_kind(&req.kind.group, &req.kind.kind) else {
         return Ok(not_our_kind(&req.uid, &req.kind, operation));
     };
 
     if operation != "CREATE" && operation != "UPDATE" {
-        let body = respond(base(true));
-        return Ok(Outcome {
-            body,
-            kind: Some(kind),
-            operation,
-            result: "allowed",
-        });
+        return Ok(allowed(&req.uid, kind, operation));
     }
     let mut object = req
         .object
         .take()
         .ok_or_else(|| BadRequest::MissingObject(operation.to_string()))?;
-    let old_spec = req
-        .old_object
-        .take()
-        .and_then(|o| o.spec)
-        .map(|s| s.into_json(arena));
-    let deleting = object.metadata.deletion_timestamp.is_some();
     // The rules read only the spec; they get it directly, without building a
     // `{"spec": ...}` wrapper object per request.
     let spec = object.spec.take().map(|s| s.into_json(arena));
@@ -569,13 +563,7 @@ fn handle_in(
         Endpoint::Mutate => {
             let patch = rules::defaults_spec(kind, version, spec);
             if patch.0.is_empty() {
-                let body = respond(base(true));
-                return Ok(Outcome {
-                    body,
-                    kind: Some(kind),
-                    operation,
-                    result: "allowed",
-                });
+                return Ok(allowed(&req.uid, kind, operation));
             }
             Ok(Outcome {
                 body: respond_patched(&req.uid, &patch)?,
@@ -588,15 +576,15 @@ fn handle_in(
             // An update that leaves the spec alone (finalizers, labels, deletion) is never
             // refused: objects stored before a rule existed must stay manageable.
             if operation == "UPDATE" {
+                let deleting = object.metadata.deletion_timestamp.is_some();
+                let old_spec = req
+                    .old_object
+                    .take()
+                    .and_then(|o| o.spec)
+                    .map(|s| s.into_json(arena));
                 let same_spec = old_spec.is_some() && old_spec.as_ref() == spec;
                 if deleting || same_spec {
-                    let body = respond(base(true));
-                    return Ok(Outcome {
-                        body,
-                        kind: Some(kind),
-                        operation,
-                        result: "allowed",
-                    });
+                    return Ok(allowed(&req.uid, kind, operation));
                 }
             }
             let namespace = req.namespace.as_deref().unwrap_or_default();
@@ -606,12 +594,7 @@ fn handle_in(
             };
             let verdict = rules::validate_spec(kind, version, namespace, spec, ctx);
             if verdict.errors.is_empty() && verdict.warnings.is_empty() {
-                return Ok(Outcome {
-                    body: respond_plain(&req.uid, true),
-                    kind: Some(kind),
-                    operation,
-                    result: "allowed",
-                });
+                return Ok(allowed(&req.uid, kind, operation));
             }
             let name = || name_of(req.name.as_deref(), &object.metadata);
             let allowed = verdict.allowed();
@@ -803,14 +786,7 @@ mod tests {
             "q\"uote\\back\nline\u{1}é",
         ] {
             for allowed in [true, false] {
-                let general = respond_serialized(ResponseOut {
-                    uid,
-                    allowed,
-                    status: None,
-                    patch_type: None,
-                    patch: None,
-                    warnings: Vec::new(),
-                });
+                let general = respond_serialized(ResponseOut::new(uid, allowed));
                 assert_eq!(
                     String::from_utf8(respond_plain(uid, allowed)).unwrap(),
                     String::from_utf8(general).unwrap()

@@ -7,7 +7,8 @@ use super::ClusterView;
 use super::json::{Json, Object};
 use super::names::{dns1123_label, dns1123_subdomain, label_key, label_value};
 use crate::api::{
-    self, DEFAULT_EXCLUSION_LIST, MAX_EXCLUSION_LIST, format_duration_without_hours, parse_duration,
+    self, DEFAULT_EXCLUSION_LIST, MAX_EXCLUSION_LIST, format_duration_without_hours,
+    parse_duration, uses_hours,
 };
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
@@ -259,7 +260,7 @@ pub fn defaults_spec(kind: Kind, version: &str, spec: Option<&Json<'_>>) -> Patc
 /// interval does not parse (validation reports it).
 fn timeout_from_interval(interval: &str) -> Option<String> {
     let d = parse_duration(interval).ok()?;
-    if interval.bytes().any(|b| b == b'h') {
+    if uses_hours(interval) {
         Some(format_duration_without_hours(d))
     } else {
         Some(interval.to_string())
@@ -419,7 +420,7 @@ impl Checker {
                 self.fail(|| FieldError::invalid(path, &v(), e.explanation()));
                 None
             }
-            Ok(d) if !allow_hours && value.bytes().any(|b| b == b'h') => {
+            Ok(d) if !allow_hours && uses_hours(value) => {
                 self.fail(|| {
                     FieldError::invalid(
                         path,

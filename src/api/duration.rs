@@ -129,6 +129,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     Ok(Duration::new(secs, (total_nanos % 1_000_000_000) as u32))
 }
 
+/// True when a duration text uses the `h` unit (no other unit has an `h`), which Flux's
+/// `spec.timeout` pattern does not allow.
+pub fn uses_hours(s: &str) -> bool {
+    s.bytes().any(|b| b == b'h')
+}
+
 /// Writes a duration as Go does: `0s`, `500ms`, `1.5s`, `10m0s`, `1h30m0s`.
 pub fn format_duration(d: Duration) -> String {
     format_go(d, true)
@@ -235,7 +241,7 @@ mod tests {
             parse_duration(&format!("{huge}s")),
             Err(DurationError::Overflow(_))
         ));
-        // A 40-digit number overflows even u128 nanoseconds of hours.
+        // 41 digits overflow the u128 the number is accumulated in.
         assert!(matches!(
             parse_duration(&format!("{huge}0h")),
             Err(DurationError::Overflow(_))

@@ -17,7 +17,9 @@ mod image_repository;
 pub use access::{AccessDenied, access_allowed};
 pub use conditions::*;
 pub use crd::{all_crds, crds_yaml};
-pub use duration::{DurationError, format_duration, format_duration_without_hours, parse_duration};
+pub use duration::{
+    DurationError, format_duration, format_duration_without_hours, parse_duration, uses_hours,
+};
 pub use image_policy::*;
 pub use image_repository::*;
 
