@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help build release test test-deps lint fmt demo certs manifests \
+.PHONY: help build release test test-deps control-plane lint fmt demo certs manifests \
         bench bench-webhook bench-scan bench-scale bench-policy standin e2e
 
 help: ## list targets
@@ -17,7 +17,10 @@ release: ## optimised binary at target/release/image-reflector
 test-deps: ## install what the tests need (apt packages), idempotently
 	./scripts/install-test-deps.sh
 
-test: test-deps ## install test dependencies, then run every test (unit, integration, end to end)
+control-plane: ## build kube-apiserver, kube-controller-manager, kubectl, etcd, Flux's controllers, crane and registry 3 from Go modules into target/control-plane/bin (cached)
+	./scripts/build-control-plane.sh
+
+test: test-deps control-plane ## install test dependencies, then run every test (unit, integration, end to end)
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
 
