@@ -28,6 +28,11 @@ fn parse_duration_flag(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// The User-Agent of every Kubernetes API request; its product part is the field manager
+/// the API server records for our writes (status, finalizers, events, the Lease).
+pub const FIELD_MANAGER_USER_AGENT: &str =
+    concat!("image-reflector-controller/", env!("CARGO_PKG_VERSION"));
+
 /// Arguments of `serve`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -208,11 +213,18 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ..ControllerOptions::default()
     };
 
-    let kube_config = kube::Config::infer()
+    let mut kube_config = kube::Config::infer()
         .await
         .context(
             "finding the Kubernetes API (in-cluster service account or KUBECONFIG); to serve only the webhooks without a cluster, add --webhook-only",
         )?;
+    // The API server names the field manager of every write after the User-Agent's
+    // product; kube sends none ("unknown"). Flux's controller writes as
+    // "image-reflector-controller", so managedFields read the same with either.
+    kube_config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(FIELD_MANAGER_USER_AGENT),
+    ));
     // Events get their own client and token bucket, as controller-runtime's recorder
     // does: a burst of events then never delays the status writes.
     let limited = |config: kube::Config| -> anyhow::Result<kube::Client> {
