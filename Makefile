@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: help build release test test-deps control-plane lint fmt demo certs manifests \
-        bench bench-webhook bench-scan bench-scale bench-policy standin e2e
+        bench bench-webhook bench-scan bench-scale bench-policy e2e
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,9 +39,6 @@ manifests: ## regenerate manifests/crds/ from the Rust types in src/api
 
 certs: ## development CA + webhook serving certificate in certs/out, and webhook configs with caBundle
 	./certs/make-certs.sh
-
-standin: ## run the in-memory Kubernetes API stand-in with the project's CRDs (kubeconfig: target/kube-standin.kubeconfig)
-	$(CARGO) run --quiet -p kube-standin -- --crds manifests/crds --kubeconfig-out target/kube-standin.kubeconfig $(STANDIN_ARGS)
 
 demo: ## the main job with no cluster: registry + API stand-in + image-reflector + kubectl apply
 	./scripts/demo.sh

@@ -12,9 +12,10 @@ for tool in skopeo docker-registry /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "bench-scan: $tool is missing; run make test-deps" >&2; exit 1; }
 done
 
-$CARGO build --release --quiet --bin image-reflector --example bench_registries
+$CARGO build --release --quiet --bin image-reflector
+$CARGO build --release --quiet -p test-support --bin bench_registries
 OURS=target/release/image-reflector
-SERVERS=target/release/examples/bench_registries
+SERVERS=target/release/bench_registries
 
 work=$(mktemp -d)
 coproc SRV { "$SERVERS"; }

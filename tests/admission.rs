@@ -2,15 +2,13 @@
 //! certificates made at test time, driven over HTTPS by a client that trusts only the
 //! test CA; plus `validate`, `crds` and the webhook registration manifests.
 
-mod common;
-
 use base64::Engine;
-use common::webhook::{Webhook, binary};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
+use test_support::webhook::{Webhook, binary};
 
 const PODINFO: &str = "ghcr.io/stefanprodan/podinfo";
 
@@ -575,7 +573,7 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
 async fn keeps_the_old_certificate_when_the_new_files_do_not_load() {
     let server = Webhook::start(&[]);
     let client = server.client();
-    common::webhook::write_atomically(&server.key_file, "not a key");
+    test_support::webhook::write_atomically(&server.key_file, "not a key");
     tokio::time::sleep(Duration::from_millis(400)).await;
     let body = review(
         "k",
@@ -697,7 +695,7 @@ fn serve_without_a_cluster_says_where_it_looked_and_suggests_webhook_only() {
 
 #[test]
 fn refuses_to_start_with_a_key_that_does_not_match_the_certificate() {
-    let ca = common::certs::TestCa::new("ca");
+    let ca = test_support::certs::TestCa::new("ca");
     let dir = tempfile::tempdir().unwrap();
     let (cert, _) = ca.server(&["localhost"]).write(dir.path(), "a");
     let (_, key) = ca.server(&["localhost"]).write(dir.path(), "b");

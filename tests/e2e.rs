@@ -1,15 +1,15 @@
-//! End to end, with no cluster: the real OCI registry (Debian's `docker-registry`), the
-//! project's Kubernetes API stand-in (embedded), the real `image-reflector serve` binary
-//! (webhooks over HTTPS with a CA made at test time, controllers, tag store) and the real
-//! `kubectl`. The ImageRepository controller (issue 5) and ImagePolicy with
+//! End to end on the real control plane (kube-apiserver, etcd, kube-controller-manager
+//! from `make control-plane`): the real OCI registry (Debian's `docker-registry`), the
+//! real `image-reflector serve` binary running as its ServiceAccount (webhooks over HTTPS
+//! with a CA made at test time, called by kube-apiserver's admission chain; controllers;
+//! tag store) and the real `kubectl`. See `test_support::cluster`. The ImageRepository controller (issue 5) and ImagePolicy with
 //! cross-namespace access and digest reflection (issue 6), as a user sees them.
 
-mod common;
-
-use common::cluster::{Cluster, condition, docker_config_secret, ready_is};
-use common::registry::{RegistryAuth, RegistryOptions, RegistryTls};
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use test_support::cluster::{Cluster, condition, ready_is};
+use test_support::control_plane::WriteCounts;
+use test_support::registry::{RegistryAuth, RegistryOptions, RegistryTls};
 
 const REPO_STATUS: &str = "imagerepositories.image.toolkit.fluxcd.io/status";
 const POLICY_STATUS: &str = "imagepolicies.image.toolkit.fluxcd.io/status";
@@ -74,12 +74,70 @@ fn row<'a>(table: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no row {name:?} in:\n{table}"))
 }
 
-fn status_writes(c: &Cluster, key: &str) -> u64 {
-    c.api
-        .write_counts()
-        .get(key)
-        .map(|w| w.requests)
-        .unwrap_or(0)
+/// Writes to `key` (e.g. REPO_STATUS) the API server answered since `baseline`.
+async fn status_writes(c: &Cluster, baseline: &WriteCounts, key: &str) -> u64 {
+    c.writes().await.since(baseline).get(key)
+}
+
+/// The seed's `kubectl create secret docker-registry NAME --docker-server=...
+/// --docker-username=... --docker-password=...`, literally.
+async fn create_docker_registry_secret(
+    c: &Cluster,
+    namespace: &str,
+    name: &str,
+    server: &str,
+    username: &str,
+    password: &str,
+) {
+    c.kubectl_ok(
+        &docker_registry_secret_args(namespace, name, server, username, password, &[])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
+    .await;
+}
+
+/// Changes that Secret as users do: the same command with `--dry-run=client -o yaml`,
+/// piped to `kubectl apply -f -`.
+async fn replace_docker_registry_secret(
+    c: &Cluster,
+    namespace: &str,
+    name: &str,
+    server: &str,
+    username: &str,
+    password: &str,
+) {
+    let args = docker_registry_secret_args(
+        namespace,
+        name,
+        server,
+        username,
+        password,
+        &["--dry-run=client", "-o", "yaml"],
+    );
+    let yaml = c
+        .kubectl_ok(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    c.apply(&yaml).await;
+}
+
+fn docker_registry_secret_args(
+    namespace: &str,
+    name: &str,
+    server: &str,
+    username: &str,
+    password: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = ["create", "secret", "docker-registry", name, "-n", namespace]
+        .map(String::from)
+        .to_vec();
+    args.push(format!("--docker-server={server}"));
+    args.push(format!("--docker-username={username}"));
+    args.push(format!("--docker-password={password}"));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
 /// Registry requests to the distribution API (every `/v2/` line of its access log).
@@ -227,7 +285,7 @@ async fn a_reconcile_that_does_not_scan_writes_nothing() {
     let reconciles = c
         .reconcile_count("ImageRepository", "flux-system", "podinfo")
         .await;
-    c.api.reset_write_counts();
+    let baseline = c.writes().await;
     // A label changes neither the spec nor anything scan-relevant, but is a watch event.
     c.kubectl_ok(&[
         "label",
@@ -242,13 +300,16 @@ async fn a_reconcile_that_does_not_scan_writes_nothing() {
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        status_writes(&c, REPO_STATUS),
+        status_writes(&c, &baseline, REPO_STATUS).await,
         0,
         "{:?}",
-        c.api.write_counts()
+        c.writes().await.since(&baseline)
     );
     assert_eq!(registry_requests(&c), requests, "the reconcile scanned");
-    let after = c.repository("flux-system", "podinfo").expect("exists");
+    let after = c
+        .repository("flux-system", "podinfo")
+        .await
+        .expect("exists");
     assert_eq!(after["status"], before["status"]);
 }
 
@@ -263,7 +324,7 @@ async fn new_tags_appear_after_the_interval_and_an_unchanged_rescan_writes_one_s
     let settled = c
         .wait_for_repository("flux-system", "podinfo", "a rescan", |o| scan_time(o) != t0)
         .await;
-    c.api.reset_write_counts();
+    let baseline = c.writes().await;
     let lists = c.registry.requests_matching("/tags/list");
     let t1 = scan_time(&settled);
     let rescanned = c
@@ -271,19 +332,20 @@ async fn new_tags_appear_after_the_interval_and_an_unchanged_rescan_writes_one_s
             scan_time(o) != t1
         })
         .await;
-    let writes = c.api.write_counts();
+    let writes = c.writes().await.since(&baseline);
     assert_eq!(
         c.registry.requests_matching("/tags/list") - lists,
         1,
         "one scan expected between two scanTimes"
     );
-    assert_eq!(
-        writes.get(REPO_STATUS).map(|w| (w.requests, w.persisted)),
-        Some((1, 1)),
-        "{writes:?}"
+    assert_eq!(writes.get(REPO_STATUS), 1, "{writes:?}");
+    assert_ne!(
+        rescanned["metadata"]["resourceVersion"], settled["metadata"]["resourceVersion"],
+        "the one status write was persisted"
     );
-    assert!(
-        !writes.contains_key("imagerepositories.image.toolkit.fluxcd.io"),
+    assert_eq!(
+        writes.get("imagerepositories.image.toolkit.fluxcd.io"),
+        0,
         "{writes:?}"
     );
     let mut a = settled["status"].clone();
@@ -358,7 +420,7 @@ async fn a_changed_exclusion_list_rescans_at_once_and_a_changed_interval_only_re
 
     // Only the interval: no scan, one status write recording the generation.
     let requests = registry_requests(&c);
-    c.api.reset_write_counts();
+    let baseline = c.writes().await;
     c.apply(&with("20m", r#"["^latest$", "-rc"]"#)).await;
     let after = c
         .wait_for_repository("flux-system", "podinfo", "observedGeneration 3", |o| {
@@ -368,10 +430,10 @@ async fn a_changed_exclusion_list_rescans_at_once_and_a_changed_interval_only_re
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(registry_requests(&c), requests, "a new interval rescanned");
     assert_eq!(
-        status_writes(&c, REPO_STATUS),
+        status_writes(&c, &baseline, REPO_STATUS).await,
         1,
         "{:?}",
-        c.api.write_counts()
+        c.writes().await.since(&baseline)
     );
     assert_eq!(
         after["status"]["lastScanResult"],
@@ -426,14 +488,7 @@ async fn wrong_credentials_fail_once_with_authentication_failed_and_fixing_the_s
         .await;
     c.apply(&namespace("flux-system")).await;
     let wrong = "not-the-password";
-    c.apply(&docker_config_secret(
-        "flux-system",
-        "regcred",
-        &host,
-        "flux",
-        wrong,
-    ))
-    .await;
+    create_docker_registry_secret(&c, "flux-system", "regcred", &host, "flux", wrong).await;
     // The seed's private-image example: every minute, with secretRef regcred.
     c.apply(&format!(
         "apiVersion: image.toolkit.fluxcd.io/v1beta1
@@ -500,14 +555,7 @@ spec:
     assert!(!note.contains(wrong) && !note.contains(password), "{note}");
 
     // Fixing the Secret rescans at once: well before both the interval and the next retry.
-    c.apply(&docker_config_secret(
-        "flux-system",
-        "regcred",
-        &host,
-        "flux",
-        password,
-    ))
-    .await;
+    replace_docker_registry_secret(&c, "flux-system", "regcred", &host, "flux", password).await;
     let fixed = Instant::now();
     c.wait_for_repository("flux-system", "podinfo", "Ready=True", |o| {
         ready_is(o, "True", Some("Succeeded")) && tag_count(o) == Some(3)
@@ -557,14 +605,7 @@ async fn credentials_from_a_service_account_and_a_ca_from_cert_secret_ref_in_bot
         .push_tags("org/private", &["1.0.0", "1.0.1"])
         .await;
     c.apply(&namespace("flux-system")).await;
-    c.apply(&docker_config_secret(
-        "flux-system",
-        "regcred",
-        &host,
-        "flux",
-        "pull-only",
-    ))
-    .await;
+    create_docker_registry_secret(&c, "flux-system", "regcred", &host, "flux", "pull-only").await;
     c.apply(&format!(
         "apiVersion: v1
 kind: Secret
@@ -634,6 +675,7 @@ async fn an_invalid_spec_is_refused_by_kubectl_with_the_webhooks_message_and_not
     let c = Cluster::start(RegistryOptions::default()).await;
     let host = c.registry.host();
     c.apply(&namespace("flux-system")).await;
+    let denials = c.admission_denials().await;
     let ran = c
         .apply_result(&format!(
             "apiVersion: image.toolkit.fluxcd.io/v1beta1
@@ -648,15 +690,19 @@ spec:
         ))
         .await;
     assert_eq!(ran.code, Some(1), "{ran:?}");
-    assert!(
-        ran.stderr.contains(
-            "admission webhook \"validation.image.toolkit.fluxcd.io\" denied the request"
-        ),
-        "{}",
-        ran.stderr
+    // kubectl prints a 422 with causes as "The KIND "NAME" is invalid: FIELD: ...".
+    for needle in [
+        "The ImageRepository \"podinfo\" is invalid",
+        "spec.image",
+        "6.0.0\" names a tag",
+    ] {
+        assert!(ran.stderr.contains(needle), "{needle:?} in {}", ran.stderr);
+    }
+    assert_eq!(
+        c.admission_denials().await,
+        denials + 1,
+        "refused by our webhook"
     );
-    assert!(ran.stderr.contains("spec.image"), "{}", ran.stderr);
-    assert!(ran.stderr.contains("6.0.0"), "{}", ran.stderr);
 
     let ran = c
         .apply_result(
@@ -675,7 +721,11 @@ spec:
         )
         .await;
     assert_eq!(ran.code, Some(1), "{ran:?}");
-    assert!(ran.stderr.contains("denied the request"), "{}", ran.stderr);
+    assert_eq!(
+        c.admission_denials().await,
+        denials + 2,
+        "refused by our webhook"
+    );
     assert!(
         ran.stderr.contains("spec.policy.semver.range"),
         "{}",
@@ -683,8 +733,8 @@ spec:
     );
 
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(c.repository("flux-system", "podinfo").is_none());
-    assert!(c.policy("flux-system", "podinfo").is_none());
+    assert!(c.repository("flux-system", "podinfo").await.is_none());
+    assert!(c.policy("flux-system", "podinfo").await.is_none());
     assert!(c.store_files().is_empty(), "{:?}", c.store_files());
     assert_eq!(registry_requests(&c), 0);
 }
@@ -713,7 +763,10 @@ async fn a_suspended_repository_is_not_scanned_until_resumed() {
     // A scan that had started before the patch may still finish.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let requests = registry_requests(&c);
-    let suspended = c.repository("flux-system", "podinfo").expect("exists");
+    let suspended = c
+        .repository("flux-system", "podinfo")
+        .await
+        .expect("exists");
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
         registry_requests(&c),
@@ -721,7 +774,11 @@ async fn a_suspended_repository_is_not_scanned_until_resumed() {
         "scanned while suspended (interval 2s)"
     );
     assert_eq!(
-        scan_time(&c.repository("flux-system", "podinfo").expect("exists")),
+        scan_time(
+            &c.repository("flux-system", "podinfo")
+                .await
+                .expect("exists")
+        ),
         scan_time(&suspended)
     );
 
@@ -767,7 +824,7 @@ async fn deleting_a_repository_runs_the_finalizer_and_its_tags_leave_the_store()
         "30s",
     ])
     .await;
-    assert!(c.repository("flux-system", "podinfo").is_none());
+    assert!(c.repository("flux-system", "podinfo").await.is_none());
     assert!(!file.exists(), "the store entry survived the delete");
     assert!(c.store_files().is_empty(), "{:?}", c.store_files());
 }
@@ -793,8 +850,20 @@ async fn repositories_deleted_while_stopped_leave_the_store_at_start() {
     );
 
     // While image-reflector is down: one repository is deleted (it waits, Terminating,
-    // for the finalizer), the other goes with its namespace (at once, finalizer or not).
+    // for the finalizer); the other goes with its namespace, whose deletion a user forces
+    // by removing the finalizer by hand, so the store entry is left without an object.
     c.kill_reflector().await;
+    // With no replica answering, failurePolicy Fail refuses a spec change (the webhooks'
+    // matchConditions let the metadata-only edits below through).
+    let ran = c
+        .apply_result(&podinfo_repository("v1", "team-a", "app", &host, "20m"))
+        .await;
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(
+        ran.stderr.contains("failed calling webhook"),
+        "{}",
+        ran.stderr
+    );
     c.kubectl_ok(&[
         "delete",
         "imagerepository",
@@ -806,19 +875,48 @@ async fn repositories_deleted_while_stopped_leave_the_store_at_start() {
     .await;
     c.kubectl_ok(&["delete", "namespace", "team-a", "--wait=false"])
         .await;
-    let pending = c.repository("flux-system", "podinfo").expect("Terminating");
+    c.wait_for_repository("team-a", "app", "Terminating with its namespace", |o| {
+        o["metadata"]["deletionTimestamp"].is_string()
+    })
+    .await;
+    c.kubectl_ok(&[
+        "patch",
+        "imagerepository",
+        "app",
+        "-n",
+        "team-a",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ])
+    .await;
+    let started = Instant::now();
+    while c.repository("team-a", "app").await.is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "team-a/app is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pending = c
+        .repository("flux-system", "podinfo")
+        .await
+        .expect("Terminating");
     assert!(pending["metadata"]["deletionTimestamp"].is_string());
-    assert!(c.repository("team-a", "app").is_none());
+    assert!(c.repository("team-a", "app").await.is_none());
 
     c.start_reflector().await;
     let started = Instant::now();
-    while terminating.exists() || gone.exists() || c.repository("flux-system", "podinfo").is_some()
+    while terminating.exists()
+        || gone.exists()
+        || c.repository("flux-system", "podinfo").await.is_some()
     {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "after the restart: store {:?}, podinfo {:?}; {}",
             c.store_files(),
             c.repository("flux-system", "podinfo")
+                .await
                 .map(|o| o["metadata"].clone()),
             c.reflector_log_tail()
         );
@@ -851,15 +949,18 @@ spec:
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let repo = c.repository("flux-system", "podinfo").expect("exists");
-    let policy = c.policy("flux-system", "podinfo").expect("exists");
+    let repo = c
+        .repository("flux-system", "podinfo")
+        .await
+        .expect("exists");
+    let policy = c.policy("flux-system", "podinfo").await.expect("exists");
     let events = c
         .events_about("flux-system", "ImageRepository", "podinfo")
         .await
         .len();
 
     c.kill_reflector().await;
-    c.api.reset_write_counts();
+    let baseline = c.writes().await;
     let requests = registry_requests(&c);
     assert!(requests > 0, "the registry's access log counts requests");
     c.start_reflector().await;
@@ -874,8 +975,11 @@ spec:
         requests,
         "registry requests after a restart, before the interval"
     );
-    let repo_after = c.repository("flux-system", "podinfo").expect("exists");
-    let policy_after = c.policy("flux-system", "podinfo").expect("exists");
+    let repo_after = c
+        .repository("flux-system", "podinfo")
+        .await
+        .expect("exists");
+    let policy_after = c.policy("flux-system", "podinfo").await.expect("exists");
     assert_eq!(
         serde_json::to_string(&repo_after["status"]).unwrap(),
         serde_json::to_string(&repo["status"]).unwrap()
@@ -888,9 +992,17 @@ spec:
         serde_json::to_string(&policy_after["status"]).unwrap(),
         serde_json::to_string(&policy["status"]).unwrap()
     );
-    let writes = c.api.write_counts();
-    assert_eq!(status_writes(&c, REPO_STATUS), 0, "{writes:?}");
-    assert_eq!(status_writes(&c, POLICY_STATUS), 0, "{writes:?}");
+    let writes = c.writes().await.since(&baseline);
+    assert_eq!(
+        status_writes(&c, &baseline, REPO_STATUS).await,
+        0,
+        "{writes:?}"
+    );
+    assert_eq!(
+        status_writes(&c, &baseline, POLICY_STATUS).await,
+        0,
+        "{writes:?}"
+    );
     assert_eq!(
         c.events_about("flux-system", "ImageRepository", "podinfo")
             .await
@@ -901,12 +1013,17 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_recovers_by_itself_from_a_410_and_an_api_server_restart() {
-    let mut c = start_with_podinfo("10m", &["1.0.0"]).await;
+    let c = start_with_podinfo("10m", &["1.0.0"]).await;
     let host = c.registry.host();
     ready_podinfo(&c, 1).await;
 
-    // Every open watch ends with 410 Expired; the controller must relist and go on.
-    c.api.force_watch_expiry();
+    // etcd's history is compacted and kube-apiserver restarted with an empty watch
+    // cache: a watch that resumes from the old resourceVersion gets 410 Gone, and the
+    // controller must relist and go on.
+    c.kubectl_ok(&["label", "namespace", "default", "churn=1"])
+        .await;
+    c.control_plane.compact_etcd().await;
+    c.control_plane.restart("kube-apiserver").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     c.registry
         .push_tags("stefanprodan/podinfo", &["1.1.0"])
@@ -929,10 +1046,12 @@ async fn the_controller_recovers_by_itself_from_a_410_and_an_api_server_restart(
     )
     .await;
 
-    // The API server goes away (watches drop, requests fail) and comes back.
-    c.api.stop().await;
+    // The API server goes away for two seconds (watches drop, requests fail) and comes
+    // back; then etcd does.
+    c.control_plane.stop_component("kube-apiserver").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    c.api.restart().await.expect("restart the API stand-in");
+    c.control_plane.start_component("kube-apiserver").await;
+    c.control_plane.restart("etcd").await;
     c.apply(&podinfo_repository(
         "v1beta1",
         "flux-system",
@@ -1060,17 +1179,23 @@ async fn the_seed_cross_namespace_example_is_allowed_by_labels_refused_otherwise
     );
 
     // Refused at admission from a namespace whose labels match no selector.
+    let denials = c.admission_denials().await;
     let ran = c.apply_result(&seed_app1_policy("team-b")).await;
     assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert_eq!(
+        c.admission_denials().await,
+        denials + 1,
+        "refused by our webhook"
+    );
     for needle in [
-        "denied the request",
+        "is invalid",
         "apps/app1",
         "kubernetes.io/metadata.name=flux-system",
         "kubernetes.io/metadata.name=team-b",
     ] {
         assert!(ran.stderr.contains(needle), "{needle:?} in {}", ran.stderr);
     }
-    assert!(c.policy("team-b", "app1").is_none());
+    assert!(c.policy("team-b", "app1").await.is_none());
 
     // A new tag moves latestRef; observedPreviousRef takes the old one.
     c.registry.push_tags("org/image", &["1.0.2"]).await;
@@ -1289,7 +1414,7 @@ spec:
     .await;
 }
 
-/// Two replicas compete for the Lease on the API stand-in: one leads, the other waits;
+/// Two replicas compete for a Lease on the real API server: one leads, the other waits;
 /// when the leader shuts down it releases the Lease and the other takes over at once,
 /// without waiting for the lease duration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1297,10 +1422,8 @@ async fn leader_election_gives_one_leader_and_hands_over_on_release() {
     use image_reflector::controller::leader::{LeaderConfig, spawn};
     use tokio_util::sync::CancellationToken;
 
-    let api = kube_standin::StandIn::start(kube_standin::Options::default())
-        .await
-        .expect("API stand-in");
-    let client = api.client().expect("client");
+    let control_plane = test_support::control_plane::ControlPlane::start().await;
+    let client = control_plane.client().await;
     let config = |identity: &str| {
         let mut c = LeaderConfig::new("default", "image-reflector-test", identity);
         c.lease_duration = Duration::from_secs(30);
@@ -1331,14 +1454,474 @@ async fn leader_election_gives_one_leader_and_hands_over_on_release() {
         .expect("replica b takes over well before the 30 s lease duration")
         .expect("election loop alive");
     assert!(released.elapsed() < Duration::from_secs(10));
-    let lease = api
-        .object(
-            "coordination.k8s.io",
-            "leases",
-            "default",
-            "image-reflector-test",
-        )
-        .expect("the lease exists");
+    let lease = test_support::cluster::get_object(
+        &client,
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "default",
+        "image-reflector-test",
+    )
+    .await
+    .expect("the lease exists");
     assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
     stop_b.cancel();
+}
+
+// ---------------------------------------------------------------------------------------
+// What only a real API server shows: the seed's kubectl workflows, CEL rules, schema
+// defaults, server-side apply, namespace deletion, RBAC, failurePolicy
+// ---------------------------------------------------------------------------------------
+
+/// The seed's mutual-TLS instructions, literally: `kubectl create secret generic tls-certs
+/// --from-file=certFile=client.crt --from-file=keyFile=client.key --from-file=caFile=ca.crt`,
+/// named by `certSecretRef`, against a registry that requires a client certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_kubectl_create_secret_generic_from_files_authenticates_to_a_mutual_tls_registry()
+{
+    let c = Cluster::start(RegistryOptions {
+        tls: RegistryTls::Mutual,
+        ..Default::default()
+    })
+    .await;
+    let host = c.registry.host();
+    c.registry
+        .push_tags("org/secure", &["1.0.0", "1.1.0"])
+        .await;
+    let client = c.registry.client_cert().expect("a client certificate");
+    let files = c.dir().join("seed-certs");
+    std::fs::create_dir_all(&files).expect("dir");
+    std::fs::write(files.join("client.crt"), &client.cert_pem).expect("client.crt");
+    std::fs::write(files.join("client.key"), &client.key_pem).expect("client.key");
+    std::fs::write(files.join("ca.crt"), c.registry.ca_pem().expect("CA")).expect("ca.crt");
+    let from = |key: &str, file: &str| format!("--from-file={key}={}", files.join(file).display());
+    c.kubectl_ok(&[
+        "create",
+        "secret",
+        "generic",
+        "tls-certs",
+        "-n",
+        "flux-system",
+        &from("certFile", "client.crt"),
+        &from("keyFile", "client.key"),
+        &from("caFile", "ca.crt"),
+    ])
+    .await;
+    c.apply(&format!(
+        "apiVersion: image.toolkit.fluxcd.io/v1beta1
+kind: ImageRepository
+metadata:
+  name: secure
+  namespace: flux-system
+spec:
+  interval: 10m
+  image: {host}/org/secure
+  certSecretRef:
+    name: tls-certs
+"
+    ))
+    .await;
+    c.wait_for_repository("flux-system", "secure", "Ready=True with 2 tags", |o| {
+        ready_is(o, "True", Some("Succeeded")) && tag_count(o) == Some(2)
+    })
+    .await;
+}
+
+/// The CRDs are structural, their CEL rules compile, and kube-apiserver enforces them
+/// itself: a policy that breaks one is refused before our validating webhook is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_crds_cel_rules_are_enforced_by_the_api_server_before_the_webhook() {
+    let c = Cluster::start(RegistryOptions::default()).await;
+    for crd in [
+        "imagerepositories.image.toolkit.fluxcd.io",
+        "imagepolicies.image.toolkit.fluxcd.io",
+    ] {
+        let conditions = c
+            .kubectl_ok(&["get", "crd", crd, "-o", "jsonpath={.status.conditions}"])
+            .await;
+        let conditions: Value = serde_json::from_str(&conditions).expect("conditions");
+        let by_type = |t: &str| {
+            conditions
+                .as_array()
+                .and_then(|a| a.iter().find(|c| c["type"] == t))
+                .cloned()
+        };
+        assert_eq!(
+            by_type("Established").map(|c| c["status"].clone()),
+            Some("True".into())
+        );
+        assert!(
+            by_type("NonStructuralSchema").is_none(),
+            "{crd}: {conditions}"
+        );
+    }
+    let before = validations(&c).await;
+    let ran = c
+        .apply_result(
+            "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata:
+  name: always-without-interval
+  namespace: flux-system
+spec:
+  imageRepositoryRef:
+    name: podinfo
+  digestReflectionPolicy: Always
+  policy:
+    semver:
+      range: 1.x
+",
+        )
+        .await;
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(
+        ran.stderr.contains(
+            "spec.interval must be set when spec.digestReflectionPolicy is set to 'Always'"
+        ),
+        "{}",
+        ran.stderr
+    );
+    assert_eq!(
+        validations(&c).await,
+        before,
+        "the validating webhook was asked"
+    );
+    assert!(
+        c.policy("flux-system", "always-without-interval")
+            .await
+            .is_none()
+    );
+}
+
+/// kube-apiserver applies the CRDs' schema defaults itself (here with our mutating webhook
+/// out of the way); the webhook adds only what a schema cannot express, the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_defaults_come_from_the_api_server_and_the_webhook_adds_only_the_timeout() {
+    let c = Cluster::start(RegistryOptions::default()).await;
+    let repository = "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata:
+  name: defaults
+  namespace: flux-system
+spec:
+  interval: 10m
+  image: ghcr.io/org/app
+";
+    let mutating = c
+        .kubectl_ok(&[
+            "get",
+            "mutatingwebhookconfiguration",
+            "image-reflector-defaulting",
+            "-o",
+            "json",
+        ])
+        .await;
+    c.kubectl_ok(&[
+        "delete",
+        "mutatingwebhookconfiguration",
+        "image-reflector-defaulting",
+    ])
+    .await;
+    let schema_only = dry_run_create(&c, repository).await;
+    assert_eq!(schema_only["spec"]["provider"], "generic", "{schema_only}");
+    assert_eq!(
+        schema_only["spec"]["exclusionList"],
+        serde_json::json!(["^.*\\.sig$"]),
+        "{schema_only}"
+    );
+    assert!(schema_only["spec"]["timeout"].is_null(), "{schema_only}");
+
+    let mut restored: Value = serde_json::from_str(&mutating).expect("configuration JSON");
+    for field in [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "managedFields",
+    ] {
+        restored["metadata"]
+            .as_object_mut()
+            .expect("metadata")
+            .remove(field);
+    }
+    c.kubectl_with_stdin(&["create", "-f", "-"], &restored.to_string())
+        .await;
+    let started = Instant::now();
+    loop {
+        let defaulted = dry_run_create(&c, repository).await;
+        if defaulted["spec"]["timeout"] == "10m" {
+            assert_eq!(defaulted["spec"]["provider"], "generic");
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT_FOR_WEBHOOK,
+            "no timeout defaulted: {defaulted}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// kube-apiserver takes a moment to see a webhook configuration that was just created.
+const WAIT_FOR_WEBHOOK: Duration = Duration::from_secs(10);
+
+/// Two field managers apply the same ImageRepository server-side: the second conflicts on
+/// the field the first owns until it forces, and neither conflicts with what
+/// image-reflector writes (status, through its own subresource, and the finalizer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_apply_by_two_field_managers_conflicts_until_forced_and_leaves_status_alone() {
+    let c = Cluster::start(RegistryOptions::default()).await;
+    let host = c.registry.host();
+    c.registry
+        .push_tags("stefanprodan/podinfo", &["1.0.0", "1.1.0", "latest"])
+        .await;
+    let with = |exclusions: &str| {
+        format!(
+            "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata:
+  name: podinfo
+  namespace: flux-system
+spec:
+  interval: 10m
+  image: {host}/stefanprodan/podinfo
+  exclusionList: {exclusions}
+"
+        )
+    };
+    let ran = apply_server_side(&c, "platform", &with(r#"["^latest$"]"#), false).await;
+    assert!(ran.success(), "{ran:?}");
+    c.wait_for_repository("flux-system", "podinfo", "2 tags", |o| {
+        ready_is(o, "True", Some("Succeeded")) && tag_count(o) == Some(2)
+    })
+    .await;
+
+    let ran = apply_server_side(&c, "team", &with(r#"["^1\\.0"]"#), false).await;
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(ran.stderr.contains("conflict"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("platform"), "{}", ran.stderr);
+    assert!(ran.stderr.contains(".spec.exclusionList"), "{}", ran.stderr);
+
+    let ran = apply_server_side(&c, "team", &with(r#"["^1\\.0"]"#), true).await;
+    assert!(ran.success(), "{ran:?}");
+    let repo = c
+        .wait_for_repository("flux-system", "podinfo", "the forced exclusions", |o| {
+            o["status"]["observedExclusionList"] == serde_json::json!(["^1\\.0"])
+                && tag_count(o) == Some(2)
+        })
+        .await;
+    let managers: Vec<(String, String)> = repo["metadata"]["managedFields"]
+        .as_array()
+        .expect("managedFields")
+        .iter()
+        .map(|m| {
+            (
+                m["manager"].as_str().unwrap_or_default().to_string(),
+                m["subresource"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    for (manager, subresource) in [
+        ("platform", ""),
+        ("team", ""),
+        ("image-reflector-controller", "status"),
+        ("image-reflector-controller", ""),
+    ] {
+        assert!(
+            managers
+                .iter()
+                .any(|(m, s)| m == manager && s == subresource),
+            "{manager} {subresource:?} in {managers:?}"
+        );
+    }
+    // The platform manager re-applies its old config: no longer the owner, it conflicts.
+    let ran = apply_server_side(&c, "platform", &with(r#"["^latest$"]"#), false).await;
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+}
+
+/// Deleting a namespace deletes the ImageRepositories and ImagePolicies in it: the
+/// controller releases its finalizers, the namespace controller finishes, within 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_namespace_with_repositories_and_policies_completes_within_30_seconds() {
+    let c = Cluster::start(RegistryOptions::default()).await;
+    let host = c.registry.host();
+    c.registry
+        .push_tags("stefanprodan/podinfo", &["1.0.0"])
+        .await;
+    c.apply(&namespace("team-gone")).await;
+    for name in ["one", "two", "three"] {
+        c.apply(&podinfo_repository("v1", "team-gone", name, &host, "10m"))
+            .await;
+        c.apply(&format!(
+            "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata:
+  name: {name}
+  namespace: team-gone
+spec:
+  imageRepositoryRef:
+    name: {name}
+  policy:
+    semver:
+      range: 1.x
+"
+        ))
+        .await;
+    }
+    for name in ["one", "two", "three"] {
+        c.wait_for_policy("team-gone", name, "Ready=True", |o| {
+            ready_is(o, "True", None)
+        })
+        .await;
+    }
+    let started = Instant::now();
+    c.kubectl_ok(&["delete", "namespace", "team-gone", "--wait=false"])
+        .await;
+    loop {
+        let ran = c.kubectl(&["get", "namespace", "team-gone"]).await;
+        if ran.code == Some(1) && ran.stderr.contains("NotFound") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "namespace still there after {:?}: {}\n{}",
+            started.elapsed(),
+            c.kubectl_ok(&["get", "namespace", "team-gone", "-o", "yaml"])
+                .await,
+            c.reflector_log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("namespace deleted in {:?}", started.elapsed());
+    assert!(c.store_files().is_empty(), "{:?}", c.store_files());
+}
+
+/// The ServiceAccount image-reflector runs as in every test here is allowed what it uses
+/// and nothing more: it cannot write Secrets, read other kinds, create Pods, or write the
+/// specs of ImageRepositories beyond their finalizers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_account_is_allowed_what_it_uses_and_nothing_else() {
+    let c = Cluster::install(RegistryOptions::default()).await;
+    let me = "system:serviceaccount:flux-system:image-reflector-controller";
+    let allowed = [
+        ("list", "imagerepositories.image.toolkit.fluxcd.io", "apps"),
+        ("watch", "imagepolicies.image.toolkit.fluxcd.io", "apps"),
+        (
+            "patch",
+            "imagerepositories.image.toolkit.fluxcd.io/status",
+            "apps",
+        ),
+        (
+            "patch",
+            "imagepolicies.image.toolkit.fluxcd.io/status",
+            "apps",
+        ),
+        (
+            "update",
+            "imagerepositories.image.toolkit.fluxcd.io/finalizers",
+            "apps",
+        ),
+        ("get", "secrets", "apps"),
+        ("watch", "secrets", "apps"),
+        ("get", "serviceaccounts", "apps"),
+        ("watch", "namespaces", "apps"),
+        ("create", "events.events.k8s.io", "apps"),
+        ("create", "events", "apps"),
+        ("get", "leases.coordination.k8s.io", "flux-system"),
+        ("update", "leases.coordination.k8s.io", "flux-system"),
+    ];
+    let refused = [
+        ("create", "secrets", "apps"),
+        ("update", "secrets", "apps"),
+        ("delete", "secrets", "apps"),
+        ("create", "pods", "apps"),
+        ("get", "pods", "apps"),
+        ("get", "configmaps", "apps"),
+        ("get", "deployments.apps", "apps"),
+        (
+            "create",
+            "imagerepositories.image.toolkit.fluxcd.io",
+            "apps",
+        ),
+        (
+            "delete",
+            "imagerepositories.image.toolkit.fluxcd.io",
+            "apps",
+        ),
+        ("delete", "imagepolicies.image.toolkit.fluxcd.io", "apps"),
+        ("create", "serviceaccounts/token", "apps"),
+        ("update", "serviceaccounts", "apps"),
+        ("update", "namespaces", "apps"),
+        ("update", "leases.coordination.k8s.io", "apps"),
+        (
+            "create",
+            "clusterrolebindings.rbac.authorization.k8s.io",
+            "apps",
+        ),
+    ];
+    for (verb, resource, ns) in allowed {
+        assert!(
+            can_i(&c, me, verb, resource, ns).await,
+            "may {verb} {resource} in {ns}"
+        );
+    }
+    for (verb, resource, ns) in refused {
+        assert!(
+            !can_i(&c, me, verb, resource, ns).await,
+            "may not {verb} {resource} in {ns}"
+        );
+    }
+}
+
+/// How many reviews our validating webhook has answered.
+async fn validations(c: &Cluster) -> f64 {
+    c.reflector_metrics()
+        .await
+        .lines()
+        .filter(|l| {
+            l.starts_with("admission_requests_total{") && l.contains("webhook=\"validate\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `kubectl create --dry-run=server -o json` of `yaml`: the object as the API server
+/// would store it.
+async fn dry_run_create(c: &Cluster, yaml: &str) -> Value {
+    let out = c
+        .kubectl_with_stdin(
+            &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+            yaml,
+        )
+        .await;
+    assert!(out.success(), "{out:?}");
+    serde_json::from_str::<Value>(&out.stdout).expect("object JSON")
+}
+
+/// `kubectl apply --server-side --field-manager=MANAGER [--force-conflicts] -f -`.
+async fn apply_server_side(
+    c: &Cluster,
+    manager: &str,
+    yaml: &str,
+    force: bool,
+) -> test_support::kubectl::Ran {
+    let manager = format!("--field-manager={manager}");
+    let mut args = vec!["apply", "--server-side", manager.as_str(), "-f", "-"];
+    if force {
+        args.push("--force-conflicts");
+    }
+    c.kubectl_with_stdin(&args, yaml).await
+}
+
+/// `kubectl auth can-i VERB RESOURCE -n NAMESPACE --as USER`.
+async fn can_i(c: &Cluster, user: &str, verb: &str, resource: &str, namespace: &str) -> bool {
+    let ran = c
+        .kubectl(&[
+            "auth", "can-i", verb, resource, "-n", namespace, "--as", user,
+        ])
+        .await;
+    match ran.stdout.trim() {
+        "yes" => true,
+        "no" => false,
+        _ => panic!("kubectl auth can-i {verb} {resource}: {ran:?}"),
+    }
 }

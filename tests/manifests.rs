@@ -1,6 +1,7 @@
 //! The deployment manifests: `kubectl apply -k manifests/` installs everything, the
 //! Deployment is locked down as the issue asks, RBAC grants no more than the controllers
-//! use, and every flag the Deployment passes exists.
+//! use, every flag the Deployment passes exists, and the CRDs state every fact of Flux's
+//! v1 CRDs (kept in `tests/data/flux-v1-crd-facts.txt`, checked against Flux's own).
 
 use serde_yaml_ng::Value;
 use std::path::Path;
@@ -8,11 +9,11 @@ use std::process::Command;
 
 fn rendered() -> Vec<Value> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new("kubectl")
+    let out = Command::new(test_support::go_tool("kubectl"))
         .arg("kustomize")
         .arg(root.join("manifests"))
         .output()
-        .expect("kubectl is needed (scripts/install-test-deps.sh checks for it)");
+        .expect("run kubectl kustomize");
     assert!(
         out.status.success(),
         "kubectl kustomize manifests failed: {}",
@@ -164,4 +165,91 @@ fn the_service_account_of_the_deployment_is_bound_to_the_roles() {
         assert_eq!(binding["subjects"][0]["name"], sa);
     }
     assert_eq!(of_kind(&docs, "ServiceAccount")[0]["metadata"]["name"], sa);
+}
+
+/// Flux's v1 CRD facts, as the project keeps them (see `test_support::crd_facts`).
+const FLUX_FACTS: &str = "tests/data/flux-v1-crd-facts.txt";
+
+fn committed_flux_facts() -> std::collections::BTreeSet<String> {
+    let path = test_support::repo_root().join(FLUX_FACTS);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn our_crds_state_every_fact_of_fluxs_v1_crds() {
+    let ours: std::collections::BTreeSet<String> = image_reflector::api::all_crds()
+        .iter()
+        .map(|crd| serde_json::to_value(crd).expect("CRD JSON"))
+        .flat_map(|crd| test_support::crd_facts::facts(&crd))
+        .collect();
+    let flux = committed_flux_facts();
+    assert!(flux.len() > 100, "{FLUX_FACTS} holds {} facts", flux.len());
+    let missing: Vec<&String> = flux.difference(&ours).collect();
+    assert!(
+        missing.is_empty(),
+        "facts of Flux's v1 CRDs that ours do not state:\n{}",
+        missing
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Every served version prints Flux's v1 columns.
+    for crd in image_reflector::api::all_crds() {
+        let crd = serde_json::to_value(&crd).expect("CRD JSON");
+        let name = crd["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        for version in crd["spec"]["versions"].as_array().expect("versions") {
+            let line = format!(
+                "{name} v1 additionalPrinterColumns {}",
+                version["additionalPrinterColumns"]
+            );
+            assert!(
+                flux.contains(&line),
+                "{name} {}: printer columns differ from Flux's",
+                version["name"]
+            );
+        }
+    }
+}
+
+#[test]
+fn the_kept_flux_facts_are_those_of_fluxs_own_crds() {
+    let dir = test_support::repo_root().join("target/control-plane/flux-crds/image-reflector");
+    let mut theirs = std::collections::BTreeSet::new();
+    for kind in ["imagerepositories", "imagepolicies"] {
+        let path = dir.join(format!("image.toolkit.fluxcd.io_{kind}.yaml"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "reading Flux's CRD {}: {e}; `make control-plane` fetches it with Flux's controller",
+                path.display()
+            )
+        });
+        let crd: serde_json::Value = serde_yaml_ng::from_str(&text).expect("Flux's CRD parses");
+        theirs.extend(test_support::crd_facts::facts(&crd));
+    }
+    if std::env::var_os("UPDATE_FLUX_FACTS").is_some() {
+        let mut text = String::from(
+            "# Facts of Flux's image-reflector-controller v1 CRDs that image-reflector's CRDs must\n# state (tests/manifests.rs). Regenerate: UPDATE_FLUX_FACTS=1 cargo test --test manifests\n",
+        );
+        for fact in &theirs {
+            text.push_str(fact);
+            text.push('\n');
+        }
+        std::fs::write(test_support::repo_root().join(FLUX_FACTS), text).expect("write facts");
+    }
+    let kept = committed_flux_facts();
+    let gone: Vec<&String> = kept.difference(&theirs).collect();
+    let new: Vec<&String> = theirs.difference(&kept).collect();
+    assert!(
+        gone.is_empty() && new.is_empty(),
+        "{FLUX_FACTS} differs from Flux's CRDs (UPDATE_FLUX_FACTS=1 rewrites it)\nonly kept:\n{gone:#?}\nonly Flux's:\n{new:#?}"
+    );
 }

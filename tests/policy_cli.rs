@@ -1,11 +1,9 @@
 //! `image-reflector policy` on tags files, stdin and a live registry (Debian's
 //! `docker-registry`): what it prints and its exit codes.
 
-mod common;
-
-use common::registry::{Registry, RegistryAuth, RegistryOptions};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
+use test_support::registry::{Registry, RegistryAuth, RegistryOptions};
 
 fn binary() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_image-reflector"));

@@ -3,18 +3,16 @@
 //! stand-in for what registry 2.8 cannot do (pages, refused page sizes, port-less and
 //! foreign links, 429, loops, malformed JSON, stalls).
 
-mod common;
-
-use common::fake_registry::{LinkStyle, StandIn, StandInOptions};
-use common::proxy::Proxy;
-use common::registry::{Registry, RegistryAuth, RegistryOptions, RegistryTls};
-use common::token_server::TokenServer;
 use image_reflector::reference::ImageRef;
 use image_reflector::scanner::{
     Credentials, DockerConfig, ProxyConfig, ScanErrorKind, ScanRequest, Scanner, ScannerConfig,
     TlsMaterial,
 };
 use std::time::{Duration, Instant};
+use test_support::fake_registry::{LinkStyle, StandIn, StandInOptions};
+use test_support::proxy::Proxy;
+use test_support::registry::{Registry, RegistryAuth, RegistryOptions, RegistryTls};
+use test_support::token_server::TokenServer;
 
 fn scanner() -> Scanner {
     Scanner::new(ScannerConfig {
@@ -336,7 +334,7 @@ async fn a_mutual_tls_registry_with_token_auth_gets_its_token_by_the_hand_writte
 async fn a_stalled_token_service_times_the_scan_out() {
     // A listener that never accepts: the kernel completes the connection, nobody answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let signer = std::sync::Arc::new(common::token_server::TokenSigner::new());
+    let signer = std::sync::Arc::new(test_support::token_server::TokenSigner::new());
     let registry = Registry::start(RegistryOptions {
         auth: RegistryAuth::Token {
             realm: format!("http://{}/token", silent.local_addr().unwrap()),

@@ -2,8 +2,8 @@
 //! `n` and `last`) and misbehaves on request: refuses large pages (Quay's 413, distribution
 //! 3's 400), sends a port-less `Link` (Nexus), answers 429 with `Retry-After` or 500,
 //! loops, sends malformed JSON, stalls, or points `Link` at another host. Debian's
-//! docker-registry (2.8) cannot paginate, hence this. Self-contained so that
-//! `examples/fake_registry.rs` can serve it to skopeo for the benchmark.
+//! docker-registry (2.8) cannot paginate and registry 3 plays none of the quirks, hence
+//! this. `bench_registry` and `bench_registries` serve it as processes for the benchmarks.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -2,7 +2,7 @@
 //! certificates made at test time, and gives a client that trusts only the test CA. The
 //! process is killed when the handle drops.
 
-use super::certs::{Leaf, TestCa};
+use crate::certs::{Leaf, TestCa};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 /// The path of the binary cargo built for this test run.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_image-reflector")
+pub fn binary() -> std::path::PathBuf {
+    crate::image_reflector_bin()
 }
 
 /// A running webhook server.

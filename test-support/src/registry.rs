@@ -9,8 +9,8 @@
 //! registry.requests_matching("/tags/list");
 //! ```
 
-use super::certs::{Leaf, TestCa};
-use super::token_server::{TOKEN_ISSUER, TOKEN_SERVICE, TokenSigner};
+use crate::certs::{Leaf, TestCa};
+use crate::token_server::{TOKEN_ISSUER, TOKEN_SERVICE, TokenSigner};
 use base64::Engine as _;
 use futures::StreamExt as _;
 use sha2::Digest as _;

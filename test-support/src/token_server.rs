@@ -22,6 +22,12 @@ pub struct TokenSigner {
     pub cert_pem: String,
 }
 
+impl Default for TokenSigner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TokenSigner {
     pub fn new() -> TokenSigner {
         let key =

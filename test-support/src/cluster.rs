@@ -1,24 +1,34 @@
-//! The whole stack for end-to-end tests, with no cluster: the real OCI registry
-//! (`docker-registry`), the Kubernetes API stand-in (embedded, with the project's CRDs and
-//! webhook configurations whose caBundle is a CA made now), and the real
-//! `image-reflector serve` as a child process (webhooks over HTTPS, controllers, tag store
-//! in a temporary directory), driven with the real `kubectl`.
+//! The whole stack for end-to-end tests: the real control plane (`ControlPlane`), the
+//! real OCI registry (`docker-registry`), and the real `image-reflector serve` as a child
+//! process, running as its ServiceAccount with a token from the TokenRequest API, driven
+//! with the real `kubectl`.
+//!
+//! The project's manifests are applied as a user applies them: `kubectl apply -k
+//! manifests/crds`, `manifests/namespace.yaml`, `manifests/rbac/rbac.yaml`, and the webhook
+//! configurations of `webhook/ca-bundle/` with the test CA as `caBundle`. Only the route
+//! from the webhook Service to this process differs from a cluster: the Service
+//! `flux-system/image-reflector-webhook` is an ExternalName Service for `localhost`
+//! (kube-apiserver resolves it itself, there being no kube-proxy), and the configurations'
+//! `clientConfig.service.port` is the port the process listens on instead of 443. The TLS
+//! server name stays `image-reflector-webhook.flux-system.svc`, which the serving
+//! certificate made here carries.
 //!
 //! ```ignore
 //! let c = Cluster::start(RegistryOptions::default()).await;
 //! c.registry.push_tags("org/app", &["1.0.0"]).await;
 //! c.apply(&format!("... image: {}/org/app ...", c.registry.host())).await;
-//! c.wait_for_repository("default", "app", "Ready=True", |r| ready_is(r, "True")).await;
+//! c.wait_for_repository("default", "app", "Ready=True", |r| ready_is(r, "True", None)).await;
 //! ```
 //!
-//! Everything it starts stops when it drops (the child is killed).
+//! Everything it starts stops when it drops.
 
-use super::certs::TestCa;
-use super::registry::{Registry, RegistryOptions};
-use kube_standin::{Options, ServiceRoute, StandIn};
+use crate::certs::TestCa;
+use crate::control_plane::{ControlPlane, WriteCounts};
+use crate::kubectl::{Kubectl, Ran};
+use crate::registry::{Registry, RegistryOptions};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,6 +36,8 @@ use std::time::{Duration, Instant};
 /// The Service the webhook configurations name (as `make certs` renders them).
 pub const WEBHOOK_NAMESPACE: &str = "flux-system";
 pub const WEBHOOK_SERVICE: &str = "image-reflector-webhook";
+/// The ServiceAccount of `manifests/rbac/rbac.yaml`, which image-reflector runs as.
+pub const SERVICE_ACCOUNT: &str = "image-reflector-controller";
 pub const GROUP: &str = "image.toolkit.fluxcd.io";
 
 /// How long a wait may take before the test fails (with what it last saw).
@@ -34,11 +46,15 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// The running stack.
 pub struct Cluster {
     pub registry: Registry,
-    pub api: StandIn,
+    pub control_plane: ControlPlane,
+    client: kube::Client,
+    kubectl: Kubectl,
     reflector: Option<Reflector>,
     dir: tempfile::TempDir,
     cert_file: PathBuf,
     key_file: PathBuf,
+    webhook_port: u16,
+    reflector_kubeconfig: PathBuf,
 }
 
 /// A running `image-reflector serve`.
@@ -50,80 +66,92 @@ pub struct Reflector {
     log: Arc<Mutex<Vec<String>>>,
 }
 
-/// What a kubectl run returned.
-#[derive(Debug)]
-pub struct Ran {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Ran {
-    pub fn success(&self) -> bool {
-        self.code == Some(0)
-    }
-}
-
-fn require_tool(name: &str, how: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false);
-    assert!(found, "`{name}` is not on PATH: {how}");
-}
-
 impl Cluster {
-    /// Starts the registry (with `registry` options), the API stand-in and image-reflector,
-    /// and waits until image-reflector is ready (caches synced).
+    /// Starts the control plane and the registry (with `registry` options), installs the
+    /// project's manifests, and starts image-reflector; returns once it is ready (caches
+    /// synced, webhooks answering through the API server).
     pub async fn start(registry: RegistryOptions) -> Cluster {
-        require_tool(
-            "kubectl",
-            "install kubectl v1.32 (see scripts/install-test-deps.sh)",
-        );
-        let registry = Registry::start(registry);
-        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cluster = Self::install(registry).await;
+        cluster.start_reflector().await;
+        cluster
+    }
 
-        // The webhook's serving certificate names the Service, as in a cluster; the
-        // stand-in checks it against the caBundle rendered into the configurations.
+    /// Like `start`, without starting image-reflector.
+    pub async fn install(registry: RegistryOptions) -> Cluster {
+        let (control_plane, registry) = tokio::join!(ControlPlane::start(), async move {
+            tokio::task::spawn_blocking(move || Registry::start(registry))
+                .await
+                .expect("registry start")
+        });
+        let dir = tempfile::tempdir().expect("temp dir");
+        let kubectl = Kubectl::new(control_plane.kubeconfig(), dir.path());
+        let root = crate::repo_root();
+
+        let manifest = |path: &str| root.join(path).to_string_lossy().into_owned();
+        kubectl
+            .ok(&["apply", "-k", &manifest("manifests/crds")])
+            .await;
+        kubectl
+            .ok(&["apply", "-f", &manifest("manifests/namespace.yaml")])
+            .await;
+        kubectl
+            .ok(&["apply", "-f", &manifest("manifests/rbac/rbac.yaml")])
+            .await;
+        kubectl
+            .ok(&[
+                "wait",
+                "--for",
+                "condition=Established",
+                "--timeout",
+                "60s",
+                "crd/imagerepositories.image.toolkit.fluxcd.io",
+                "crd/imagepolicies.image.toolkit.fluxcd.io",
+            ])
+            .await;
+
+        // The webhook's serving certificate names the Service, as in a cluster.
         let ca = TestCa::new("image-reflector e2e CA");
         let leaf = ca.server(&[
             &format!("{WEBHOOK_SERVICE}.{WEBHOOK_NAMESPACE}.svc"),
             &format!("{WEBHOOK_SERVICE}.{WEBHOOK_NAMESPACE}.svc.cluster.local"),
         ]);
         let (cert_file, key_file) = leaf.write(dir.path(), "tls");
-        let webhooks = dir.path().join("webhooks");
-        std::fs::create_dir_all(&webhooks).expect("webhooks dir");
-        let template = std::fs::read_to_string(
-            repo_root().join("webhook/ca-bundle/webhook-configurations.yaml.in"),
-        )
-        .expect("read webhook/ca-bundle/webhook-configurations.yaml.in");
+        let webhook_port = crate::free_port();
+        let template =
+            std::fs::read_to_string(root.join("webhook/ca-bundle/webhook-configurations.yaml.in"))
+                .expect("read webhook/ca-bundle/webhook-configurations.yaml.in");
         use base64::Engine as _;
         let bundle = base64::engine::general_purpose::STANDARD.encode(&ca.cert_pem);
         let rendered = template
             .replace("${CA_BUNDLE}", &bundle)
             .replace("${SERVICE}", WEBHOOK_SERVICE)
-            .replace("${NAMESPACE}", WEBHOOK_NAMESPACE);
-        std::fs::write(webhooks.join("webhook-configurations.yaml"), rendered)
-            .expect("write webhook configurations");
+            .replace("${NAMESPACE}", WEBHOOK_NAMESPACE)
+            .replace("port: 443", &format!("port: {webhook_port}"));
+        assert!(
+            rendered.contains(&format!("port: {webhook_port}")),
+            "the webhook template names port 443"
+        );
+        kubectl.apply(&webhook_service()).await;
+        kubectl.apply(&rendered).await;
+
         std::fs::create_dir_all(dir.path().join("storage")).expect("storage dir");
+        let reflector_kubeconfig = dir.path().join("reflector.kubeconfig");
+        control_plane
+            .service_account_kubeconfig(WEBHOOK_NAMESPACE, SERVICE_ACCOUNT, &reflector_kubeconfig)
+            .await;
 
-        let api = StandIn::start(Options {
-            crds_dir: Some(repo_root().join("manifests/crds")),
-            webhooks_dir: Some(webhooks),
-            ..Default::default()
-        })
-        .await
-        .expect("start the API stand-in");
-
-        let mut cluster = Cluster {
+        Cluster {
+            client: control_plane.client().await,
             registry,
-            api,
+            control_plane,
+            kubectl,
             reflector: None,
             dir,
             cert_file,
             key_file,
-        };
-        cluster.start_reflector().await;
-        cluster
+            webhook_port,
+            reflector_kubeconfig,
+        }
     }
 
     /// The tag store's directory (`--storage-path`).
@@ -131,18 +159,39 @@ impl Cluster {
         self.dir.path().join("storage")
     }
 
+    /// A scratch directory that lives as long as the cluster.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The admin's kube client.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// The kubeconfig image-reflector runs with (its ServiceAccount's token).
+    pub fn reflector_kubeconfig(&self) -> &std::path::Path {
+        &self.reflector_kubeconfig
+    }
+
     /// The running image-reflector.
     pub fn reflector(&self) -> &Reflector {
         self.reflector.as_ref().expect("image-reflector is running")
     }
 
-    /// Starts `image-reflector serve` on port 0 everywhere, routes the webhook Service to
-    /// it and waits until /readyz answers 200.
+    /// Starts `image-reflector serve` (webhook on the port the configurations name, the
+    /// rest on port 0) as its ServiceAccount and waits until /readyz answers 200.
     pub async fn start_reflector(&mut self) {
+        self.start_reflector_with(&[]).await
+    }
+
+    /// `start_reflector` with extra flags for `serve`.
+    pub async fn start_reflector_with(&mut self, extra: &[&str]) {
         assert!(self.reflector.is_none(), "image-reflector already runs");
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_image-reflector"));
+        let mut cmd = tokio::process::Command::new(crate::image_reflector_bin());
         cmd.args(["serve", "--log-encoding", "json", "--log-level", "info"])
-            .args(["--webhook-addr", "127.0.0.1:0"])
+            .arg("--webhook-addr")
+            .arg(format!("127.0.0.1:{}", self.webhook_port))
             .args(["--health-addr", "127.0.0.1:0"])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .arg("--tls-cert-file")
@@ -152,7 +201,8 @@ impl Cluster {
             .arg("--storage-path")
             .arg(self.storage_path())
             .args(["--requeue-dependency", "1s"])
-            .env("KUBECONFIG", self.api.kubeconfig_path())
+            .args(extra)
+            .env("KUBECONFIG", &self.reflector_kubeconfig)
             .env("RUNTIME_NAMESPACE", WEBHOOK_NAMESPACE);
         for proxy in [
             "HTTP_PROXY",
@@ -178,13 +228,13 @@ impl Cluster {
             use tokio::io::AsyncBufReadExt as _;
             let mut lines = tokio::io::BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
+                sink.lock().expect("log lock").push(line);
             }
         });
 
         let started = Instant::now();
         let listening = loop {
-            let found = log.lock().unwrap().iter().find_map(|l| {
+            let found = log.lock().expect("log lock").iter().find_map(|l| {
                 serde_json::from_str::<Value>(l)
                     .ok()
                     .filter(|v| v["message"] == "listening")
@@ -195,13 +245,13 @@ impl Cluster {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
                     "image-reflector exited ({status}) before listening; log:\n{}",
-                    log.lock().unwrap().join("\n")
+                    log.lock().expect("log lock").join("\n")
                 );
             }
             assert!(
                 started.elapsed() < WAIT,
                 "image-reflector did not log its addresses within {WAIT:?}; log:\n{}",
-                log.lock().unwrap().join("\n")
+                log.lock().expect("log lock").join("\n")
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
@@ -218,11 +268,6 @@ impl Cluster {
             metrics: addr("metrics"),
             log,
         };
-        self.api.set_service(ServiceRoute {
-            namespace: WEBHOOK_NAMESPACE.into(),
-            name: WEBHOOK_SERVICE.into(),
-            addr: reflector.webhook,
-        });
         let readyz = format!("http://{}/readyz", reflector.health);
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -252,45 +297,14 @@ impl Cluster {
         }
     }
 
-    /// kubectl with the stand-in's kubeconfig and a cache directory of this cluster's own.
+    /// kubectl as the admin.
     pub async fn kubectl(&self, args: &[&str]) -> Ran {
-        self.kubectl_with_stdin(args, None).await
+        self.kubectl.run(args, None).await
     }
 
-    async fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Ran {
-        use tokio::io::AsyncWriteExt as _;
-        let mut cmd = tokio::process::Command::new("kubectl");
-        cmd.arg("--kubeconfig")
-            .arg(self.api.kubeconfig_path())
-            .arg("--cache-dir")
-            .arg(self.dir.path().join("kube-cache"))
-            .args(args)
-            .env("HOME", self.dir.path())
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("run kubectl");
-        if let Some(text) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin piped");
-            pipe.write_all(text.as_bytes())
-                .await
-                .expect("write kubectl stdin");
-            drop(pipe);
-        }
-        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-            .await
-            .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish within 60 s"))
-            .expect("kubectl output");
-        Ran {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+    /// kubectl as the admin, with `stdin`.
+    pub async fn kubectl_with_stdin(&self, args: &[&str], stdin: &str) -> Ran {
+        self.kubectl.run(args, Some(stdin)).await
     }
 
     /// kubectl that must succeed; returns its standard output.
@@ -308,8 +322,7 @@ impl Cluster {
 
     /// `kubectl apply -f -` of `yaml` (as the user would, not through a client library).
     pub async fn apply_result(&self, yaml: &str) -> Ran {
-        self.kubectl_with_stdin(&["apply", "-f", "-"], Some(yaml))
-            .await
+        self.kubectl.apply_result(yaml).await
     }
 
     /// `kubectl apply -f -` that must succeed.
@@ -325,14 +338,19 @@ impl Cluster {
         ran.stdout
     }
 
-    /// The ImageRepository as the stand-in stores it.
-    pub fn repository(&self, namespace: &str, name: &str) -> Option<Value> {
-        self.api.object(GROUP, "imagerepositories", namespace, name)
+    /// An object as the API server returns it (`GET /apis/GROUP/v1/...`), or None.
+    pub async fn object(&self, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        get_object(&self.client, GROUP, "v1", plural, namespace, name).await
     }
 
-    /// The ImagePolicy as the stand-in stores it.
-    pub fn policy(&self, namespace: &str, name: &str) -> Option<Value> {
-        self.api.object(GROUP, "imagepolicies", namespace, name)
+    /// The ImageRepository (v1), or None.
+    pub async fn repository(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.object("imagerepositories", namespace, name).await
+    }
+
+    /// The ImagePolicy (v1), or None.
+    pub async fn policy(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.object("imagepolicies", namespace, name).await
     }
 
     /// Waits until `check` accepts the ImageRepository; fails after `WAIT` with the object
@@ -344,7 +362,7 @@ impl Cluster {
         what: &str,
         check: impl Fn(&Value) -> bool,
     ) -> Value {
-        self.wait_for_object("ImageRepository", namespace, name, what, WAIT, check)
+        self.wait_for_object("imagerepositories", namespace, name, what, WAIT, check)
             .await
     }
 
@@ -356,13 +374,14 @@ impl Cluster {
         what: &str,
         check: impl Fn(&Value) -> bool,
     ) -> Value {
-        self.wait_for_object("ImagePolicy", namespace, name, what, WAIT, check)
+        self.wait_for_object("imagepolicies", namespace, name, what, WAIT, check)
             .await
     }
 
+    /// Waits until `check` accepts the object `plural` (of this API group).
     pub async fn wait_for_object(
         &self,
-        kind: &str,
+        plural: &str,
         namespace: &str,
         name: &str,
         what: &str,
@@ -371,10 +390,7 @@ impl Cluster {
     ) -> Value {
         let started = Instant::now();
         loop {
-            let obj = match kind {
-                "ImageRepository" => self.repository(namespace, name),
-                _ => self.policy(namespace, name),
-            };
+            let obj = self.object(plural, namespace, name).await;
             if let Some(obj) = &obj
                 && check(obj)
             {
@@ -382,7 +398,7 @@ impl Cluster {
             }
             if started.elapsed() > timeout {
                 panic!(
-                    "timed out after {timeout:?} waiting for {kind} {namespace}/{name}: {what}; it is now:\n{}\n{}",
+                    "timed out after {timeout:?} waiting for {plural} {namespace}/{name}: {what}; it is now:\n{}\n{}",
                     obj.map(|o| serde_json::to_string_pretty(&o).unwrap_or_default())
                         .unwrap_or_else(|| "(absent)".into()),
                     self.reflector_log_tail()
@@ -392,11 +408,16 @@ impl Cluster {
         }
     }
 
+    /// The write requests the API server has answered so far (see `WriteCounts`).
+    pub async fn writes(&self) -> WriteCounts {
+        self.control_plane.writes().await
+    }
+
     /// The last lines image-reflector logged (for failure messages).
     pub fn reflector_log_tail(&self) -> String {
         match &self.reflector {
             Some(r) => {
-                let log = r.log.lock().unwrap();
+                let log = r.log.lock().expect("log lock");
                 let start = log.len().saturating_sub(40);
                 format!(
                     "image-reflector log (last {} lines):\n{}",
@@ -408,11 +429,10 @@ impl Cluster {
         }
     }
 
-    /// How many reconciles of the object image-reflector has finished (from
-    /// `gotk_reconcile_duration_seconds_count`).
-    pub async fn reconcile_count(&self, kind: &str, namespace: &str, name: &str) -> u64 {
+    /// image-reflector's `/metrics` text.
+    pub async fn reflector_metrics(&self) -> String {
         let url = format!("http://{}/metrics", self.reflector().metrics);
-        let text = reqwest::Client::builder()
+        reqwest::Client::builder()
             .no_proxy()
             .build()
             .expect("client")
@@ -422,7 +442,28 @@ impl Cluster {
             .expect("GET /metrics")
             .text()
             .await
-            .expect("metrics body");
+            .expect("metrics body")
+    }
+
+    /// How many reviews image-reflector's webhooks have denied (from
+    /// `admission_requests_total{result="denied"}`): a refused `kubectl apply` whose
+    /// count went up was refused by our webhook, not by the API server's schema.
+    pub async fn admission_denials(&self) -> u64 {
+        self.reflector_metrics()
+            .await
+            .lines()
+            .filter(|l| {
+                l.starts_with("admission_requests_total{") && l.contains("result=\"denied\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum()
+    }
+
+    /// How many reconciles of the object image-reflector has finished (from
+    /// `gotk_reconcile_duration_seconds_count`).
+    pub async fn reconcile_count(&self, kind: &str, namespace: &str, name: &str) -> u64 {
+        let text = self.reflector_metrics().await;
         let labels = [
             format!("kind=\"{kind}\""),
             format!("name=\"{name}\""),
@@ -502,7 +543,7 @@ impl Cluster {
 
 impl Reflector {
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.log.lock().expect("log lock").join("\n")
     }
 }
 
@@ -514,9 +555,43 @@ impl Drop for Cluster {
     }
 }
 
-/// The repository's root (where manifests/ and webhook/ are).
-pub fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// The webhook Service, routed to this machine's loopback (see the module docs).
+fn webhook_service() -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: {WEBHOOK_SERVICE}
+  namespace: {WEBHOOK_NAMESPACE}
+spec:
+  type: ExternalName
+  externalName: localhost
+"
+    )
+}
+
+/// `GET /apis/GROUP/VERSION/namespaces/NS/PLURAL/NAME` as JSON; None on 404.
+pub async fn get_object(
+    client: &kube::Client,
+    group: &str,
+    version: &str,
+    plural: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<Value> {
+    let prefix = if group.is_empty() {
+        format!("/api/{version}")
+    } else {
+        format!("/apis/{group}/{version}")
+    };
+    let request = http::Request::get(format!("{prefix}/namespaces/{namespace}/{plural}/{name}"))
+        .body(Vec::new())
+        .expect("GET request");
+    match client.request::<Value>(request).await {
+        Ok(v) => Some(v),
+        Err(kube::Error::Api(e)) if e.code == 404 => None,
+        Err(e) => panic!("GET {plural} {namespace}/{name}: {e}"),
+    }
 }
 
 /// The condition of `type_` in `.status.conditions`.
@@ -531,28 +606,4 @@ pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
 pub fn ready_is(obj: &Value, status: &str, reason: Option<&str>) -> bool {
     condition(obj, "Ready")
         .is_some_and(|c| c["status"] == status && reason.is_none_or(|r| c["reason"] == r))
-}
-
-/// A `kubernetes.io/dockerconfigjson` Secret for `registry` (YAML for kubectl apply:
-/// `kubectl create secret` sends protobuf, which the stand-in refuses).
-pub fn docker_config_secret(
-    namespace: &str,
-    name: &str,
-    registry: &str,
-    username: &str,
-    password: &str,
-) -> String {
-    use base64::Engine as _;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-    let config = serde_json::json!({
-        "auths": { registry: {
-            "username": username,
-            "password": password,
-            "auth": b64(&format!("{username}:{password}")),
-        }}
-    });
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {}\n",
-        b64(&config.to_string())
-    )
 }

@@ -4,24 +4,8 @@
 //! of 1000 (also when the client sends no `n`, as skopeo does). Prints one
 //! `NAME=127.0.0.1:PORT` line per server, then `READY`.
 
-// The parts of the test harness this binary needs (not the whole of tests/common, which
-// has pieces only integration tests can build). registry.rs finds its siblings as
-// `super::certs` and `super::token_server`, which resolve to these.
-#[allow(dead_code)]
-#[path = "../tests/common/certs.rs"]
-mod certs;
-#[allow(dead_code)]
-#[path = "../tests/common/fake_registry.rs"]
-mod fake_registry;
-#[allow(dead_code)]
-#[path = "../tests/common/registry.rs"]
-mod registry;
-#[allow(dead_code)]
-#[path = "../tests/common/token_server.rs"]
-mod token_server;
-
-use fake_registry::{StandIn, StandInOptions};
-use registry::{Registry, RegistryOptions};
+use test_support::fake_registry::{StandIn, StandInOptions};
+use test_support::registry::{Registry, RegistryOptions};
 use tokio::io::AsyncReadExt as _;
 
 #[tokio::main]

@@ -1,5 +1,5 @@
 //! `bench_registry --tags 1000`: the project's paginating registry stand-in
-//! (`tests/common/fake_registry.rs`) as a process, for `make bench-scale`.
+//! (`test_support::fake_registry`) as a process, for `make bench-scale`.
 //!
 //! Serves the same `--tags` tags under every repository name (`GET /v2/NAME/tags/list`,
 //! `n`/`last` pagination with a `Link` header; pages of `--default-page-size` when the
@@ -16,15 +16,10 @@
 //! (every `/v2/` request, and the `tags/list` ones), counted since start.
 //! Test infrastructure: not part of the image-reflector binary.
 
-// Shared with the integration tests, which use the parts this binary does not.
-#[allow(dead_code, clippy::collapsible_if)]
-#[path = "../../../common/fake_registry.rs"]
-mod fake_registry;
-
 use clap::Parser;
-use fake_registry::{StandIn, StandInOptions};
 use std::io::Write;
 use std::sync::Arc;
+use test_support::fake_registry::{StandIn, StandInOptions};
 
 #[derive(Parser, Debug)]
 #[command(

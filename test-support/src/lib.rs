@@ -1,0 +1,78 @@
+//! image-reflector's test harness, shared by the integration tests, the benchmarks' helper
+//! binaries and the demo: the real Kubernetes control plane (`control_plane`, the
+//! processes `scripts/control-plane.sh` runs), real registries (`registry`: Debian's
+//! docker-registry; registry 3 from `make control-plane`), the whole stack for end-to-end
+//! tests (`cluster`), and small stand-ins only for what nothing real plays: a registry
+//! with the quirks of Quay, Nexus and rate limiters (`fake_registry`), a registry token
+//! service (`token_server`). Everything a helper starts stops when its handle drops.
+#![forbid(unsafe_code)]
+
+pub mod certs;
+pub mod cluster;
+pub mod control_plane;
+pub mod crd_facts;
+pub mod fake_registry;
+pub mod kubectl;
+pub mod proxy;
+pub mod registry;
+pub mod token_server;
+pub mod webhook;
+
+use std::path::{Path, PathBuf};
+
+/// The repository's root (where manifests/, webhook/ and scripts/ are).
+pub fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// The `image-reflector` binary cargo built for this test run: beside the test
+/// executable's `deps/` directory (`IMAGE_REFLECTOR_BIN` overrides).
+pub fn image_reflector_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("IMAGE_REFLECTOR_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| {
+            if deps.ends_with("deps") {
+                deps.parent()
+            } else {
+                Some(deps)
+            }
+        })
+        .expect("the test executable lives in target/PROFILE/deps");
+    let bin = profile_dir.join("image-reflector");
+    assert!(
+        bin.is_file(),
+        "{} does not exist; build it with `cargo build` (cargo test builds it for integration tests)",
+        bin.display()
+    );
+    bin
+}
+
+/// Where `make control-plane` put the Go-built components (`CONTROL_PLANE_BIN` overrides).
+pub fn control_plane_bin() -> PathBuf {
+    std::env::var_os("CONTROL_PLANE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/control-plane/bin"))
+}
+
+/// One of the Go-built components; fails saying how to build it when it is missing.
+pub fn go_tool(name: &str) -> PathBuf {
+    let path = control_plane_bin().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make control-plane` (make test does) to build it from the Go module proxy",
+        path.display()
+    );
+    path
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
