@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# `make demo`: the main job end to end, with no cluster. Starts a real OCI registry
-# (Debian's docker-registry) holding a few tagged images, the project's Kubernetes API
-# stand-in, and `image-reflector serve` against it (webhooks over HTTPS with a CA made
-# now, controllers, tag store); applies sample ImageRepositories and ImagePolicies with
-# the real kubectl; prints what `kubectl get` shows; stops everything it started.
+# `make demo`: the main job end to end on a real Kubernetes control plane. Installs what it
+# needs (Debian packages; kube-apiserver, etcd, kube-controller-manager and kubectl built
+# from their Go modules by `make control-plane`, about 10 minutes the first time, cached
+# after), then starts a real OCI registry (Debian's docker-registry) holding a few tagged
+# images, the control plane on 127.0.0.1, and `image-reflector serve` as its
+# ServiceAccount (webhooks over HTTPS with a CA made now, controllers, tag store); installs
+# the project's CRDs, RBAC and webhook configurations with kubectl; applies sample
+# ImageRepositories and ImagePolicies; prints what `kubectl get` shows; stops everything.
 #
 #   KEEP=1 make demo   leaves everything running and prints how to reach it (Ctrl-C ends).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-for tool in docker-registry kubectl openssl curl python3; do
+./scripts/install-test-deps.sh
+if [ ! -x target/control-plane/bin/kube-apiserver ]; then
+  echo "== first run: building the control plane from Go modules (about 10 minutes on 2 cores; cached after)"
+fi
+./scripts/build-control-plane.sh kubernetes etcd
+for tool in docker-registry openssl curl python3; do
   command -v "$tool" >/dev/null || { echo "demo: $tool is missing; run 'make test-deps'" >&2; exit 1; }
 done
-
-cargo build --quiet --bin image-reflector && cargo build --quiet -p kube-standin --bin kube-standin
+cargo build --quiet --bin image-reflector
 bin="$root/target/debug"
+kubectl_bin="$root/target/control-plane/bin/kubectl"
 
 work=$(mktemp -d /tmp/image-reflector-demo.XXXXXX)
 pids=()
@@ -27,8 +35,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for_line() { # FILE PATTERN: waits up to 20 s for a line in a log
-  for _ in $(seq 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+wait_for_line() { # FILE PATTERN [SECONDS]: waits for a line in a log
+  for _ in $(seq $((${3:-20} * 10))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
   echo "demo: timed out waiting for '$2' in $1:" >&2; tail -20 "$1" >&2; return 1
 }
 
@@ -63,24 +71,41 @@ push_image fluxcd/app main-1a2b3c4-1700000001 main-5d6e7f8-1700000302 dev-000000
 push_image library/alpine 3.17.3 3.18.9 3.19.4 3.20.3 edge latest
 echo "   pushed podinfo, app and alpine with their tags"
 
-echo "== making a CA and the webhook's serving certificate"
-OUT="$work/certs" ./certs/make-certs.sh > /dev/null
-
-webhook_port=$(free_port)
-echo "== starting the Kubernetes API stand-in"
-"$bin/kube-standin" --addr 127.0.0.1:0 --crds manifests/crds --webhooks "$work/certs" \
-  --service "flux-system/image-reflector-webhook=127.0.0.1:$webhook_port" \
-  --kubeconfig-out "$work/kubeconfig" > "$work/standin.out" 2> "$work/standin.log" &
+echo "== starting the Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager $("$root/target/control-plane/bin/kube-apiserver" --version | cut -d' ' -f2))"
+./scripts/control-plane.sh up "$work/cluster" > "$work/control-plane.out" 2> "$work/control-plane.log" &
 pids+=($!)
-wait_for_line "$work/standin.out" "listening on"
-export KUBECONFIG="$work/kubeconfig"
-kc() { kubectl --cache-dir "$work/kube-cache" "$@"; }
-echo "   $(head -1 "$work/standin.out")"
+wait_for_line "$work/control-plane.out" "^kubeconfig " 180
+export KUBECONFIG="$work/cluster/kubeconfig"
+kc() { "$kubectl_bin" --cache-dir "$work/kube-cache" "$@"; }
+server=$(kc config view -o jsonpath='{.clusters[0].cluster.server}')
+echo "   API server $server"
 
-echo "== starting image-reflector serve (webhooks + controllers)"
+echo "== installing the CRDs, RBAC and the webhook configurations (as a user would)"
+kc apply -k manifests/crds > /dev/null
+kc apply -f manifests/namespace.yaml -f manifests/rbac/rbac.yaml > /dev/null
+kc wait --for condition=Established --timeout 60s crd/imagerepositories.image.toolkit.fluxcd.io crd/imagepolicies.image.toolkit.fluxcd.io > /dev/null
+OUT="$work/certs" ./certs/make-certs.sh > /dev/null
+webhook_port=$(free_port)
+# The one difference from a cluster: the webhook Service routes to this machine's
+# loopback (ExternalName localhost, resolved by kube-apiserver itself) on the port the
+# process listens on, instead of selecting Pods on port 443.
+printf '%s\n' 'apiVersion: v1' 'kind: Service' 'metadata: {name: image-reflector-webhook, namespace: flux-system}' \
+  'spec: {type: ExternalName, externalName: localhost}' | kc apply -f - > /dev/null
+sed "s/port: 443/port: $webhook_port/" "$work/certs/webhook-configurations.yaml" | kc apply -f - > /dev/null
+token=$(kc -n flux-system create token image-reflector-controller --duration 24h)
+cat > "$work/reflector.kubeconfig" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters: [{name: demo, cluster: {server: "$server", certificate-authority: "$work/cluster/ca.crt"}}]
+users: [{name: image-reflector-controller, user: {token: "$token"}}]
+contexts: [{name: demo, context: {cluster: demo, user: image-reflector-controller}}]
+current-context: demo
+KUBECONFIG
+
+echo "== starting image-reflector serve as system:serviceaccount:flux-system:image-reflector-controller"
 mkdir -p "$work/data"
 health_port=$(free_port)
-RUST_LOG=${RUST_LOG:-info} "$bin/image-reflector" serve \
+KUBECONFIG="$work/reflector.kubeconfig" RUNTIME_NAMESPACE=flux-system RUST_LOG=${RUST_LOG:-info} "$bin/image-reflector" serve \
   --webhook-addr "127.0.0.1:$webhook_port" --health-addr "127.0.0.1:$health_port" --metrics-addr 127.0.0.1:0 \
   --tls-cert-file "$work/certs/tls.crt" --tls-key-file "$work/certs/tls.key" \
   --storage-path "$work/data" > "$work/image-reflector.log" 2>&1 &
@@ -188,8 +213,8 @@ kc get imagepolicy alpine -o jsonpath='{.status.latestRef}'; echo
 if [ "${KEEP:-}" = 1 ]; then
   echo
   echo "Everything is running. In another shell:"
-  echo "  export KUBECONFIG=$work/kubeconfig"
-  echo "  kubectl --cache-dir $work/kube-cache get imagerepositories -A"
+  echo "  export KUBECONFIG=$work/cluster/kubeconfig"
+  echo "  $kubectl_bin get imagerepositories -A"
   echo "Logs: $work/*.log. Ctrl-C stops it all."
   wait
 fi
