@@ -1925,3 +1925,63 @@ async fn can_i(c: &Cluster, user: &str, verb: &str, resource: &str, namespace: &
         _ => panic!("kubectl auth can-i {verb} {resource}: {ran:?}"),
     }
 }
+
+/// Flux's own image-reflector-controller runs on our CRDs (one superset schema for every
+/// version): the CRDs are a drop-in for Flux's, and its statuses survive our schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fluxs_own_controller_reconciles_on_our_crds() {
+    let c = Cluster::install(RegistryOptions::default()).await;
+    let host = c.registry.host();
+    c.registry
+        .push_tags("stefanprodan/podinfo", &["1.0.0", "1.1.0"])
+        .await;
+    let flux = test_support::flux::FluxController::start(
+        "image-reflector-controller",
+        c.control_plane.kubeconfig(),
+        &[],
+    )
+    .await;
+    c.kubectl_ok(&[
+        "delete",
+        "mutatingwebhookconfiguration,validatingwebhookconfiguration",
+        "--all",
+    ])
+    .await;
+    c.apply(&format!(
+        "{}  insecure: true\n",
+        podinfo_repository("v1", "flux-system", "podinfo", &host, "10m")
+    ))
+    .await;
+    c.apply(
+        "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata:
+  name: podinfo
+  namespace: flux-system
+spec:
+  imageRepositoryRef:
+    name: podinfo
+  policy:
+    semver:
+      range: 1.x
+",
+    )
+    .await;
+    c.wait_for_policy(
+        "flux-system",
+        "podinfo",
+        "Flux's controller selects 1.1.0",
+        |o| o["status"]["latestRef"]["tag"] == "1.1.0",
+    )
+    .await;
+    let repo = c
+        .wait_for_repository("flux-system", "podinfo", "Ready", |o| {
+            ready_is(o, "True", None) && tag_count(o) == Some(2)
+        })
+        .await;
+    assert!(flux.log().contains("podinfo"), "{}", flux.log());
+    assert_eq!(
+        repo["status"]["canonicalImageName"],
+        format!("{host}/stefanprodan/podinfo")
+    );
+}

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod control_plane;
 pub mod crd_facts;
 pub mod fake_registry;
+pub mod flux;
 pub mod kubectl;
 pub mod proxy;
 pub mod registry;
