@@ -24,7 +24,7 @@ test: test-deps control-plane ## install test dependencies, then run every test 
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
 
-e2e: test-deps ## only the end-to-end tests (registry + API stand-in + image-reflector + kubectl; part of `make test`)
+e2e: test-deps control-plane ## only the end-to-end tests (real control plane + registry + image-reflector + kubectl; part of `make test`)
 	$(CARGO) test --test e2e
 
 lint: ## formatting and clippy, as CI expects

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite and benchmarks need, idempotently: Debian packages (the
-# real OCI registry, htpasswd, skopeo, tinyproxy, wrk, openssl) and kubectl's presence is
-# checked. Safe to run again: it installs only what is missing.
+# real OCI registry, htpasswd, skopeo, tinyproxy, wrk, openssl, curl). The Go-built
+# components (kube-apiserver, etcd, kubectl, Flux's controllers...) come from
+# scripts/build-control-plane.sh (make control-plane), which needs Go, checked here.
+# Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 need_pkgs=()
@@ -22,9 +24,9 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
 fi
 
-if ! have kubectl; then
-  echo "install-test-deps: kubectl is not on PATH and is not in Debian's archive;" >&2
-  echo "  install kubectl v1.32 (the end-to-end tests drive the real kubectl)" >&2
+if ! have go; then
+  echo "install-test-deps: go is not on PATH; make control-plane builds kube-apiserver, etcd," >&2
+  echo "  kubectl and Flux's controllers from Go modules and needs Go 1.26 (these machines have it)" >&2
   exit 1
 fi
-echo "install-test-deps: all present (docker-registry, htpasswd, skopeo, tinyproxy, wrk, openssl, kubectl)"
+echo "install-test-deps: all present (docker-registry, htpasswd, skopeo, tinyproxy, wrk, openssl, curl, go)"

@@ -1427,8 +1427,7 @@ async fn leader_election_gives_one_leader_and_hands_over_on_release() {
     let config = |identity: &str| {
         let mut c = LeaderConfig::new("default", "image-reflector-test", identity);
         c.lease_duration = Duration::from_secs(30);
-        c.renew_every = Duration::from_millis(200);
-        c.retry_every = Duration::from_millis(100);
+        c.retry_period = Duration::from_millis(100);
         c
     };
     let stop_a = CancellationToken::new();
@@ -1984,4 +1983,165 @@ spec:
         repo["status"]["canonicalImageName"],
         format!("{host}/stefanprodan/podinfo")
     );
+}
+
+/// Flux's own Deployment args (tests/data/flux-deployment-args.txt) start image-reflector
+/// unchanged: it becomes ready, leads through the Lease Flux's controller would use, and
+/// reconciles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fluxs_deployment_args_start_it_and_it_leads_and_reconciles() {
+    let mut c = Cluster::install(RegistryOptions::default()).await;
+    let args = std::fs::read_to_string(
+        test_support::repo_root().join("tests/data/flux-deployment-args.txt"),
+    )
+    .expect("Flux's args");
+    let args: Vec<&str> = args
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(args.contains(&"--enable-leader-election"), "{args:?}");
+    c.start_reflector_with(&args).await;
+    c.registry
+        .push_tags("stefanprodan/podinfo", &["1.0.0"])
+        .await;
+    c.apply(&seed_podinfo(&c.registry.host(), "10m")).await;
+    ready_podinfo(&c, 1).await;
+    let lease = test_support::cluster::get_object(
+        c.client(),
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "flux-system",
+        "image-reflector-controller-leader-election",
+    )
+    .await
+    .expect("the Lease Flux's controller uses");
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty()),
+        "{lease}"
+    );
+}
+
+/// With `--events-addr`, events reach Flux's real notification-controller in Flux's event
+/// format: a `generic` Provider pointing at a local HTTP sink and an Alert on ImagePolicy
+/// events; a pushed tag that moves `latestRef` arrives at the sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_fluxs_notification_controller_and_an_alert_delivers_a_moved_latest_ref() {
+    let mut c = Cluster::install(RegistryOptions::default()).await;
+    let crds = test_support::repo_root().join("target/control-plane/flux-crds/notification");
+    c.kubectl_ok(&["apply", "-f", crds.to_str().expect("UTF-8 path")])
+        .await;
+    c.kubectl_ok(&[
+        "wait",
+        "--for",
+        "condition=Established",
+        "--timeout",
+        "60s",
+        "crd/alerts.notification.toolkit.fluxcd.io",
+        "crd/providers.notification.toolkit.fluxcd.io",
+    ])
+    .await;
+    let nc = test_support::flux::FluxController::start(
+        "notification-controller",
+        c.control_plane.kubeconfig(),
+        &[],
+    )
+    .await;
+    let sink = test_support::http_sink::HttpSink::start().await;
+    c.apply(&format!(
+        "apiVersion: notification.toolkit.fluxcd.io/v1beta3
+kind: Provider
+metadata:
+  name: sink
+  namespace: flux-system
+spec:
+  type: generic
+  address: {}
+---
+apiVersion: notification.toolkit.fluxcd.io/v1beta3
+kind: Alert
+metadata:
+  name: image-policies
+  namespace: flux-system
+spec:
+  providerRef:
+    name: sink
+  eventSeverity: info
+  eventSources:
+    - kind: ImagePolicy
+      name: '*'
+",
+        sink.url()
+    ))
+    .await;
+    let events = format!(
+        "--events-addr=http://{}/",
+        nc.events.expect("events address")
+    );
+    c.start_reflector_with(&[&events]).await;
+
+    c.registry
+        .push_tags("stefanprodan/podinfo", &["1.0.0"])
+        .await;
+    c.apply(&seed_podinfo(&c.registry.host(), "10m")).await;
+    c.apply(
+        "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata:
+  name: podinfo
+  namespace: flux-system
+spec:
+  imageRepositoryRef:
+    name: podinfo
+  policy:
+    semver:
+      range: 1.x
+",
+    )
+    .await;
+    c.wait_for_policy("flux-system", "podinfo", "1.0.0", |o| {
+        o["status"]["latestRef"]["tag"] == "1.0.0"
+    })
+    .await;
+    c.registry
+        .push_tags("stefanprodan/podinfo", &["1.0.1"])
+        .await;
+    c.kubectl_ok(&[
+        "annotate",
+        "--overwrite",
+        "imagerepository",
+        "podinfo",
+        "-n",
+        "flux-system",
+        "reconcile.fluxcd.io/requestedAt=pushed",
+    ])
+    .await;
+    let delivered = sink
+        .wait_for("about the move to 1.0.1", Duration::from_secs(60), |r| {
+            r.json().is_some_and(|e| {
+                e["involvedObject"]["kind"] == "ImagePolicy"
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("resolved to 1.0.1"))
+            })
+        })
+        .await;
+    let event = delivered.json().expect("JSON");
+    assert_eq!(event["involvedObject"]["name"], "podinfo");
+    assert_eq!(event["involvedObject"]["namespace"], "flux-system");
+    assert_eq!(event["severity"], "info");
+    assert_eq!(event["reason"], "Succeeded");
+    assert_eq!(event["reportingController"], "image-reflector-controller");
+    // Sent as image.toolkit.fluxcd.io/revision; the generic provider forwards it without
+    // the group prefix.
+    assert!(
+        event["metadata"]["revision"]
+            .as_str()
+            .is_some_and(|r| r.ends_with(":1.0.1")),
+        "{event}"
+    );
+    drop(nc);
 }

@@ -1,6 +1,7 @@
 //! The command line: `image-reflector <command>`. Each subcommand lives in its own file.
 
 pub mod crds;
+pub mod flux_flags;
 pub mod policy;
 pub mod scan;
 pub mod serve;
@@ -11,7 +12,9 @@ use clap::{Parser, Subcommand};
 /// Flux's image-reflector-controller, reimplemented: admission webhooks and controllers for
 /// ImageRepository and ImagePolicy.
 #[derive(Parser, Debug)]
-#[command(name = "image-reflector", version, about)]
+// A repeated flag overrides the earlier one, as Go's flag packages do (Flux's args and a
+// kustomize patch may both set one).
+#[command(name = "image-reflector", version, about, args_override_self = true)]
 pub struct Cli {
     #[command(flatten)]
     pub log: crate::telemetry::LogArgs,

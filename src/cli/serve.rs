@@ -59,11 +59,15 @@ pub struct ServeArgs {
     #[arg(long)]
     pub webhook_only: bool,
     /// Refuse ImagePolicies that reference an ImageRepository in another namespace.
-    #[arg(long)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub no_cross_namespace_refs: bool,
 
     #[command(flatten)]
     pub controllers: ControllerArgs,
+
+    #[command(flatten)]
+    pub flux: super::flux_flags::FluxFlags,
 }
 
 /// Flags of the controllers (ignored with `--webhook-only`).
@@ -74,17 +78,22 @@ pub struct ControllerArgs {
     pub storage_path: PathBuf,
     /// Run the reconcilers only while holding the leader-election Lease; every replica
     /// serves the webhooks regardless.
-    #[arg(long)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub enable_leader_election: bool,
     /// The namespace this process runs in: of the Lease, and the one watched without
     /// --watch-all-namespaces.
     #[arg(long, env = "RUNTIME_NAMESPACE", default_value = "flux-system")]
     pub runtime_namespace: String,
-    /// Name of the leader-election Lease.
-    #[arg(long, default_value = "image-reflector-controller-leader-election")]
-    pub leader_election_id: String,
+    /// Name of the leader-election Lease; by default
+    /// `image-reflector-controller-leader-election`, with a hash of
+    /// --watch-label-selector appended when one is set (as Flux names it, so shards do not
+    /// share a Lease).
+    #[arg(long)]
+    pub leader_election_id: Option<String>,
     /// Watch every namespace; `--watch-all-namespaces=false` watches only --runtime-namespace.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     pub watch_all_namespaces: bool,
     /// Reconcile only objects with these labels (e.g. `sharding.fluxcd.io/key=shard1`).
     #[arg(long)]
@@ -107,7 +116,7 @@ pub struct ControllerArgs {
     #[arg(long)]
     pub default_service_account: Option<String>,
     /// How long an ImagePolicy waits before looking again at a repository without tags.
-    #[arg(long, default_value = "5s", value_parser = parse_duration_flag)]
+    #[arg(long, default_value = "30s", value_parser = parse_duration_flag)]
     pub requeue_dependency: Duration,
     /// Tags asked for per page of `tags/list`.
     #[arg(long, default_value_t = 1000)]
@@ -121,6 +130,19 @@ pub struct ControllerArgs {
     /// Requests per second to one registry host, across every scan (0: unlimited).
     #[arg(long, default_value_t = 50.0)]
     pub registry_qps: f64,
+}
+
+/// The Lease name Flux's controller uses: `BASE`, or `BASE-HASH` where HASH is the first 8
+/// hex digits of the SHA-256 of the watch label selector, so that shards do not share it.
+pub fn leader_election_id(base: &str, watch_label_selector: Option<&str>) -> String {
+    match watch_label_selector.filter(|s| !s.is_empty()) {
+        Some(selector) => {
+            use sha2::Digest as _;
+            let sum = hex::encode(sha2::Sha256::digest(selector.as_bytes()));
+            format!("{base}-{}", &sum[..8])
+        }
+        None => base.to_string(),
+    }
 }
 
 impl ServeArgs {
@@ -201,6 +223,10 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     let shutdown = shutdown_signal().boxed().shared();
     let c = &args.controllers;
+    let flux = &args.flux;
+    for notice in flux.notices() {
+        tracing::warn!("{notice}");
+    }
     let options = ControllerOptions {
         namespace: (!c.watch_all_namespaces).then(|| c.runtime_namespace.clone()),
         label_selector: c.watch_label_selector.clone().filter(|s| !s.is_empty()),
@@ -209,15 +235,25 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
         default_service_account: c.default_service_account.clone().filter(|s| !s.is_empty()),
         no_cross_namespace_refs: args.no_cross_namespace_refs,
         requeue_dependency: c.requeue_dependency,
+        events_addr: flux.events_addr.clone(),
+        min_retry_backoff: flux.min_retry_delay,
+        max_retry_backoff: flux.max_retry_delay.max(flux.min_retry_delay),
         instance: std::env::var("POD_NAME").ok().or_else(hostname),
         ..ControllerOptions::default()
     };
 
-    let mut kube_config = kube::Config::infer()
-        .await
-        .context(
-            "finding the Kubernetes API (in-cluster service account or KUBECONFIG); to serve only the webhooks without a cluster, add --webhook-only",
-        )?;
+    let mut kube_config = match &flux.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .with_context(|| format!("--kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context(
+            "finding the Kubernetes API (in-cluster service account, KUBECONFIG or --kubeconfig); to serve only the webhooks without a cluster, add --webhook-only",
+        )?,
+    };
     // The API server names the field manager of every write after the User-Agent's
     // product; kube sends none ("unknown"). Flux's controller writes as
     // "image-reflector-controller", so managedFields read the same with either.
@@ -289,12 +325,21 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| "image-reflector".to_string());
         let identity = format!("{identity}_{:08x}", rand::random::<u32>());
-        let mut leading = leader::spawn(
-            client.clone(),
-            leader::LeaderConfig::new(&c.runtime_namespace, &c.leader_election_id, &identity),
-            release_lease.clone(),
-        );
-        tracing::info!(lease = %c.leader_election_id, %identity, "waiting for leadership");
+        let lease = c.leader_election_id.clone().unwrap_or_else(|| {
+            leader_election_id(
+                "image-reflector-controller-leader-election",
+                c.watch_label_selector.as_deref(),
+            )
+        });
+        let config = leader::LeaderConfig {
+            lease_duration: flux.leader_election_lease_duration,
+            renew_deadline: flux.leader_election_renew_deadline,
+            retry_period: flux.leader_election_retry_period,
+            release_on_cancel: flux.leader_election_release_on_cancel,
+            ..leader::LeaderConfig::new(&c.runtime_namespace, &lease, &identity)
+        };
+        let mut leading = leader::spawn(client.clone(), config, release_lease.clone());
+        tracing::info!(%lease, %identity, "waiting for leadership");
         tokio::select! {
             r = leading.wait_for(|l| *l) => { r.context("leader election stopped")?; }
             _ = shutdown.clone() => {
@@ -341,6 +386,131 @@ fn hostname() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        use clap::Parser as _;
+        let cli = crate::cli::Cli::try_parse_from(
+            ["image-reflector", "serve"].iter().chain(args.iter()),
+        )?;
+        match cli.command {
+            crate::cli::Command::Serve(args) => Ok(*args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_flag_of_fluxs_controller_parses_with_go_syntax_and_defaults() {
+        let d = parse(&[]).unwrap();
+        assert!(d.controllers.watch_all_namespaces);
+        assert!(!d.controllers.enable_leader_election);
+        assert_eq!(d.controllers.requeue_dependency, Duration::from_secs(30));
+        assert_eq!(d.flux.min_retry_delay, Duration::from_millis(750));
+        assert_eq!(d.flux.max_retry_delay, Duration::from_secs(900));
+        assert_eq!(
+            d.flux.leader_election_lease_duration,
+            Duration::from_secs(35)
+        );
+        assert_eq!(
+            d.flux.leader_election_renew_deadline,
+            Duration::from_secs(30)
+        );
+        assert_eq!(d.flux.leader_election_retry_period, Duration::from_secs(5));
+        assert!(d.flux.leader_election_release_on_cancel);
+        assert_eq!(d.flux.token_cache_max_size, 100);
+        assert_eq!(d.flux.token_cache_max_duration, Duration::from_secs(3600));
+        assert_eq!(
+            d.flux.watch_configs_label_selector,
+            "reconcile.fluxcd.io/watch=Enabled"
+        );
+        assert!(d.flux.notices().is_empty(), "{:?}", d.flux.notices());
+
+        let a = parse(&[
+            "--watch-all-namespaces=false",
+            "--enable-leader-election",
+            "--no-cross-namespace-refs=true",
+            "--leader-election-release-on-cancel=false",
+            "--events-addr=http://notification-controller.flux-system.svc.cluster.local./",
+            "--feature-gates=FluxStorage=true",
+            "--feature-gates=ObjectLevelWorkloadIdentity=true",
+            "--min-retry-delay=1s",
+            "--max-retry-delay=5m0s",
+            "--leader-election-lease-duration=40s",
+            "--requeue-dependency=10s",
+            "--watch-configs-label-selector=team=a",
+            "--token-cache-max-size=0",
+            "--token-cache-max-duration=30m",
+            "--gc-interval=5",
+            "--storage-value-log-file-size=1024",
+            "--storage-compression-threshold=32",
+            "--kubeconfig=/tmp/kc",
+            "--aws-autologin-for-ecr",
+            "--concurrent=10",
+            "--log-level=debug",
+            "--log-level=info",
+        ])
+        .unwrap();
+        assert!(!a.controllers.watch_all_namespaces);
+        assert!(a.controllers.enable_leader_election);
+        assert!(a.no_cross_namespace_refs);
+        assert!(!a.flux.leader_election_release_on_cancel);
+        assert!(a.flux.gates().enabled("FluxStorage"));
+        assert!(a.flux.gates().enabled("ObjectLevelWorkloadIdentity"));
+        assert_eq!(a.flux.min_retry_delay, Duration::from_secs(1));
+        assert_eq!(a.flux.max_retry_delay, Duration::from_secs(300));
+        assert_eq!(a.controllers.requeue_dependency, Duration::from_secs(10));
+        assert_eq!(a.controllers.concurrent, 10);
+        // One line for each flag or gate that changes nothing here.
+        let notices = a.flux.notices();
+        for needle in [
+            "--gc-interval",
+            "--storage-value-log-file-size",
+            "--storage-compression-threshold",
+            "FluxStorage",
+            "ObjectLevelWorkloadIdentity",
+            "--aws-autologin-for-ecr",
+        ] {
+            assert_eq!(
+                notices.iter().filter(|n| n.contains(needle)).count(),
+                1,
+                "{needle} in {notices:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_flux_flag_value_is_refused_naming_the_flag() {
+        let e = parse(&["--feature-gates=Unknown=true"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--feature-gates") && e.contains("\"Unknown\" is not supported"),
+            "{e}"
+        );
+        let e = parse(&["--min-retry-delay=soon"]).unwrap_err().to_string();
+        assert!(e.contains("--min-retry-delay"), "{e}");
+        // A boolean takes its value after `=`, as in Go: `--enable-leader-election false`
+        // leaves `false` as a stray argument.
+        assert!(parse(&["--enable-leader-election", "false"]).is_err());
+    }
+
+    #[test]
+    fn the_lease_name_gets_flux_s_hash_of_the_watch_label_selector() {
+        let base = "image-reflector-controller-leader-election";
+        assert_eq!(leader_election_id(base, None), base);
+        assert_eq!(leader_election_id(base, Some("")), base);
+        // sha256("sharding.fluxcd.io/key=shard1") starts with these 8 hex digits, as in
+        // fluxcd/pkg/runtime's leaderelection.GenerateID.
+        let id = leader_election_id(base, Some("sharding.fluxcd.io/key=shard1"));
+        let sum = {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(b"sharding.fluxcd.io/key=shard1"))
+        };
+        assert_eq!(id, format!("{base}-{}", &sum[..8]));
+        assert_ne!(
+            id,
+            leader_election_id(base, Some("sharding.fluxcd.io/key=shard2"))
+        );
+    }
 
     #[test]
     fn listen_addresses_accept_flux_style_ports() {

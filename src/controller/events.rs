@@ -219,3 +219,203 @@ mod tests {
         );
     }
 }
+
+/// Events for notification-controller (`--events-addr`), in Flux's event format
+/// (`event.toolkit.fluxcd.io/v1beta1` Event), posted as Flux's recorder posts them: Normal
+/// as severity `info`, Warning as `error`, with the object's
+/// `event.toolkit.fluxcd.io/`-prefixed annotations as metadata. Posting happens on a
+/// background task with a bounded queue, so a slow or absent receiver never holds up a
+/// reconcile; like Flux's retrying client it retries a failed POST (connection errors and
+/// 5xx) four times with growing waits, and never retries a 429 (notification-controller's
+/// answer to a duplicate).
+pub mod flux {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use k8s_openapi::api::core::v1::ObjectReference;
+    use serde::Serialize;
+    use tokio::sync::mpsc;
+    use tracing::{debug, warn};
+
+    /// The annotation prefix whose annotations travel as event metadata.
+    pub const METADATA_ANNOTATION_PREFIX: &str = "event.toolkit.fluxcd.io/";
+    /// The revision's metadata key. notification-controller keeps only keys under
+    /// `event.toolkit.fluxcd.io/` or the involved object's API group, so the revision is
+    /// prefixed with the group, as Flux's other controllers prefix theirs.
+    pub const REVISION_KEY: &str = "image.toolkit.fluxcd.io/revision";
+
+    /// One event, as notification-controller's `/` endpoint reads it.
+    #[derive(Clone, Debug, Serialize, PartialEq)]
+    #[serde(rename_all = "camelCase")]
+    pub struct FluxEvent {
+        pub involved_object: ObjectReference,
+        /// `info` or `error`.
+        pub severity: &'static str,
+        /// RFC 3339, seconds.
+        pub timestamp: String,
+        pub message: String,
+        pub reason: String,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        pub metadata: BTreeMap<String, String>,
+        pub reporting_controller: String,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        pub reporting_instance: String,
+    }
+
+    /// The severity Flux gives an event type.
+    pub fn severity(type_: kube::runtime::events::EventType) -> &'static str {
+        match type_ {
+            kube::runtime::events::EventType::Warning => "error",
+            kube::runtime::events::EventType::Normal => "info",
+        }
+    }
+
+    /// The metadata of an event about an object with these annotations.
+    pub fn metadata<'a>(
+        annotations: impl IntoIterator<Item = (&'a String, &'a String)>,
+        revision: Option<&str>,
+    ) -> BTreeMap<String, String> {
+        let mut out: BTreeMap<String, String> = annotations
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(METADATA_ANNOTATION_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(revision) = revision {
+            out.insert(REVISION_KEY.to_string(), revision.to_string());
+        }
+        out
+    }
+
+    /// Parses `--events-addr`: an http or https URL.
+    pub fn events_addr(address: &str) -> Result<url::Url, String> {
+        let url = url::Url::parse(address).map_err(|e| format!("{address:?}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "{address:?}: the scheme must be http or https, e.g. http://notification-controller.flux-system.svc.cluster.local./"
+            ));
+        }
+        Ok(url)
+    }
+
+    const QUEUE: usize = 1024;
+    const ATTEMPTS: u32 = 5;
+
+    /// Where events go: a queue drained by one background task.
+    #[derive(Clone)]
+    pub struct FluxEventSink {
+        tx: mpsc::Sender<FluxEvent>,
+    }
+
+    impl FluxEventSink {
+        /// Starts the task that posts to `url` (checked by [`events_addr`]).
+        pub fn start(url: url::Url) -> FluxEventSink {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default();
+            let (tx, mut rx) = mpsc::channel::<FluxEvent>(QUEUE);
+            tokio::spawn(async move {
+                while let Some(event) = rx.recv().await {
+                    post(&http, &url, &event).await;
+                }
+            });
+            FluxEventSink { tx }
+        }
+
+        /// Queues an event; when the queue is full (the receiver is far behind) the
+        /// event is dropped with a log line rather than waiting.
+        pub fn send(&self, event: FluxEvent) {
+            if let Err(e) = self.tx.try_send(event) {
+                warn!(error = %e, "notification-controller is not keeping up; an event was dropped");
+            }
+        }
+    }
+
+    async fn post(http: &reqwest::Client, url: &url::Url, event: &FluxEvent) {
+        let mut wait = Duration::from_secs(1);
+        for attempt in 1..=ATTEMPTS {
+            let outcome = http.post(url.clone()).json(event).send().await;
+            let retry = match &outcome {
+                Ok(r) if r.status().is_success() => {
+                    debug!(reason = %event.reason, "event posted to notification-controller");
+                    return;
+                }
+                // A duplicate within notification-controller's rate limit window.
+                Ok(r) if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => return,
+                Ok(r) => r.status().is_server_error(),
+                Err(_) => true,
+            };
+            if !retry || attempt == ATTEMPTS {
+                let why = match outcome {
+                    Ok(r) => format!("HTTP {}", r.status()),
+                    Err(e) => e.without_url().to_string(),
+                };
+                warn!(reason = %event.reason, error = %why, attempts = attempt, "posting an event to notification-controller failed");
+                return;
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn an_event_serialises_in_fluxs_shape() {
+            let event = FluxEvent {
+                involved_object: ObjectReference {
+                    kind: Some("ImagePolicy".into()),
+                    namespace: Some("apps".into()),
+                    name: Some("app".into()),
+                    api_version: Some("image.toolkit.fluxcd.io/v1".into()),
+                    ..Default::default()
+                },
+                severity: severity(kube::runtime::events::EventType::Normal),
+                timestamp: "2026-12-02T10:00:00Z".into(),
+                message: "Latest image tag for 'r/app' resolved to 1.0.1".into(),
+                reason: "Succeeded".into(),
+                metadata: metadata(
+                    [
+                        (
+                            &"event.toolkit.fluxcd.io/team".to_string(),
+                            &"a".to_string(),
+                        ),
+                        (&"other/x".to_string(), &"y".to_string()),
+                    ],
+                    Some("r/app:1.0.1"),
+                ),
+                reporting_controller: "image-reflector-controller".into(),
+                reporting_instance: "pod-1".into(),
+            };
+            let json = serde_json::to_value(&event).unwrap();
+            assert_eq!(
+                json,
+                serde_json::json!({
+                    "involvedObject": {"kind": "ImagePolicy", "namespace": "apps", "name": "app",
+                                        "apiVersion": "image.toolkit.fluxcd.io/v1"},
+                    "severity": "info",
+                    "timestamp": "2026-12-02T10:00:00Z",
+                    "message": "Latest image tag for 'r/app' resolved to 1.0.1",
+                    "reason": "Succeeded",
+                    "metadata": {"event.toolkit.fluxcd.io/team": "a", "image.toolkit.fluxcd.io/revision": "r/app:1.0.1"},
+                    "reportingController": "image-reflector-controller",
+                    "reportingInstance": "pod-1",
+                })
+            );
+            assert_eq!(severity(kube::runtime::events::EventType::Warning), "error");
+        }
+
+        #[test]
+        fn an_events_address_must_be_an_http_url() {
+            assert!(events_addr("http://nc.flux-system.svc.cluster.local./").is_ok());
+            assert!(
+                events_addr("nc:9090")
+                    .unwrap_err()
+                    .contains("http or https")
+            );
+            assert!(events_addr("not a url").is_err());
+        }
+    }
+}

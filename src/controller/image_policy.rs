@@ -462,7 +462,8 @@ async fn succeed(
 
     let was_ready = conditions::is_true(&old.conditions, READY);
     if changed || previous.is_none() || !was_ready {
-        ctx.publish(obj, EventType::Normal, SUCCEEDED, &message)
+        let revision = format!("{}:{}", selected.latest.name, selected.latest.tag);
+        ctx.publish_revision(obj, EventType::Normal, SUCCEEDED, &message, Some(&revision))
             .await;
         info!(
             policy = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()),

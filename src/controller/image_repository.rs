@@ -372,8 +372,14 @@ async fn scan(
         Some(_) => old_revision != Some(outcome.revision.as_str()),
     };
     if newsworthy {
-        ctx.publish(obj, EventType::Normal, SUCCEEDED, &message)
-            .await;
+        ctx.publish_revision(
+            obj,
+            EventType::Normal,
+            SUCCEEDED,
+            &message,
+            Some(&outcome.revision),
+        )
+        .await;
     }
     info!(repository = %key, tags = outcome.tag_count, revision = %outcome.revision, "scan succeeded");
     Ok(Action::requeue(interval + ctx.jitter(interval)))

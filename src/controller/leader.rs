@@ -1,7 +1,9 @@
-//! Leader election on a `coordination.k8s.io/v1` Lease, as controller-runtime does it:
-//! the holder renews the lease every `renew_every`; another replica takes it over only
-//! once `lease_duration` has passed since the last renewal. Every replica serves the
-//! webhooks regardless; only the leader runs the reconcilers.
+//! Leader election on a `coordination.k8s.io/v1` Lease, as client-go does it (and Flux's
+//! `--leader-election-*` flags configure it): every `retry_period` a replica tries to
+//! take the lease and the holder renews it; another replica takes it over only once
+//! `lease_duration` has passed since the last renewal; a holder whose renewals keep
+//! failing gives leadership up once `renew_deadline` has passed since its last success.
+//! Every replica serves the webhooks regardless; only the leader runs the reconcilers.
 //!
 //! Writes are optimistic (`PUT` with the resourceVersion read), so two replicas racing for
 //! an expired lease cannot both win: the loser gets 409 Conflict and tries again later.
@@ -23,9 +25,14 @@ pub struct LeaderConfig {
     pub lease_name: String,
     /// This replica's identity (the pod name, by default the host name plus a random suffix).
     pub identity: String,
+    /// How long after the last renewal another replica may take the lease.
     pub lease_duration: Duration,
-    pub renew_every: Duration,
-    pub retry_every: Duration,
+    /// How long the holder keeps retrying failed renewals before it gives up.
+    pub renew_deadline: Duration,
+    /// How often replicas try to take the lease, and the holder renews it.
+    pub retry_period: Duration,
+    /// Whether the holder releases the lease when it stops.
+    pub release_on_cancel: bool,
 }
 
 impl LeaderConfig {
@@ -35,8 +42,9 @@ impl LeaderConfig {
             lease_name: lease_name.to_string(),
             identity: identity.to_string(),
             lease_duration: Duration::from_secs(35),
-            renew_every: Duration::from_secs(10),
-            retry_every: Duration::from_secs(2),
+            renew_deadline: Duration::from_secs(30),
+            retry_period: Duration::from_secs(5),
+            release_on_cancel: true,
         }
     }
 }
@@ -54,9 +62,10 @@ pub fn spawn(client: Client, config: LeaderConfig, stop: CancellationToken) -> L
     tokio::spawn(async move {
         let api: Api<Lease> = Api::namespaced(client, &config.namespace);
         let mut leading = false;
+        let mut last_renewal: Option<tokio::time::Instant> = None;
         loop {
             if stop.is_cancelled() {
-                if leading {
+                if leading && config.release_on_cancel {
                     match release(&api, &config).await {
                         Ok(()) => {
                             info!(lease = %config.lease_name, "leader election: released the lease")
@@ -68,13 +77,21 @@ pub fn spawn(client: Client, config: LeaderConfig, stop: CancellationToken) -> L
                 }
                 return;
             }
-            let outcome = try_acquire_or_renew(&api, &config).await;
-            let now_leading = match outcome {
-                Ok(held) => held,
+            let still_fresh = |last: Option<tokio::time::Instant>| {
+                last.is_some_and(|t| t.elapsed() < config.renew_deadline)
+            };
+            let now_leading = match try_acquire_or_renew(&api, &config).await {
+                Ok(Attempt::Held) => {
+                    last_renewal = Some(tokio::time::Instant::now());
+                    true
+                }
+                Ok(Attempt::HeldByOther) => false,
+                // A conflicting write or a failed request: the holder keeps leading while
+                // its last renewal is within the renew deadline, and tries again.
+                Ok(Attempt::Conflict) => leading && still_fresh(last_renewal),
                 Err(err) => {
                     warn!(lease = %config.lease_name, error = %err, "leader election: lease update failed");
-                    // Keep leadership only while the last renewal is still fresh.
-                    false
+                    leading && still_fresh(last_renewal)
                 }
             };
             if now_leading != leading {
@@ -88,13 +105,8 @@ pub fn spawn(client: Client, config: LeaderConfig, stop: CancellationToken) -> L
                     return;
                 }
             }
-            let wait = if leading {
-                config.renew_every
-            } else {
-                config.retry_every
-            };
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(config.retry_period) => {}
                 _ = stop.cancelled() => {}
             }
         }
@@ -119,11 +131,21 @@ async fn release(api: &Api<Lease>, config: &LeaderConfig) -> Result<(), kube::Er
         .map(|_| ())
 }
 
-/// Reads the lease and takes or renews it when allowed. Ok(true) when this replica holds it.
+/// What one attempt to take or renew the lease found.
+enum Attempt {
+    /// This replica holds the lease (took or renewed it).
+    Held,
+    /// Another replica holds it and its lease has not expired.
+    HeldByOther,
+    /// Another write won the race (409 Conflict).
+    Conflict,
+}
+
+/// Reads the lease and takes or renews it when allowed.
 async fn try_acquire_or_renew(
     api: &Api<Lease>,
     config: &LeaderConfig,
-) -> Result<bool, kube::Error> {
+) -> Result<Attempt, kube::Error> {
     let now = jiff::Timestamp::now();
     let duration_secs = i32::try_from(config.lease_duration.as_secs()).unwrap_or(i32::MAX);
     let Some(mut lease) = api.get_opt(&config.lease_name).await? else {
@@ -143,8 +165,8 @@ async fn try_acquire_or_renew(
             }),
         };
         return match api.create(&PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Ok(_) => Ok(Attempt::Held),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::Conflict),
             Err(err) => Err(err),
         };
     };
@@ -163,7 +185,7 @@ async fn try_acquire_or_renew(
             None => true,
         };
         if !expired {
-            return Ok(false);
+            return Ok(Attempt::HeldByOther);
         }
     }
     if !held_by_us {
@@ -177,8 +199,8 @@ async fn try_acquire_or_renew(
         .replace(&config.lease_name, &PostParams::default(), &lease)
         .await
     {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Ok(_) => Ok(Attempt::Held),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Attempt::Conflict),
         Err(err) => Err(err),
     }
 }

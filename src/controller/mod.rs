@@ -16,7 +16,7 @@
 
 mod conditions;
 mod credentials;
-mod events;
+pub mod events;
 pub mod image_policy;
 pub mod image_repository;
 pub mod leader;
@@ -65,8 +65,13 @@ pub struct ControllerOptions {
     pub no_cross_namespace_refs: bool,
     /// How long an ImagePolicy waits before looking again at a repository without tags.
     pub requeue_dependency: Duration,
-    /// Upper bound of the retry backoff after failures.
+    /// First delay of the retry backoff after a failure (`--min-retry-delay`); it doubles
+    /// with each consecutive failure.
+    pub min_retry_backoff: Duration,
+    /// Upper bound of the retry backoff (`--max-retry-delay`).
     pub max_retry_backoff: Duration,
+    /// notification-controller's event receiver (`--events-addr`).
+    pub events_addr: Option<url::Url>,
     /// The events' reporting controller and instance.
     pub reporter: String,
     pub instance: Option<String>,
@@ -81,8 +86,10 @@ impl Default for ControllerOptions {
             interval_jitter_percentage: 5,
             default_service_account: None,
             no_cross_namespace_refs: false,
-            requeue_dependency: Duration::from_secs(5),
-            max_retry_backoff: Duration::from_secs(300),
+            requeue_dependency: Duration::from_secs(30),
+            min_retry_backoff: Duration::from_millis(750),
+            max_retry_backoff: Duration::from_secs(15 * 60),
+            events_addr: None,
             reporter: "image-reflector-controller".to_string(),
             instance: None,
         }
@@ -369,6 +376,8 @@ pub struct Context {
     pub secrets: Store<PartialObjectMetadata<Secret>>,
     pub caches: Caches,
     pub recorder: events::EventRecorder,
+    /// notification-controller, when `--events-addr` is set.
+    pub flux_events: Option<events::flux::FluxEventSink>,
     pub metrics: Metrics,
     pub options: ControllerOptions,
     pub secret_uses: SecretUses,
@@ -392,6 +401,36 @@ impl Context {
     where
         K: Resource<DynamicType = ()>,
     {
+        self.publish_revision(obj, type_, reason, message, None)
+            .await
+    }
+
+    /// Publishes an event about `obj` as a Kubernetes Event and, with `--events-addr`,
+    /// to notification-controller, with `revision` in the metadata.
+    pub async fn publish_revision<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        message: &str,
+        revision: Option<&str>,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        if let Some(sink) = &self.flux_events {
+            sink.send(events::flux::FluxEvent {
+                involved_object: obj.object_ref(&()),
+                severity: events::flux::severity(type_),
+                timestamp: jiff::Timestamp::now()
+                    .strftime("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string(),
+                message: message.to_string(),
+                reason: reason.to_string(),
+                metadata: events::flux::metadata(obj.meta().annotations.iter().flatten(), revision),
+                reporting_controller: self.options.reporter.clone(),
+                reporting_instance: self.options.instance.clone().unwrap_or_default(),
+            });
+        }
         let event = KubeEvent {
             type_,
             reason: reason.to_string(),
@@ -407,7 +446,9 @@ impl Context {
         }
     }
 
-    /// Backoff after the `n`th consecutive failure of an object: 1 s doubling, capped.
+    /// Backoff after the `n`th consecutive failure of an object: `min_retry_backoff`
+    /// doubling, capped at `max_retry_backoff` (controller-runtime's exponential failure
+    /// rate limiter, which Flux's flags configure), plus up to 10% jitter.
     fn backoff(&self, key: ObjectRef<kube::api::DynamicObject>) -> Duration {
         let Ok(mut failures) = self.failures.lock() else {
             return self.options.max_retry_backoff;
@@ -415,7 +456,7 @@ impl Context {
         let n = failures.entry(key).or_insert(0);
         *n = n.saturating_add(1);
         let exp = n.saturating_sub(1).min(20);
-        let base = Duration::from_secs(1).saturating_mul(1u32 << exp);
+        let base = self.options.min_retry_backoff.saturating_mul(1u32 << exp);
         let capped = base.min(self.options.max_retry_backoff);
         // Up to 10% jitter so failing objects spread out.
         capped + capped.mul_f64(0.1 * rand::rng().random::<f64>())
@@ -487,7 +528,12 @@ pub async fn run_controllers(
             instance: options.instance.clone(),
         },
     );
+    let flux_events = options
+        .events_addr
+        .clone()
+        .map(events::flux::FluxEventSink::start);
     let ctx = Arc::new(Context {
+        flux_events,
         client: client.clone(),
         scanner,
         store,

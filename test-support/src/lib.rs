@@ -13,6 +13,7 @@ pub mod control_plane;
 pub mod crd_facts;
 pub mod fake_registry;
 pub mod flux;
+pub mod http_sink;
 pub mod kubectl;
 pub mod proxy;
 pub mod registry;
