@@ -1,4 +1,6 @@
-//! TLS material and proxy settings of a scan, and the pooled HTTP clients built from them.
+//! The transport settings of a scan: TLS material (CA bundle, client certificate) and a
+//! proxy, as read from Secrets (`certSecretRef`, `proxySecretRef`) and flags. The clients
+//! built from them are in `client.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;
