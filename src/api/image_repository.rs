@@ -10,7 +10,16 @@ use std::collections::BTreeMap;
 
 /// The exclusion list the API server fills in when `spec.exclusionList` is absent
 /// (v1beta2 and v1): cosign signature tags.
+/// The scanner applies the same list to a request that names none.
 pub const DEFAULT_EXCLUSION_LIST: [&str; 1] = ["^.*\\.sig$"];
+
+/// [`DEFAULT_EXCLUSION_LIST`] as owned strings, as specs and scan requests hold it.
+pub fn default_exclusion_list() -> Vec<String> {
+    DEFAULT_EXCLUSION_LIST
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
 /// At most this many entries in `spec.exclusionList`.
 pub const MAX_EXCLUSION_LIST: usize = 25;
 
@@ -81,10 +90,7 @@ impl ImageRepositorySpec {
     pub fn effective_exclusion_list(&self) -> Vec<String> {
         match &self.exclusion_list {
             Some(list) => list.clone(),
-            None => DEFAULT_EXCLUSION_LIST
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            None => default_exclusion_list(),
         }
     }
 

@@ -7,8 +7,8 @@
 
 use crate::reference::ImageRef;
 use crate::scanner::{
-    Credentials, DEFAULT_EXCLUSION_LIST, DockerConfig, ProxyConfig, ScanError, ScanErrorKind,
-    ScanOutcome, ScanRequest, Scanner, ScannerConfig, TlsMaterial,
+    Credentials, DockerConfig, ProxyConfig, ScanError, ScanErrorKind, ScanOutcome, ScanRequest,
+    Scanner, ScannerConfig, TlsMaterial,
 };
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::PathBuf;
@@ -515,14 +515,6 @@ impl Progress {
     }
 }
 
-/// The default exclusion list, for help texts and tests.
-pub fn default_exclusions() -> Vec<String> {
-    DEFAULT_EXCLUSION_LIST
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -561,7 +553,8 @@ mod tests {
     }
 
     #[test]
-    fn the_default_exclusion_is_flux_s() {
-        assert_eq!(default_exclusions(), vec!["^.*\\.sig$".to_string()]);
+    fn a_scan_without_exclude_flags_drops_flux_s_default_signature_tags() {
+        let r = ScanRequest::new(ImageRef::parse("alpine").unwrap());
+        assert_eq!(r.exclusion_list, vec!["^.*\\.sig$".to_string()]);
     }
 }

@@ -89,9 +89,6 @@ use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Flux's default `spec.exclusionList`: cosign signature tags.
-pub const DEFAULT_EXCLUSION_LIST: &[&str] = &["^.*\\.sig$"];
-
 /// Process-wide scanner settings.
 #[derive(Debug, Clone)]
 pub struct ScannerConfig {
@@ -155,15 +152,13 @@ pub struct ScanRequest {
 }
 
 impl ScanRequest {
-    /// Anonymous, HTTPS, Flux's default exclusion list, a 60 s timeout.
+    /// Anonymous, HTTPS, Flux's default exclusion list (the API's
+    /// [`DEFAULT_EXCLUSION_LIST`](crate::api::DEFAULT_EXCLUSION_LIST)), a 60 s timeout.
     pub fn new(image: ImageRef) -> ScanRequest {
         ScanRequest {
             image,
             insecure: false,
-            exclusion_list: DEFAULT_EXCLUSION_LIST
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            exclusion_list: crate::api::default_exclusion_list(),
             credentials: Credentials::Anonymous,
             tls: TlsMaterial::default(),
             proxy: None,
