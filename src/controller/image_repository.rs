@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::conditions;
 use super::credentials::{self, CredentialsError};
-use super::{Context, ReconcileError};
+use super::{ReconcileContext, ReconcileError};
 use crate::api::{
     self, AUTHENTICATION_FAILED, FAILURE, IMAGE_URL_INVALID, ImageRepository, ImageRepositorySpec,
     ImageRepositoryStatus, PROGRESSING_WITH_RETRY, READY, RECONCILING, STALLED, SUCCEEDED,
@@ -42,7 +42,7 @@ pub const KIND: &str = "ImageRepository";
 /// Entry point for the kube-runtime Controller.
 pub async fn reconcile(
     obj: Arc<ImageRepository>,
-    ctx: Arc<Context>,
+    ctx: Arc<ReconcileContext>,
 ) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let namespace = obj.namespace().unwrap_or_default();
@@ -66,7 +66,10 @@ pub async fn reconcile(
 }
 
 /// The object is being deleted: its tags leave the store.
-async fn cleanup(obj: Arc<ImageRepository>, ctx: &Context) -> Result<Action, ReconcileError> {
+async fn cleanup(
+    obj: Arc<ImageRepository>,
+    ctx: &ReconcileContext,
+) -> Result<Action, ReconcileError> {
     let key = store_key(&obj);
     let store = ctx.store.clone();
     let k = key.clone();
@@ -98,7 +101,7 @@ enum Due {
 
 async fn apply(
     obj: Arc<ImageRepository>,
-    ctx: &Context,
+    ctx: &ReconcileContext,
     api: &Api<ImageRepository>,
 ) -> Result<Action, ReconcileError> {
     let namespace = obj.namespace().unwrap_or_default();
@@ -255,7 +258,7 @@ fn scan_due(status: &ImageRepositoryStatus, meta: Option<&EntryMeta>, o: Observe
 
 #[allow(clippy::too_many_arguments)]
 async fn scan(
-    ctx: &Context,
+    ctx: &ReconcileContext,
     api: &Api<ImageRepository>,
     obj: &ImageRepository,
     image: ImageRef,
@@ -417,7 +420,7 @@ fn succeeded_status(
 /// reason, Reconciling=True (ProgressingWithRetry). A Warning event only on the way into
 /// failure (or into another reason), not on every retry.
 async fn fail(
-    ctx: &Context,
+    ctx: &ReconcileContext,
     api: &Api<ImageRepository>,
     obj: &ImageRepository,
     reason: &str,
@@ -457,7 +460,7 @@ async fn fail(
 /// The spec can never work as written: Stalled=True and Ready=False with the reason, no
 /// retry until the spec changes.
 async fn stall(
-    ctx: &Context,
+    ctx: &ReconcileContext,
     api: &Api<ImageRepository>,
     obj: &ImageRepository,
     reason: &str,

@@ -361,8 +361,9 @@ impl SecretUses {
     }
 }
 
-/// Everything a reconcile needs.
-pub struct Context {
+/// Everything a reconcile needs, shared by both controllers (handed to every reconcile
+/// and error policy by kube-runtime).
+pub struct ReconcileContext {
     pub client: Client,
     pub scanner: Scanner,
     pub store: TagStore,
@@ -375,7 +376,7 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<kube::api::DynamicObject>, u32>>,
 }
 
-impl Context {
+impl ReconcileContext {
     /// A random delay of up to `--interval-jitter-percentage` of the interval, so objects
     /// created together do not scan together.
     pub fn jitter(&self, interval: Duration) -> Duration {
@@ -487,7 +488,7 @@ pub async fn run_controllers(
             instance: options.instance.clone(),
         },
     );
-    let ctx = Arc::new(Context {
+    let ctx = Arc::new(ReconcileContext {
         client: client.clone(),
         scanner,
         store,
@@ -607,7 +608,7 @@ async fn prune_store(
     Ok(())
 }
 
-fn error_policy<K>(obj: Arc<K>, error: &ReconcileError, ctx: Arc<Context>) -> Action
+fn error_policy<K>(obj: Arc<K>, error: &ReconcileError, ctx: Arc<ReconcileContext>) -> Action
 where
     K: Resource<DynamicType = ()>,
 {
