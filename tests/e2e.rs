@@ -630,6 +630,91 @@ spec:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_changed_pull_secret_of_the_service_account_rescans_at_once() {
+    let mut c = Cluster::start(RegistryOptions {
+        auth: RegistryAuth::Basic {
+            username: "flux".into(),
+            password: "pull-only".into(),
+        },
+        ..Default::default()
+    })
+    .await;
+    let host = c.registry.host();
+    c.registry
+        .push_tags("org/private", &["1.0.0", "1.1.0"])
+        .await;
+    c.apply(&namespace("flux-system")).await;
+    c.apply(&docker_config_secret(
+        "flux-system",
+        "regcred",
+        &host,
+        "flux",
+        "pull-only",
+    ))
+    .await;
+    // The pull secret is named by the service account only, never by the spec.
+    c.apply(&format!(
+        "apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: puller
+  namespace: flux-system
+imagePullSecrets:
+  - name: regcred
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata:
+  name: via-service-account
+  namespace: flux-system
+spec:
+  interval: 10m
+  image: {host}/org/private
+  serviceAccountName: puller
+"
+    ))
+    .await;
+    c.wait_for_repository("flux-system", "via-service-account", "Ready=True", |o| {
+        ready_is(o, "True", Some("Succeeded")) && tag_count(o) == Some(2)
+    })
+    .await;
+
+    // A restart forgets everything in memory; the restart itself scans nothing.
+    c.kill_reflector().await;
+    c.start_reflector().await;
+    c.wait_for_reconcile("ImageRepository", "flux-system", "via-service-account", 0)
+        .await;
+    let requests = registry_requests(&c);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(registry_requests(&c), requests, "the restart rescanned");
+
+    // The pull secret's password is changed: the repository is scanned with it at once,
+    // long before its 10-minute interval, and the registry refuses it.
+    c.apply(&docker_config_secret(
+        "flux-system",
+        "regcred",
+        &host,
+        "flux",
+        "rotated-but-wrong",
+    ))
+    .await;
+    let changed = Instant::now();
+    c.wait_for_repository(
+        "flux-system",
+        "via-service-account",
+        "Ready=False AuthenticationFailed after the pull secret changed",
+        |o| ready_is(o, "False", Some("AuthenticationFailed")),
+    )
+    .await;
+    assert!(
+        changed.elapsed() < Duration::from_secs(6),
+        "the changed pull secret took {:?} to be used",
+        changed.elapsed()
+    );
+    assert!(registry_requests(&c) > requests);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_spec_is_refused_by_kubectl_with_the_webhooks_message_and_nothing_is_stored() {
     let c = Cluster::start(RegistryOptions::default()).await;
     let host = c.registry.host();

@@ -368,6 +368,7 @@ async fn fetch_digest(
     let timeout = scan_timeout(&repo.spec).unwrap_or(Duration::from_secs(60));
     let request = credentials::scan_request(
         &ctx.client,
+        &ctx.secrets,
         repo_ns,
         &repo.spec,
         image,
