@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite and benchmarks need, idempotently: Debian packages (the
-# real OCI registry, htpasswd, skopeo, tinyproxy, wrk, openssl) and kubectl's presence is
-# checked. Safe to run again: it installs only what is missing.
+# real OCI registry, htpasswd, skopeo, tinyproxy, microsocks, wrk, openssl) and kubectl's
+# presence is checked. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 need_pkgs=()
@@ -10,6 +10,7 @@ have docker-registry || need_pkgs+=(docker-registry)
 have htpasswd || need_pkgs+=(apache2-utils)
 have skopeo || need_pkgs+=(skopeo)
 have tinyproxy || need_pkgs+=(tinyproxy)
+have microsocks || need_pkgs+=(microsocks)
 have wrk || need_pkgs+=(wrk)
 have openssl || need_pkgs+=(openssl)
 have curl || need_pkgs+=(curl)
@@ -27,4 +28,4 @@ if ! have kubectl; then
   echo "  install kubectl v1.32 (the end-to-end tests drive the real kubectl)" >&2
   exit 1
 fi
-echo "install-test-deps: all present (docker-registry, htpasswd, skopeo, tinyproxy, wrk, openssl, kubectl)"
+echo "install-test-deps: all present (docker-registry, htpasswd, skopeo, tinyproxy, microsocks, wrk, openssl, kubectl)"

@@ -62,7 +62,8 @@ pub struct ImageRepositorySpec {
     /// (`tls.crt`/`tls.key`/`ca.crt`, or the older `certFile`/`keyFile`/`caFile`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_secret_ref: Option<LocalObjectReference>,
-    /// Secret holding the HTTP(S) proxy to use (`address`, `username`, `password`).
+    /// Secret holding the proxy to use: `address` (`http://`, `https://`, `socks5://` or
+    /// `socks5h://`; `http://` when it has no scheme), `username`, `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_secret_ref: Option<LocalObjectReference>,
     /// ServiceAccount whose image pull secrets are used for the registry.

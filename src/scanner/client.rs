@@ -3,7 +3,8 @@
 //! share connection pools.
 //!
 //! - **reqwest** (rustls), one client per transport: the `/v2/` probe, paging, digests
-//!   and the hand-written token exchange.
+//!   and the hand-written token exchange. Through an HTTP(S) proxy (CONNECT for HTTPS
+//!   registries) or a SOCKS5 one, with the proxy's username and password.
 //! - **oci-client**, one per transport and scheme: its `Client::auth` token exchange,
 //!   configured like the reqwest clients (roots, proxy with its credentials, timeouts,
 //!   user agent). Each also keeps, unread, the first credential it was given per registry
@@ -104,6 +105,11 @@ fn build_http(config: &ScannerConfig, req: &ScanRequest) -> Result<reqwest::Clie
     if let Some(proxy) = &req.proxy {
         let address = proxy.url();
         let shown = redact_url_userinfo(&address);
+        proxy
+            .scheme()
+            .map_err(|e| bad(format!("the proxy address {shown:?}: {e}")))?;
+        // With the `socks` feature, reqwest speaks SOCKS5 to socks5:// and socks5h://
+        // proxies, authenticating with the username and password set here.
         let mut p = reqwest::Proxy::all(address.as_str()).map_err(|e| {
             bad(format!(
                 "the proxy address {shown:?} is not a valid URL: {}",

@@ -76,7 +76,9 @@ mod transport;
 pub use credentials::{Credentials, CredentialsError, DockerConfig, RegistryCredential};
 pub use digest::MANIFEST_ACCEPT;
 pub use error::{ScanError, ScanErrorKind};
-pub use transport::{ProxyConfig, SecretDataError, TlsMaterial};
+pub use transport::{
+    PROXY_SCHEMES, ProxyConfig, SecretDataError, TlsMaterial, UnsupportedProxyScheme,
+};
 
 use crate::reference::ImageRef;
 use auth::{TokenCache, credential_fingerprint};
