@@ -539,23 +539,20 @@ spec:
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn credentials_from_a_service_account_and_a_ca_from_cert_secret_ref_in_both_key_sets() {
-    use base64::Engine as _;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+/// A registry that wants the user `flux` with the password `pull-only`, `tags` pushed to
+/// its `org/private`, the namespace `flux-system` and in it the pull secret `regcred` with
+/// those credentials.
+async fn start_with_private_image(tls: RegistryTls, tags: &[&str]) -> Cluster {
     let c = Cluster::start(RegistryOptions {
         auth: RegistryAuth::Basic {
             username: "flux".into(),
             password: "pull-only".into(),
         },
-        tls: RegistryTls::Server,
+        tls,
     })
     .await;
     let host = c.registry.host();
-    let ca = c.registry.ca_pem().expect("a CA").to_string();
-    c.registry
-        .push_tags("org/private", &["1.0.0", "1.0.1"])
-        .await;
+    c.registry.push_tags("org/private", tags).await;
     c.apply(&namespace("flux-system")).await;
     c.apply(&docker_config_secret(
         "flux-system",
@@ -565,6 +562,42 @@ async fn credentials_from_a_service_account_and_a_ca_from_cert_secret_ref_in_bot
         "pull-only",
     ))
     .await;
+    c
+}
+
+/// The service account `puller` (image pull secret `regcred`) and the ImageRepository
+/// `via-service-account` of `org/private` that uses it, every 10 minutes, with
+/// `more_spec` (indented YAML) added to its spec.
+fn via_service_account(host: &str, more_spec: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: puller
+  namespace: flux-system
+imagePullSecrets:
+  - name: regcred
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata:
+  name: via-service-account
+  namespace: flux-system
+spec:
+  interval: 10m
+  image: {host}/org/private
+  serviceAccountName: puller
+{more_spec}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_a_service_account_and_a_ca_from_cert_secret_ref_in_both_key_sets() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let c = start_with_private_image(RegistryTls::Server, &["1.0.0", "1.0.1"]).await;
+    let host = c.registry.host();
+    let ca = c.registry.ca_pem().expect("a CA").to_string();
     c.apply(&format!(
         "apiVersion: v1
 kind: Secret
@@ -584,26 +617,7 @@ type: Opaque
 data:
   caFile: {}
 ---
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: puller
-  namespace: flux-system
-imagePullSecrets:
-  - name: regcred
----
-apiVersion: image.toolkit.fluxcd.io/v1
-kind: ImageRepository
-metadata:
-  name: via-service-account
-  namespace: flux-system
-spec:
-  interval: 10m
-  image: {host}/org/private
-  serviceAccountName: puller
-  certSecretRef:
-    name: registry-ca
----
+{}---
 apiVersion: image.toolkit.fluxcd.io/v1beta1
 kind: ImageRepository
 metadata:
@@ -618,7 +632,8 @@ spec:
     name: seed-ca
 ",
         b64(&ca),
-        b64(&ca)
+        b64(&ca),
+        via_service_account(&host, "  certSecretRef:\n    name: registry-ca\n"),
     ))
     .await;
     for name in ["via-service-account", "seed-keys"] {
@@ -631,49 +646,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_restart_a_changed_pull_secret_of_the_service_account_rescans_at_once() {
-    let mut c = Cluster::start(RegistryOptions {
-        auth: RegistryAuth::Basic {
-            username: "flux".into(),
-            password: "pull-only".into(),
-        },
-        ..Default::default()
-    })
-    .await;
+    let mut c = start_with_private_image(RegistryTls::None, &["1.0.0", "1.1.0"]).await;
     let host = c.registry.host();
-    c.registry
-        .push_tags("org/private", &["1.0.0", "1.1.0"])
-        .await;
-    c.apply(&namespace("flux-system")).await;
-    c.apply(&docker_config_secret(
-        "flux-system",
-        "regcred",
-        &host,
-        "flux",
-        "pull-only",
-    ))
-    .await;
     // The pull secret is named by the service account only, never by the spec.
-    c.apply(&format!(
-        "apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: puller
-  namespace: flux-system
-imagePullSecrets:
-  - name: regcred
----
-apiVersion: image.toolkit.fluxcd.io/v1
-kind: ImageRepository
-metadata:
-  name: via-service-account
-  namespace: flux-system
-spec:
-  interval: 10m
-  image: {host}/org/private
-  serviceAccountName: puller
-"
-    ))
-    .await;
+    c.apply(&via_service_account(&host, "")).await;
     c.wait_for_repository("flux-system", "via-service-account", "Ready=True", |o| {
         ready_is(o, "True", Some("Succeeded")) && tag_count(o) == Some(2)
     })

@@ -6,9 +6,8 @@
 mod common;
 
 use common::fake_registry::{LinkStyle, StandIn, StandInOptions};
-use common::proxy::Proxy;
+use common::proxy::{Proxy, SOCKS_OUTGOING_ADDRESS, Socks5Proxy};
 use common::registry::{Registry, RegistryAuth, RegistryOptions, RegistryTls};
-use common::socks::{self, Socks5Proxy};
 use common::token_server::TokenServer;
 use image_reflector::reference::ImageRef;
 use image_reflector::scanner::{
@@ -437,16 +436,23 @@ async fn mutual_tls_needs_a_client_certificate() {
     assert_eq!(scanner().scan(&req).await.unwrap().tags, vec!["2", "1"]);
 }
 
-#[tokio::test]
-async fn scans_through_an_authenticating_connect_proxy() {
+/// An HTTPS registry (a CA made at test time) with tags 1.0 and 2.0 pushed to `app`, and a
+/// request for `app` that trusts that CA.
+async fn https_app_registry() -> (Registry, ScanRequest) {
     let registry = Registry::start(RegistryOptions {
         tls: RegistryTls::Server,
         ..Default::default()
     });
     registry.push_tags("app", &["1.0", "2.0"]).await;
-    let proxy = Proxy::start("proxyuser", "proxypass");
     let mut req = request(&registry.host(), "app");
     req.tls.ca_pem = registry.ca_pem().map(|p| p.as_bytes().to_vec());
+    (registry, req)
+}
+
+#[tokio::test]
+async fn scans_through_an_authenticating_connect_proxy() {
+    let (_registry, mut req) = https_app_registry().await;
+    let proxy = Proxy::start("proxyuser", "proxypass");
     req.proxy = Some(ProxyConfig {
         address: proxy.address(),
         username: Some("proxyuser".into()),
@@ -478,15 +484,9 @@ fn socks5(proxy: &Socks5Proxy, scheme: &str, credentials: Option<(&str, &str)>) 
 
 #[tokio::test]
 async fn scans_through_a_socks5_proxy_that_requires_credentials() {
-    let registry = Registry::start(RegistryOptions {
-        tls: RegistryTls::Server,
-        ..Default::default()
-    });
-    registry.push_tags("app", &["1.0", "2.0"]).await;
+    let (registry, mut req) = https_app_registry().await;
     let proxy = Socks5Proxy::start(Some(("socksuser", "socks.pw-1")));
-    let mut req = request(&registry.host(), "app");
-    req.tls.ca_pem = registry.ca_pem().map(|p| p.as_bytes().to_vec());
-    let direct = registry.requests_matching(&format!("{} - ", socks::OUTGOING_ADDRESS));
+    let direct = registry.requests_matching(&format!("{} - ", SOCKS_OUTGOING_ADDRESS));
     assert_eq!(direct, 0);
 
     // Local name resolution (socks5) and the proxy's (socks5h), with the credentials.
@@ -506,7 +506,7 @@ async fn scans_through_a_socks5_proxy_that_requires_credentials() {
         std::fs::read_to_string(proxy.log_path()).unwrap_or_default()
     );
     assert!(
-        registry.requests_matching(&format!("{} - ", socks::OUTGOING_ADDRESS)) >= 2,
+        registry.requests_matching(&format!("{} - ", SOCKS_OUTGOING_ADDRESS)) >= 2,
         "the registry saw no request from the proxy's address"
     );
 

@@ -6,6 +6,5 @@ pub mod cluster;
 pub mod fake_registry;
 pub mod proxy;
 pub mod registry;
-pub mod socks;
 pub mod token_server;
 pub mod webhook;
