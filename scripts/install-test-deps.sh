@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite and benchmarks need, idempotently: Debian packages (the
-# real OCI registry, htpasswd, skopeo, tinyproxy, wrk, openssl, curl). The Go-built
-# components (kube-apiserver, etcd, kubectl, Flux's controllers...) come from
+# real OCI registry, htpasswd, skopeo, tinyproxy, microsocks, wrk, openssl, curl). The
+# Go-built components (kube-apiserver, etcd, kubectl, Flux's controllers...) come from
 # scripts/build-control-plane.sh (make control-plane), which needs Go, checked here.
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -12,6 +12,7 @@ have docker-registry || need_pkgs+=(docker-registry)
 have htpasswd || need_pkgs+=(apache2-utils)
 have skopeo || need_pkgs+=(skopeo)
 have tinyproxy || need_pkgs+=(tinyproxy)
+have microsocks || need_pkgs+=(microsocks)
 have wrk || need_pkgs+=(wrk)
 have openssl || need_pkgs+=(openssl)
 have curl || need_pkgs+=(curl)
@@ -29,4 +30,4 @@ if ! have go; then
   echo "  kubectl and Flux's controllers from Go modules and needs Go 1.26 (these machines have it)" >&2
   exit 1
 fi
-echo "install-test-deps: all present (docker-registry, htpasswd, skopeo, tinyproxy, wrk, openssl, curl, go)"
+echo "install-test-deps: all present (docker-registry, htpasswd, skopeo, tinyproxy, microsocks, wrk, openssl, curl, go)"

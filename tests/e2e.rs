@@ -587,25 +587,58 @@ spec:
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn credentials_from_a_service_account_and_a_ca_from_cert_secret_ref_in_both_key_sets() {
-    use base64::Engine as _;
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+/// A registry that wants the user `flux` with the password `pull-only`, `tags` pushed to
+/// its `org/private`, the namespace `flux-system` and in it the pull secret `regcred` with
+/// those credentials.
+async fn start_with_private_image(tls: RegistryTls, tags: &[&str]) -> Cluster {
     let c = Cluster::start(RegistryOptions {
         auth: RegistryAuth::Basic {
             username: "flux".into(),
             password: "pull-only".into(),
         },
-        tls: RegistryTls::Server,
+        tls,
     })
     .await;
     let host = c.registry.host();
-    let ca = c.registry.ca_pem().expect("a CA").to_string();
-    c.registry
-        .push_tags("org/private", &["1.0.0", "1.0.1"])
-        .await;
+    c.registry.push_tags("org/private", tags).await;
     c.apply(&namespace("flux-system")).await;
     create_docker_registry_secret(&c, "flux-system", "regcred", &host, "flux", "pull-only").await;
+    c
+}
+
+/// The service account `puller` (image pull secret `regcred`) and the ImageRepository
+/// `via-service-account` of `org/private` that uses it, every 10 minutes, with
+/// `more_spec` (indented YAML) added to its spec.
+fn via_service_account(host: &str, more_spec: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: puller
+  namespace: flux-system
+imagePullSecrets:
+  - name: regcred
+---
+apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata:
+  name: via-service-account
+  namespace: flux-system
+spec:
+  interval: 10m
+  image: {host}/org/private
+  serviceAccountName: puller
+{more_spec}"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_from_a_service_account_and_a_ca_from_cert_secret_ref_in_both_key_sets() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let c = start_with_private_image(RegistryTls::Server, &["1.0.0", "1.0.1"]).await;
+    let host = c.registry.host();
+    let ca = c.registry.ca_pem().expect("a CA").to_string();
     c.apply(&format!(
         "apiVersion: v1
 kind: Secret
@@ -625,26 +658,7 @@ type: Opaque
 data:
   caFile: {}
 ---
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: puller
-  namespace: flux-system
-imagePullSecrets:
-  - name: regcred
----
-apiVersion: image.toolkit.fluxcd.io/v1
-kind: ImageRepository
-metadata:
-  name: via-service-account
-  namespace: flux-system
-spec:
-  interval: 10m
-  image: {host}/org/private
-  serviceAccountName: puller
-  certSecretRef:
-    name: registry-ca
----
+{}---
 apiVersion: image.toolkit.fluxcd.io/v1beta1
 kind: ImageRepository
 metadata:
@@ -659,7 +673,8 @@ spec:
     name: seed-ca
 ",
         b64(&ca),
-        b64(&ca)
+        b64(&ca),
+        via_service_account(&host, "  certSecretRef:\n    name: registry-ca\n"),
     ))
     .await;
     for name in ["via-service-account", "seed-keys"] {
@@ -668,6 +683,53 @@ spec:
         })
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_changed_pull_secret_of_the_service_account_rescans_at_once() {
+    let mut c = start_with_private_image(RegistryTls::None, &["1.0.0", "1.1.0"]).await;
+    let host = c.registry.host();
+    // The pull secret is named by the service account only, never by the spec.
+    c.apply(&via_service_account(&host, "")).await;
+    c.wait_for_repository("flux-system", "via-service-account", "Ready=True", |o| {
+        ready_is(o, "True", Some("Succeeded")) && tag_count(o) == Some(2)
+    })
+    .await;
+
+    // A restart forgets everything in memory; the restart itself scans nothing.
+    c.kill_reflector().await;
+    c.start_reflector().await;
+    c.wait_for_reconcile("ImageRepository", "flux-system", "via-service-account", 0)
+        .await;
+    let requests = registry_requests(&c);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(registry_requests(&c), requests, "the restart rescanned");
+
+    // The pull secret's password is changed: the repository is scanned with it at once,
+    // long before its 10-minute interval, and the registry refuses it.
+    replace_docker_registry_secret(
+        &c,
+        "flux-system",
+        "regcred",
+        &host,
+        "flux",
+        "rotated-but-wrong",
+    )
+    .await;
+    let changed = Instant::now();
+    c.wait_for_repository(
+        "flux-system",
+        "via-service-account",
+        "Ready=False AuthenticationFailed after the pull secret changed",
+        |o| ready_is(o, "False", Some("AuthenticationFailed")),
+    )
+    .await;
+    assert!(
+        changed.elapsed() < Duration::from_secs(6),
+        "the changed pull secret took {:?} to be used",
+        changed.elapsed()
+    );
+    assert!(registry_requests(&c) > requests);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
 //! The scanner against real servers on 127.0.0.1: Debian's docker-registry (anonymous,
-//! htpasswd, token auth, TLS, mutual TLS, plain HTTP), tinyproxy, and the paginating
+//! htpasswd, token auth, TLS, mutual TLS, plain HTTP), tinyproxy, microsocks, and the paginating
 //! stand-in for what registry 2.8 cannot do (pages, refused page sizes, port-less and
 //! foreign links, 429, loops, malformed JSON, stalls).
 
@@ -10,7 +10,7 @@ use image_reflector::scanner::{
 };
 use std::time::{Duration, Instant};
 use test_support::fake_registry::{LinkStyle, StandIn, StandInOptions};
-use test_support::proxy::Proxy;
+use test_support::proxy::{Proxy, SOCKS_OUTGOING_ADDRESS, Socks5Proxy};
 use test_support::registry::{Registry, RegistryAuth, RegistryOptions, RegistryTls};
 use test_support::token_server::TokenServer;
 
@@ -434,16 +434,23 @@ async fn mutual_tls_needs_a_client_certificate() {
     assert_eq!(scanner().scan(&req).await.unwrap().tags, vec!["2", "1"]);
 }
 
-#[tokio::test]
-async fn scans_through_an_authenticating_connect_proxy() {
+/// An HTTPS registry (a CA made at test time) with tags 1.0 and 2.0 pushed to `app`, and a
+/// request for `app` that trusts that CA.
+async fn https_app_registry() -> (Registry, ScanRequest) {
     let registry = Registry::start(RegistryOptions {
         tls: RegistryTls::Server,
         ..Default::default()
     });
     registry.push_tags("app", &["1.0", "2.0"]).await;
-    let proxy = Proxy::start("proxyuser", "proxypass");
     let mut req = request(&registry.host(), "app");
     req.tls.ca_pem = registry.ca_pem().map(|p| p.as_bytes().to_vec());
+    (registry, req)
+}
+
+#[tokio::test]
+async fn scans_through_an_authenticating_connect_proxy() {
+    let (_registry, mut req) = https_app_registry().await;
+    let proxy = Proxy::start("proxyuser", "proxypass");
     req.proxy = Some(ProxyConfig {
         address: proxy.address(),
         username: Some("proxyuser".into()),
@@ -463,6 +470,84 @@ async fn scans_through_an_authenticating_connect_proxy() {
     let err = scanner().scan(&req).await.unwrap_err();
     assert_eq!(err.kind(), ScanErrorKind::Unreachable, "{err}");
     assert!(!err.to_string().contains("not-the-proxy-password"), "{err}");
+}
+
+fn socks5(proxy: &Socks5Proxy, scheme: &str, credentials: Option<(&str, &str)>) -> ProxyConfig {
+    ProxyConfig {
+        address: format!("{scheme}://{}", proxy.addr()),
+        username: credentials.map(|(u, _)| u.to_string()),
+        password: credentials.map(|(_, p)| p.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn scans_through_a_socks5_proxy_that_requires_credentials() {
+    let (registry, mut req) = https_app_registry().await;
+    let proxy = Socks5Proxy::start(Some(("socksuser", "socks.pw-1")));
+    let direct = registry.requests_matching(&format!("{} - ", SOCKS_OUTGOING_ADDRESS));
+    assert_eq!(direct, 0);
+
+    // Local name resolution (socks5) and the proxy's (socks5h), with the credentials.
+    for scheme in ["socks5", "socks5h"] {
+        req.proxy = Some(socks5(&proxy, scheme, Some(("socksuser", "socks.pw-1"))));
+        let out = scanner().scan(&req).await;
+        assert_eq!(
+            out.map(|o| o.tags).map_err(|e| e.to_string()),
+            Ok(vec!["2.0".to_string(), "1.0".to_string()]),
+            "through {scheme}://; proxy log:\n{}",
+            std::fs::read_to_string(proxy.log_path()).unwrap_or_default()
+        );
+    }
+    assert!(
+        proxy.connections_to(&registry.host()) >= 2,
+        "the proxy made no connection to the registry:\n{}",
+        std::fs::read_to_string(proxy.log_path()).unwrap_or_default()
+    );
+    assert!(
+        registry.requests_matching(&format!("{} - ", SOCKS_OUTGOING_ADDRESS)) >= 2,
+        "the registry saw no request from the proxy's address"
+    );
+
+    // A wrong password is refused by the proxy, and never shown.
+    req.proxy = Some(socks5(&proxy, "socks5", Some(("socksuser", "not-the-pw"))));
+    let err = scanner().scan(&req).await.unwrap_err();
+    assert_eq!(err.kind(), ScanErrorKind::Unreachable, "{err}");
+    assert!(err.to_string().contains("socks proxy"), "{err}");
+    assert!(!err.to_string().contains("not-the-pw"), "{err}");
+}
+
+#[tokio::test]
+async fn scans_and_exchanges_tokens_through_an_open_socks5_proxy() {
+    let (tokens, registry, mut req) = robot_token_registry(&["1.0", "1.1"]).await;
+    let proxy = Socks5Proxy::start(None);
+    req.insecure = true;
+    req.proxy = Some(socks5(&proxy, "socks5h", None));
+    assert_eq!(scanner().scan(&req).await.unwrap().tags, vec!["1.1", "1.0"]);
+    assert_eq!(tokens.issued(), 1);
+    assert!(
+        proxy.connections_to(&tokens.addr.to_string()) >= 1,
+        "oci-client's token request did not go through the proxy:\n{}",
+        std::fs::read_to_string(proxy.log_path()).unwrap_or_default()
+    );
+    assert!(proxy.connections_to(&registry.host()) >= 1);
+}
+
+#[tokio::test]
+async fn a_proxy_scheme_the_scanner_cannot_use_is_refused_by_name() {
+    let mut req = request("127.0.0.1:1", "app");
+    req.proxy = Some(ProxyConfig {
+        address: "socks4://127.0.0.1:1080".into(),
+        username: None,
+        password: None,
+    });
+    let err = scanner().scan(&req).await.unwrap_err();
+    assert_eq!(err.kind(), ScanErrorKind::InvalidConfig, "{err}");
+    assert!(
+        err.to_string().contains(
+            "scheme \"socks4\" is not supported; use http://, https://, socks5:// or socks5h://"
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]

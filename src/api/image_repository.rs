@@ -10,7 +10,16 @@ use std::collections::BTreeMap;
 
 /// The exclusion list the API server fills in when `spec.exclusionList` is absent
 /// (v1beta2 and v1): cosign signature tags.
+/// The scanner applies the same list to a request that names none.
 pub const DEFAULT_EXCLUSION_LIST: [&str; 1] = ["^.*\\.sig$"];
+
+/// [`DEFAULT_EXCLUSION_LIST`] as owned strings, as specs and scan requests hold it.
+pub fn default_exclusion_list() -> Vec<String> {
+    DEFAULT_EXCLUSION_LIST
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
 /// At most this many entries in `spec.exclusionList`.
 pub const MAX_EXCLUSION_LIST: usize = 25;
 
@@ -53,7 +62,8 @@ pub struct ImageRepositorySpec {
     /// (`tls.crt`/`tls.key`/`ca.crt`, or the older `certFile`/`keyFile`/`caFile`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_secret_ref: Option<LocalObjectReference>,
-    /// Secret holding the HTTP(S) proxy to use (`address`, `username`, `password`).
+    /// Secret holding the proxy to use: `address` (`http://`, `https://`, `socks5://` or
+    /// `socks5h://`; `http://` when it has no scheme), `username`, `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_secret_ref: Option<LocalObjectReference>,
     /// ServiceAccount whose image pull secrets are used for the registry.
@@ -81,10 +91,7 @@ impl ImageRepositorySpec {
     pub fn effective_exclusion_list(&self) -> Vec<String> {
         match &self.exclusion_list {
             Some(list) => list.clone(),
-            None => DEFAULT_EXCLUSION_LIST
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            None => default_exclusion_list(),
         }
     }
 

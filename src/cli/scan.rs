@@ -7,8 +7,8 @@
 
 use crate::reference::ImageRef;
 use crate::scanner::{
-    Credentials, DEFAULT_EXCLUSION_LIST, DockerConfig, ProxyConfig, ScanError, ScanErrorKind,
-    ScanOutcome, ScanRequest, Scanner, ScannerConfig, TlsMaterial,
+    Credentials, DockerConfig, ProxyConfig, ScanError, ScanErrorKind, ScanOutcome, ScanRequest,
+    Scanner, ScannerConfig, TlsMaterial,
 };
 use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::PathBuf;
@@ -77,7 +77,8 @@ pub struct RegistryArgs {
     /// PEM private key of --cert-file.
     #[arg(long, value_name = "FILE", requires = "cert_file")]
     pub key_file: Option<PathBuf>,
-    /// HTTP(S) proxy URL, optionally with user:password@ (default: HTTPS_PROXY/NO_PROXY).
+    /// Proxy URL: http://, https://, socks5:// or socks5h://, optionally with
+    /// user:password@ (default: HTTPS_PROXY/NO_PROXY).
     #[arg(long, value_name = "URL")]
     pub proxy: Option<String>,
     /// Drop tags matching this regular expression (repeatable; replaces the default
@@ -312,7 +313,8 @@ pub fn prepare(image: &str, args: &RegistryArgs) -> Result<PreparedScan, UsageEr
     })
 }
 
-/// `http://user:pass@host:port` -> address without credentials, plus username/password.
+/// `http://user:pass@host:port` (or `socks5://`, `socks5h://`) -> address without
+/// credentials, plus username/password.
 fn parse_proxy(s: &str) -> Result<ProxyConfig, UsageError> {
     let with_scheme = if s.contains("://") {
         s.to_string()
@@ -324,22 +326,18 @@ fn parse_proxy(s: &str) -> Result<ProxyConfig, UsageError> {
             "--proxy: not a URL ({e}); write e.g. http://proxy.example:3128"
         ))
     })?;
-    if !matches!(url.scheme(), "http" | "https" | "socks5" | "socks5h") {
-        return Err(usage(format!(
-            "--proxy: scheme {:?} is not supported; use http:// or https://",
-            url.scheme()
-        )));
-    }
     let decode = |v: &str| percent_decode(v);
     let username = (!url.username().is_empty()).then(|| decode(url.username()));
     let password = url.password().map(decode);
     let _ = url.set_username("");
     let _ = url.set_password(None);
-    Ok(ProxyConfig {
+    let proxy = ProxyConfig {
         address: url.to_string().trim_end_matches('/').to_string(),
         username,
         password,
-    })
+    };
+    proxy.scheme().map_err(|e| usage(format!("--proxy: {e}")))?;
+    Ok(proxy)
 }
 
 fn percent_decode(v: &str) -> String {
@@ -515,14 +513,6 @@ impl Progress {
     }
 }
 
-/// The default exclusion list, for help texts and tests.
-pub fn default_exclusions() -> Vec<String> {
-    DEFAULT_EXCLUSION_LIST
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,7 +529,15 @@ mod tests {
             panic!("parses")
         };
         assert_eq!(p.address, "http://proxy:8080");
-        assert!(parse_proxy("ftp://x").is_err());
+        let Ok(p) = parse_proxy("socks5h://user:pw@proxy.example:1080") else {
+            panic!("parses")
+        };
+        assert_eq!(p.address, "socks5h://proxy.example:1080");
+        assert_eq!(p.password.as_deref(), Some("pw"));
+        let Err(e) = parse_proxy("ftp://x") else {
+            panic!("ftp is refused")
+        };
+        assert!(e.to_string().starts_with("--proxy: scheme \"ftp\" is not supported; use http://, https://, socks5:// or socks5h://"), "{e}");
     }
 
     #[test]
@@ -561,7 +559,8 @@ mod tests {
     }
 
     #[test]
-    fn the_default_exclusion_is_flux_s() {
-        assert_eq!(default_exclusions(), vec!["^.*\\.sig$".to_string()]);
+    fn a_scan_without_exclude_flags_drops_flux_s_default_signature_tags() {
+        let r = ScanRequest::new(ImageRef::parse("alpine").unwrap());
+        assert_eq!(r.exclusion_list, vec!["^.*\\.sig$".to_string()]);
     }
 }

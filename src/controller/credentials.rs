@@ -3,7 +3,11 @@
 //! `--default-service-account`), `certSecretRef` and `proxySecretRef`.
 //!
 //! Secrets are read with one GET each, only when a scan is due; they are never cached
-//! (the controller watches Secrets' metadata only, to notice changes).
+//! (the controller watches Secrets' metadata only, to notice changes). The pull secrets a
+//! scan reads through a service account are returned with the resourceVersions the
+//! Secret cache had before they were read, for the store entry: a version read before
+//! the GET can only be older than what the GET returned, so a change in between is
+//! noticed (one scan too many at worst, never one too few).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,10 +15,13 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Client;
 use kube::api::Api;
+use kube::core::PartialObjectMeta as PartialObjectMetadata;
+use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::{ImageRepositorySpec, Provider};
 use crate::reference::ImageRef;
 use crate::scanner::{Credentials, ProxyConfig, ScanRequest, TlsMaterial};
+use crate::store::SecretVersion;
 
 /// Why the cluster side of a scan request could not be assembled. The messages name the
 /// field and the Secret, never a secret value.
@@ -51,34 +58,59 @@ impl CredentialsError {
     }
 }
 
-/// Everything a scan needs from the cluster, and the names of the service account's image
-/// pull secrets it consulted (so a change to one of them can trigger a rescan).
+/// The service account whose image pull secrets a scan of `spec` reads: its
+/// `serviceAccountName`, else `--default-service-account`, and only for the `generic`
+/// provider without `secretRef`.
+pub fn pull_secret_account<'a>(
+    spec: &'a ImageRepositorySpec,
+    default_service_account: Option<&'a str>,
+) -> Option<&'a str> {
+    // Cloud providers' workload identity is not available here; only `generic` reads
+    // secretRef, as Flux does (the webhook warns when secretRef is set with another one).
+    if spec.effective_provider() != Provider::Generic || spec.secret_ref.is_some() {
+        return None;
+    }
+    spec.service_account_name
+        .as_deref()
+        .or(default_service_account)
+}
+
+/// The resourceVersion of Secret `namespace/name` in the watched cache ("" when the
+/// cache has no such Secret).
+pub fn cached_version(
+    cache: &Store<PartialObjectMetadata<Secret>>,
+    namespace: &str,
+    name: &str,
+) -> String {
+    cache
+        .get(&ObjectRef::new(name).within(namespace))
+        .and_then(|s| s.metadata.resource_version.clone())
+        .unwrap_or_default()
+}
+
+/// Everything a scan needs from the cluster, and the service account's image pull
+/// secrets it consulted, with their cached versions (so a change to one of them rescans).
 pub async fn scan_request(
     client: &Client,
+    cache: &Store<PartialObjectMetadata<Secret>>,
     namespace: &str,
     spec: &ImageRepositorySpec,
     image: ImageRef,
     default_service_account: Option<&str>,
     timeout: Duration,
-) -> Result<(ScanRequest, Vec<String>), CredentialsError> {
+) -> Result<(ScanRequest, Vec<SecretVersion>), CredentialsError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut credentials = Credentials::Anonymous;
     let mut pull_secrets = Vec::new();
-    // Cloud providers' workload identity is not available here; only `generic` reads
-    // secretRef, as Flux does (the webhook warns when secretRef is set with another one).
-    if spec.effective_provider() == Provider::Generic {
-        if let Some(r) = &spec.secret_ref {
-            let data = secret_data(&secrets, "spec.secretRef", namespace, &r.name).await?;
-            credentials = Credentials::from_secret_data(&data)
-                .map_err(|e| bad("spec.secretRef", namespace, &r.name, e.to_string()))?;
-        } else if let Some(sa) = spec
-            .service_account_name
-            .as_deref()
-            .or(default_service_account)
-        {
-            (credentials, pull_secrets) =
-                pull_secret_credentials(client, namespace, sa, &image).await?;
-        }
+    if spec.effective_provider() == Provider::Generic
+        && let Some(r) = &spec.secret_ref
+    {
+        let data = secret_data(&secrets, "spec.secretRef", namespace, &r.name).await?;
+        credentials = Credentials::from_secret_data(&data)
+            .map_err(|e| bad("spec.secretRef", namespace, &r.name, e.to_string()))?;
+    } else if let Some(sa) = pull_secret_account(spec, default_service_account) {
+        (credentials, pull_secrets) =
+            pull_secret_credentials(client, cache, namespace, sa, &image).await?;
     }
     let tls = match &spec.cert_secret_ref {
         Some(r) => {
@@ -152,13 +184,15 @@ async fn secret_data(
 }
 
 /// The first image pull secret of the service account that has credentials for the
-/// image's registry (anonymous when none has), and the names of all its pull secrets.
+/// image's registry (anonymous when none has), and all its pull secrets with the
+/// versions the cache had before any was read.
 async fn pull_secret_credentials(
     client: &Client,
+    cache: &Store<PartialObjectMetadata<Secret>>,
     namespace: &str,
     service_account: &str,
     image: &ImageRef,
-) -> Result<(Credentials, Vec<String>), CredentialsError> {
+) -> Result<(Credentials, Vec<SecretVersion>), CredentialsError> {
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let sa = accounts
         .get_opt(service_account)
@@ -179,6 +213,13 @@ async fn pull_secret_credentials(
         .map(|r| r.name)
         .filter(|n| !n.is_empty())
         .collect();
+    let versions: Vec<SecretVersion> = names
+        .iter()
+        .map(|name| SecretVersion {
+            name: name.clone(),
+            resource_version: cached_version(cache, namespace, name),
+        })
+        .collect();
     for name in &names {
         let name = name.clone();
         let data = match secret_data(&secrets, "imagePullSecrets", namespace, &name).await {
@@ -192,8 +233,8 @@ async fn pull_secret_credentials(
             continue;
         };
         if credentials.for_registry(image.registry()).is_some() {
-            return Ok((credentials, names));
+            return Ok((credentials, versions));
         }
     }
-    Ok((Credentials::Anonymous, names))
+    Ok((Credentials::Anonymous, versions))
 }

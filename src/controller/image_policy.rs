@@ -17,7 +17,7 @@ use tracing::{debug, info};
 use super::conditions;
 use super::credentials;
 use super::image_repository::{scan_timeout, write_status};
-use super::{Context, ReconcileError};
+use super::{ReconcileContext, ReconcileError};
 use crate::api::{
     self, ACCESS_DENIED, DEPENDENCY_NOT_READY, DigestReflectionPolicy, FAILURE, INVALID_POLICY,
     ImagePolicy, ImagePolicySpec, ImagePolicyStatus, ImageRef as LatestRef, ImageRepository, READY,
@@ -105,7 +105,10 @@ pub fn policies_in_namespace(
 }
 
 /// Entry point for the kube-runtime Controller.
-pub async fn reconcile(obj: Arc<ImagePolicy>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+pub async fn reconcile(
+    obj: Arc<ImagePolicy>,
+    ctx: Arc<ReconcileContext>,
+) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
@@ -130,7 +133,7 @@ struct NotReady {
 
 async fn apply(
     obj: &ImagePolicy,
-    ctx: &Context,
+    ctx: &ReconcileContext,
     api: &Api<ImagePolicy>,
 ) -> Result<Action, ReconcileError> {
     if obj.spec.suspend {
@@ -157,7 +160,7 @@ struct Selected {
     requeue: Option<Duration>,
 }
 
-async fn select(obj: &ImagePolicy, ctx: &Context) -> Result<Selected, NotReady> {
+async fn select(obj: &ImagePolicy, ctx: &ReconcileContext) -> Result<Selected, NotReady> {
     let namespace = obj.namespace().unwrap_or_default();
     let spec = &obj.spec;
     let selector = selector(spec).map_err(|e| NotReady {
@@ -340,7 +343,7 @@ async fn select(obj: &ImagePolicy, ctx: &Context) -> Result<Selected, NotReady> 
 /// The digest of `tag` from a manifest HEAD, with the repository's credentials, TLS and
 /// proxy.
 async fn fetch_digest(
-    ctx: &Context,
+    ctx: &ReconcileContext,
     repo: &ImageRepository,
     repo_ns: &str,
     tag: &str,
@@ -365,6 +368,7 @@ async fn fetch_digest(
     let timeout = scan_timeout(&repo.spec).unwrap_or(Duration::from_secs(60));
     let request = credentials::scan_request(
         &ctx.client,
+        &ctx.secrets,
         repo_ns,
         &repo.spec,
         image,
@@ -408,7 +412,7 @@ fn latest_image(r: &LatestRef) -> String {
 
 async fn succeed(
     obj: &ImagePolicy,
-    ctx: &Context,
+    ctx: &ReconcileContext,
     api: &Api<ImagePolicy>,
     selected: Selected,
 ) -> Result<Action, ReconcileError> {
@@ -480,7 +484,7 @@ async fn succeed(
 
 async fn record_failure(
     obj: &ImagePolicy,
-    ctx: &Context,
+    ctx: &ReconcileContext,
     api: &Api<ImagePolicy>,
     not_ready: &NotReady,
 ) -> Result<(), ReconcileError> {

@@ -2,11 +2,22 @@
 //! scanner, keep the tags in the store, and write status only when it changes.
 //!
 //! A scan is due when the object was never scanned (no store entry for its uid), a
-//! scan-relevant part of the spec or a referenced Secret changed (the entry's
+//! scan-relevant part of the spec or a Secret the scan reads changed (the entry's
 //! fingerprint differs), the `reconcile.fluxcd.io/requestedAt` annotation is new, the last
 //! attempt failed, or `spec.interval` has passed since `lastScanResult.scanTime`.
 //! Otherwise the object is requeued for the time left, plus a small jitter, and nothing is
 //! written: after a restart, objects scanned recently are not scanned again.
+//!
+//! The Secrets a scan reads are those the spec names and, through `serviceAccountName`
+//! (or `--default-service-account`), the service account's image pull secrets, which the
+//! spec does not name: the store entry records those ([`EntryMeta::pull_secrets`]), so
+//! the decision reads only the entry and the watched Secret cache, one way:
+//!
+//! ```text
+//! Secret watch ──> cache ──> mapper (cache + store: who uses it?) ──> reconcile
+//! reconcile: fingerprint(spec, cached versions of its Secrets) == entry's? ──> scan
+//! scan ──> store entry (tags, fingerprint, pull secrets read) ──> status
+//! ```
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +37,7 @@ use tracing::{debug, info, warn};
 
 use super::conditions;
 use super::credentials::{self, CredentialsError};
-use super::{Context, ReconcileError};
+use super::{ReconcileContext, ReconcileError};
 use crate::api::{
     self, AUTHENTICATION_FAILED, FAILURE, IMAGE_URL_INVALID, ImageRepository, ImageRepositorySpec,
     ImageRepositoryStatus, PROGRESSING_WITH_RETRY, READY, RECONCILING, STALLED, SUCCEEDED,
@@ -34,7 +45,8 @@ use crate::api::{
 };
 use crate::reference::ImageRef;
 use crate::scanner::ScanOutcome;
-use crate::store::{Entry, EntryMeta, ObjectKey};
+use crate::store::{Entry, EntryMeta, ObjectKey, SecretVersion, TagStore};
+use kube::runtime::reflector::Store;
 
 /// The kind label of metrics and logs.
 pub const KIND: &str = "ImageRepository";
@@ -42,7 +54,7 @@ pub const KIND: &str = "ImageRepository";
 /// Entry point for the kube-runtime Controller.
 pub async fn reconcile(
     obj: Arc<ImageRepository>,
-    ctx: Arc<Context>,
+    ctx: Arc<ReconcileContext>,
 ) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let namespace = obj.namespace().unwrap_or_default();
@@ -66,7 +78,10 @@ pub async fn reconcile(
 }
 
 /// The object is being deleted: its tags leave the store.
-async fn cleanup(obj: Arc<ImageRepository>, ctx: &Context) -> Result<Action, ReconcileError> {
+async fn cleanup(
+    obj: Arc<ImageRepository>,
+    ctx: &ReconcileContext,
+) -> Result<Action, ReconcileError> {
     let key = store_key(&obj);
     let store = ctx.store.clone();
     let k = key.clone();
@@ -74,7 +89,6 @@ async fn cleanup(obj: Arc<ImageRepository>, ctx: &Context) -> Result<Action, Rec
         .await
         .map_err(|e| ReconcileError::Join(e.to_string()))??;
     ctx.metrics.forget_repository(&key.namespace, &key.name);
-    ctx.secret_uses.forget(&key);
     info!(repository = %key, removed, "ImageRepository deleted; its tags left the store");
     Ok(Action::await_change())
 }
@@ -98,7 +112,7 @@ enum Due {
 
 async fn apply(
     obj: Arc<ImageRepository>,
-    ctx: &Context,
+    ctx: &ReconcileContext,
     api: &Api<ImageRepository>,
 ) -> Result<Action, ReconcileError> {
     let namespace = obj.namespace().unwrap_or_default();
@@ -134,18 +148,24 @@ async fn apply(
     };
 
     let key = store_key(&obj);
-    let fingerprint = fingerprint(spec, &image, &namespace, &ctx.secrets);
+    let version_of = |name: &str| credentials::cached_version(&ctx.secrets, &namespace, name);
+    let inputs = ScanInputs::of(
+        spec,
+        &image,
+        ctx.options.default_service_account.as_deref(),
+        &version_of,
+    );
+    let meta = ctx.store.meta(&key);
+    let fingerprint = inputs.current_fingerprint(meta.as_ref(), &version_of);
     let requested_at = obj
         .annotations()
         .get(api::RECONCILE_REQUESTED_AT_ANNOTATION)
         .cloned();
-    let forced = ctx.secret_uses.take_rescan(&key);
     let uid = obj.uid().unwrap_or_default();
     let due = scan_due(
         &old,
-        ctx.store.meta(&key).as_ref(),
+        meta.as_ref(),
         Observed {
-            forced,
             uid: &uid,
             fingerprint: &fingerprint,
             requested_at: requested_at.as_deref(),
@@ -164,7 +184,7 @@ async fn apply(
                 &obj,
                 image,
                 key,
-                fingerprint,
+                inputs,
                 requested_at,
                 interval,
                 timeout,
@@ -197,9 +217,9 @@ async fn apply(
 /// What the scan decision looks at besides the status and the store entry.
 #[derive(Clone, Copy, Debug)]
 struct Observed<'a> {
-    /// A pull secret of the service account changed since the last scan.
-    forced: bool,
     uid: &'a str,
+    /// What the entry's fingerprint would be for a scan now
+    /// ([`ScanInputs::current_fingerprint`]).
     fingerprint: &'a str,
     requested_at: Option<&'a str>,
     interval: Duration,
@@ -209,7 +229,6 @@ struct Observed<'a> {
 /// Decides whether a scan is due now, or how long until it is.
 fn scan_due(status: &ImageRepositoryStatus, meta: Option<&EntryMeta>, o: Observed<'_>) -> Due {
     let Observed {
-        forced,
         uid,
         fingerprint,
         requested_at,
@@ -219,11 +238,10 @@ fn scan_due(status: &ImageRepositoryStatus, meta: Option<&EntryMeta>, o: Observe
     let Some(meta) = meta.filter(|m| m.uid == uid) else {
         return Due::Now("never scanned");
     };
-    if forced {
-        return Due::Now("an image pull secret of the service account changed");
-    }
     if meta.spec_fingerprint != fingerprint {
-        return Due::Now("the scan-relevant spec or a referenced Secret changed");
+        return Due::Now(
+            "the scan-relevant spec, a Secret it names or a pull secret of its service account changed",
+        );
     }
     let Some(result) = &status.last_scan_result else {
         return Due::Now("the status has no scan result");
@@ -255,12 +273,12 @@ fn scan_due(status: &ImageRepositoryStatus, meta: Option<&EntryMeta>, o: Observe
 
 #[allow(clippy::too_many_arguments)]
 async fn scan(
-    ctx: &Context,
+    ctx: &ReconcileContext,
     api: &Api<ImageRepository>,
     obj: &ImageRepository,
     image: ImageRef,
     key: ObjectKey,
-    fingerprint: String,
+    inputs: ScanInputs,
     requested_at: Option<String>,
     interval: Duration,
     timeout: Duration,
@@ -269,6 +287,7 @@ async fn scan(
     let old = obj.status.clone().unwrap_or_default();
     let request = credentials::scan_request(
         &ctx.client,
+        &ctx.secrets,
         &namespace,
         &obj.spec,
         image,
@@ -276,22 +295,8 @@ async fn scan(
         timeout,
     )
     .await;
-    let request = match request {
-        Ok((r, pull_secrets)) => {
-            let versions = pull_secrets
-                .into_iter()
-                .map(|name| {
-                    let version = ctx
-                        .secrets
-                        .get(&ObjectRef::new(&name).within(&namespace))
-                        .and_then(|s| s.metadata.resource_version.clone())
-                        .unwrap_or_default();
-                    (name, version)
-                })
-                .collect();
-            ctx.secret_uses.record(&key, versions);
-            r
-        }
+    let (request, pull_secrets) = match request {
+        Ok(read) => read,
         Err(e) => {
             let reason = if e.is_configuration() {
                 AUTHENTICATION_FAILED
@@ -342,7 +347,8 @@ async fn scan(
             revision: outcome.revision.clone(),
             scan_time: outcome.scan_time,
             tag_count: outcome.tags.len() as u64,
-            spec_fingerprint: fingerprint,
+            spec_fingerprint: inputs.fingerprint(&pull_secrets),
+            pull_secrets,
         },
         tags: outcome.tags.clone(),
     };
@@ -423,7 +429,7 @@ fn succeeded_status(
 /// reason, Reconciling=True (ProgressingWithRetry). A Warning event only on the way into
 /// failure (or into another reason), not on every retry.
 async fn fail(
-    ctx: &Context,
+    ctx: &ReconcileContext,
     api: &Api<ImageRepository>,
     obj: &ImageRepository,
     reason: &str,
@@ -463,7 +469,7 @@ async fn fail(
 /// The spec can never work as written: Stalled=True and Ready=False with the reason, no
 /// retry until the spec changes.
 async fn stall(
-    ctx: &Context,
+    ctx: &ReconcileContext,
     api: &Api<ImageRepository>,
     obj: &ImageRepository,
     reason: &str,
@@ -519,40 +525,119 @@ fn store_key(obj: &ImageRepository) -> ObjectKey {
     ObjectKey::new(obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
-/// A digest of everything that changes what a scan returns: the image, the exclusion
-/// list, provider and insecure, the credential references and the resourceVersions of the
-/// Secrets they name (from the metadata-only Secret cache), so editing a Secret rescans.
-fn fingerprint(
-    spec: &ImageRepositorySpec,
-    image: &ImageRef,
-    namespace: &str,
-    secrets: &kube::runtime::reflector::Store<PartialObjectMetadata<Secret>>,
-) -> String {
-    let secret_version = |name: Option<&str>| -> serde_json::Value {
-        match name {
+/// What a scan's fingerprint covers besides the pull secrets it reads: everything in the
+/// spec that changes what a scan returns (the image, the exclusion list, provider and
+/// insecure, the credential references) and the resourceVersions the Secret cache has for
+/// the Secrets the spec names, taken before the scan reads them.
+#[derive(Debug)]
+struct ScanInputs {
+    spec: serde_json::Map<String, serde_json::Value>,
+    /// Whether the scan reads a service account's image pull secrets: then those it read,
+    /// with their versions, are part of the fingerprint too.
+    reads_pull_secrets: bool,
+}
+
+impl ScanInputs {
+    fn of(
+        spec: &ImageRepositorySpec,
+        image: &ImageRef,
+        default_service_account: Option<&str>,
+        version_of: &dyn Fn(&str) -> String,
+    ) -> ScanInputs {
+        let secret = |name: Option<&str>| match name {
             None => serde_json::Value::Null,
-            Some(name) => {
-                let key = ObjectRef::<PartialObjectMetadata<Secret>>::new(name).within(namespace);
-                let rv = secrets
-                    .get(&key)
-                    .and_then(|s| s.metadata.resource_version.clone())
-                    .unwrap_or_default();
-                json!([name, rv])
-            }
+            Some(name) => json!([name, version_of(name)]),
+        };
+        let material = json!({
+            "image": image.canonical(),
+            "exclusionList": spec.effective_exclusion_list(),
+            "provider": spec.effective_provider().as_str(),
+            "insecure": spec.insecure,
+            "serviceAccountName": spec.service_account_name,
+            "secretRef": secret(spec.secret_ref.as_ref().map(|r| r.name.as_str())),
+            "certSecretRef": secret(spec.cert_secret_ref.as_ref().map(|r| r.name.as_str())),
+            "proxySecretRef": secret(spec.proxy_secret_ref.as_ref().map(|r| r.name.as_str())),
+        });
+        ScanInputs {
+            spec: match material {
+                serde_json::Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            },
+            reads_pull_secrets: credentials::pull_secret_account(spec, default_service_account)
+                .is_some(),
         }
-    };
-    let material = json!({
-        "image": image.canonical(),
-        "exclusionList": spec.effective_exclusion_list(),
-        "provider": spec.effective_provider().as_str(),
-        "insecure": spec.insecure,
-        "serviceAccountName": spec.service_account_name,
-        "secretRef": secret_version(spec.secret_ref.as_ref().map(|r| r.name.as_str())),
-        "certSecretRef": secret_version(spec.cert_secret_ref.as_ref().map(|r| r.name.as_str())),
-        "proxySecretRef": secret_version(spec.proxy_secret_ref.as_ref().map(|r| r.name.as_str())),
-    });
-    let digest = Sha256::digest(material.to_string().as_bytes());
-    format!("sha256:{}", hex::encode(digest))
+    }
+
+    /// The fingerprint of a scan that read `pull_secrets` (ignored when the spec reads
+    /// none). A spec without a service account's pull secrets has the fingerprint it had
+    /// before pull secrets joined it, so such entries are not rescanned on upgrade.
+    fn fingerprint(&self, pull_secrets: &[SecretVersion]) -> String {
+        let mut material = self.spec.clone();
+        if self.reads_pull_secrets {
+            let read: Vec<serde_json::Value> = pull_secrets
+                .iter()
+                .map(|p| json!([p.name, p.resource_version]))
+                .collect();
+            material.insert("pullSecrets".into(), read.into());
+        }
+        let digest = Sha256::digest(serde_json::Value::Object(material).to_string().as_bytes());
+        format!("sha256:{}", hex::encode(digest))
+    }
+
+    /// The fingerprint a scan now would store: the pull secrets the last scan read (from
+    /// its store entry), at the versions the cache has for them now. Equal to the entry's
+    /// fingerprint exactly when nothing the scan depends on has changed since.
+    fn current_fingerprint(
+        &self,
+        last: Option<&EntryMeta>,
+        version_of: &dyn Fn(&str) -> String,
+    ) -> String {
+        let now: Vec<SecretVersion> = last
+            .map(|m| m.pull_secrets.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|p| SecretVersion {
+                name: p.name.clone(),
+                resource_version: version_of(&p.name),
+            })
+            .collect();
+        self.fingerprint(&now)
+    }
+}
+
+/// The repositories a change to Secret `namespace/name` concerns: those whose spec names
+/// it, and those whose last scan read it as a pull secret at another version than the
+/// cache has now (a relist replays unchanged Secrets: those trigger nothing; a deleted
+/// one has no version). Reads only the caches and the store.
+pub fn repositories_using_secret(
+    repositories: &Store<ImageRepository>,
+    secrets: &Store<PartialObjectMetadata<Secret>>,
+    store: &TagStore,
+    namespace: &str,
+    name: &str,
+) -> Vec<ObjectRef<ImageRepository>> {
+    let mut refs: Vec<ObjectRef<ImageRepository>> = repositories
+        .state()
+        .into_iter()
+        .filter(|r| {
+            r.namespace().as_deref() == Some(namespace) && referenced_secrets(r).any(|s| s == name)
+        })
+        .map(|r| ObjectRef::from_obj(&*r))
+        .collect();
+    let version = credentials::cached_version(secrets, namespace, name);
+    refs.extend(
+        store
+            .keys_where(|key, meta| {
+                key.namespace == namespace
+                    && meta
+                        .pull_secrets
+                        .iter()
+                        .any(|p| p.name == name && p.resource_version != version)
+            })
+            .into_iter()
+            .map(|k| ObjectRef::new(&k.name).within(&k.namespace)),
+    );
+    refs
 }
 
 /// The names of the Secrets an ImageRepository references (for mapping Secret changes
@@ -585,6 +670,7 @@ mod tests {
             scan_time: at(scanned),
             tag_count: 1,
             spec_fingerprint: "fp".into(),
+            pull_secrets: Vec::new(),
         }
     }
 
@@ -615,7 +701,6 @@ mod tests {
     /// A repository with uid u1 and fingerprint fp, interval 1 min, looked at at t=1000.
     fn observed() -> Observed<'static> {
         Observed {
-            forced: false,
             uid: "u1",
             fingerprint: "fp",
             requested_at: None,
@@ -720,21 +805,208 @@ mod tests {
         assert!(matches!(due, Due::In(_)));
     }
 
+    fn spec_with(f: impl FnOnce(&mut ImageRepositorySpec)) -> ImageRepositorySpec {
+        let mut spec = ImageRepositorySpec {
+            image: "ghcr.io/org/app".into(),
+            interval: "1m".into(),
+            ..Default::default()
+        };
+        f(&mut spec);
+        spec
+    }
+
+    fn inputs(spec: &ImageRepositorySpec, default_sa: Option<&str>) -> ScanInputs {
+        let image = ImageRef::parse(&spec.image).expect("image");
+        ScanInputs::of(spec, &image, default_sa, &|name| format!("{name}-v1"))
+    }
+
+    fn regcred(version: &str) -> SecretVersion {
+        SecretVersion {
+            name: "regcred".into(),
+            resource_version: version.into(),
+        }
+    }
+
+    /// The entry a scan of `inputs` that read regcred at version 7 stores.
+    fn scanned_with_regcred_7(inputs: &ScanInputs) -> EntryMeta {
+        EntryMeta {
+            spec_fingerprint: inputs.fingerprint(&[regcred("7")]),
+            pull_secrets: vec![regcred("7")],
+            ..meta("u1", "sha256:a", 990)
+        }
+    }
+
     #[test]
-    fn a_changed_pull_secret_of_the_service_account_scans_at_once() {
-        let m = meta("u1", "sha256:a", 990);
-        let due = scan_due(
-            &ready_status("sha256:a", 990),
-            Some(&m),
-            Observed {
-                forced: true,
-                ..observed()
-            },
+    fn a_changed_pull_secret_of_the_service_account_scans_at_once_from_the_entry_alone() {
+        let spec = spec_with(|s| s.service_account_name = Some("puller".into()));
+        let inputs = inputs(&spec, None);
+        let entry = scanned_with_regcred_7(&inputs);
+        let status = ready_status("sha256:a", 990);
+        let decide = |cached: &str| {
+            let cached = cached.to_string();
+            let fingerprint = inputs.current_fingerprint(Some(&entry), &|_| cached.clone());
+            scan_due(
+                &status,
+                Some(&entry),
+                Observed {
+                    fingerprint: &fingerprint,
+                    ..observed()
+                },
+            )
+        };
+        assert_eq!(decide("7"), Due::In(Duration::from_secs(50)));
+        assert!(matches!(decide("8"), Due::Now(_)), "{:?}", decide("8"));
+        assert!(
+            matches!(decide(""), Due::Now(_)),
+            "a deleted pull secret changes what the scan finds too"
         );
+    }
+
+    #[test]
+    fn pull_secrets_count_only_for_specs_that_read_a_service_account() {
+        let via_default = inputs(&spec_with(|_| {}), Some("default"));
+        assert!(via_default.reads_pull_secrets);
+        assert_ne!(
+            via_default.fingerprint(&[regcred("7")]),
+            via_default.fingerprint(&[regcred("8")])
+        );
+        for spec in [
+            spec_with(|s| {
+                s.service_account_name = Some("puller".into());
+                s.secret_ref = Some(api::LocalObjectReference {
+                    name: "creds".into(),
+                });
+            }),
+            spec_with(|s| {
+                s.service_account_name = Some("puller".into());
+                s.provider = Some(api::Provider::Aws);
+            }),
+            spec_with(|_| {}),
+        ] {
+            let i = inputs(&spec, None);
+            assert!(!i.reads_pull_secrets, "{spec:?}");
+            assert_eq!(i.fingerprint(&[regcred("7")]), i.fingerprint(&[]));
+        }
+    }
+
+    /// The fingerprint as it was computed before pull secrets were recorded in the entry.
+    fn fingerprint_before_pull_secrets(spec: &ImageRepositorySpec) -> String {
+        let v = |name: Option<&api::LocalObjectReference>| {
+            name.map_or(serde_json::Value::Null, |r| {
+                json!([r.name, format!("{}-v1", r.name)])
+            })
+        };
+        let material = json!({
+            "image": ImageRef::parse(&spec.image).expect("image").canonical(),
+            "exclusionList": spec.effective_exclusion_list(),
+            "provider": spec.effective_provider().as_str(),
+            "insecure": spec.insecure,
+            "serviceAccountName": spec.service_account_name,
+            "secretRef": v(spec.secret_ref.as_ref()),
+            "certSecretRef": v(spec.cert_secret_ref.as_ref()),
+            "proxySecretRef": v(spec.proxy_secret_ref.as_ref()),
+        });
+        format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(material.to_string().as_bytes()))
+        )
+    }
+
+    #[test]
+    fn entries_from_before_pull_secrets_were_recorded_rescan_only_if_they_read_some() {
+        let named = spec_with(|s| {
+            s.secret_ref = Some(api::LocalObjectReference {
+                name: "creds".into(),
+            });
+            s.cert_secret_ref = Some(api::LocalObjectReference { name: "ca".into() });
+        });
+        let i = inputs(&named, None);
         assert_eq!(
-            due,
-            Due::Now("an image pull secret of the service account changed")
+            i.current_fingerprint(None, &|name| format!("{name}-v1")),
+            fingerprint_before_pull_secrets(&named),
+            "no rescan after the upgrade"
         );
+        let via_account = spec_with(|s| s.service_account_name = Some("puller".into()));
+        let old = EntryMeta {
+            spec_fingerprint: fingerprint_before_pull_secrets(&via_account),
+            ..meta("u1", "sha256:a", 990)
+        };
+        let i = inputs(&via_account, None);
+        let fingerprint = i.current_fingerprint(Some(&old), &|name| format!("{name}-v1"));
+        assert_ne!(
+            fingerprint, old.spec_fingerprint,
+            "one rescan records which pull secrets it read"
+        );
+    }
+
+    #[test]
+    fn a_secret_change_maps_to_the_repositories_that_name_it_or_last_read_it() {
+        use kube::core::{ObjectMeta, PartialObjectMetaExt};
+        use kube::runtime::{reflector, watcher};
+
+        let (repositories, mut repo_writer) = reflector::store::<ImageRepository>();
+        let mut named = ImageRepository::new(
+            "names-it",
+            spec_with(|s| {
+                s.proxy_secret_ref = Some(api::LocalObjectReference {
+                    name: "regcred".into(),
+                })
+            }),
+        );
+        named.metadata.namespace = Some("apps".into());
+        repo_writer.apply_watcher_event(&watcher::Event::Apply(named));
+
+        let (secrets, mut secret_writer) = reflector::store::<PartialObjectMetadata<Secret>>();
+        let set_version = |writer: &mut reflector::store::Writer<_>, version: &str| {
+            let secret = ObjectMeta {
+                name: Some("regcred".into()),
+                namespace: Some("apps".into()),
+                resource_version: Some(version.into()),
+                ..Default::default()
+            }
+            .into_response_partial::<Secret>();
+            writer.apply_watcher_event(&watcher::Event::Apply(secret));
+        };
+        set_version(&mut secret_writer, "7");
+
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = TagStore::open(dir.path()).expect("store");
+        let put = |name: &str, namespace: &str, meta: EntryMeta| {
+            let entry = Entry {
+                meta: EntryMeta {
+                    tag_count: 0,
+                    ..meta
+                },
+                tags: Vec::new(),
+            };
+            store
+                .put(&ObjectKey::new(namespace, name), &entry)
+                .expect("put");
+        };
+        let read_7 = EntryMeta {
+            pull_secrets: vec![regcred("7")],
+            ..meta("u1", "sha256:a", 990)
+        };
+        put("read-it", "apps", read_7.clone());
+        put("read-it-elsewhere", "other", read_7);
+        put("read-none", "apps", meta("u2", "sha256:b", 990));
+
+        let users = |secrets: &Store<PartialObjectMetadata<Secret>>| {
+            let mut names: Vec<String> =
+                repositories_using_secret(&repositories, secrets, &store, "apps", "regcred")
+                    .into_iter()
+                    .map(|r| r.name)
+                    .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            users(&secrets),
+            ["names-it"],
+            "a relist at the version the scan read rescans nothing"
+        );
+        set_version(&mut secret_writer, "8");
+        assert_eq!(users(&secrets), ["names-it", "read-it"]);
     }
 
     #[test]

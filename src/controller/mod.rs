@@ -7,7 +7,8 @@
 //!                          ├─> ImageRepository controller ──> scanner ──> tag store
 //!                          └─> ImagePolicy controller (revision changes) <── tag store
 //! watch Namespaces (metadata) ──> store ──> webhooks, ImagePolicy controller
-//! watch Secrets (metadata)    ──> store ──> ImageRepository controller (rescan on change)
+//! watch Secrets (metadata)    ──> store ──> ImageRepository controller (rescan on change;
+//!                                          with the tag store: who read which pull secret)
 //! watch ImagePolicies         ──> ImagePolicy controller
 //! ```
 //!
@@ -308,68 +309,9 @@ fn unit_stream(
     )
 }
 
-/// Which Secrets each ImageRepository's last scan read through its service account's
-/// image pull secrets (not named in its spec), and which repositories must rescan because
-/// one of those changed. Kept in memory: after a restart the interval decides.
-#[derive(Clone, Default)]
-pub struct SecretUses {
-    inner: Arc<Mutex<SecretUsesInner>>,
-}
-
-#[derive(Default)]
-struct SecretUsesInner {
-    /// Per repository: (secret name, its resourceVersion when the scan read it).
-    pull_secrets: HashMap<ObjectKey, Vec<(String, String)>>,
-    rescan: std::collections::HashSet<ObjectKey>,
-}
-
-impl SecretUses {
-    fn record(&self, key: &ObjectKey, secrets: Vec<(String, String)>) {
-        if let Ok(mut i) = self.inner.lock() {
-            if secrets.is_empty() {
-                i.pull_secrets.remove(key);
-            } else {
-                i.pull_secrets.insert(key.clone(), secrets);
-            }
-        }
-    }
-
-    fn forget(&self, key: &ObjectKey) {
-        if let Ok(mut i) = self.inner.lock() {
-            i.pull_secrets.remove(key);
-            i.rescan.remove(key);
-        }
-    }
-
-    /// The repositories in `namespace` whose last scan read the pull secret `name` at
-    /// another resourceVersion than `version`; they are marked to rescan. (A relist of the
-    /// Secret watch replays unchanged Secrets: those trigger nothing.)
-    fn users_of(&self, namespace: &str, name: &str, version: &str) -> Vec<ObjectKey> {
-        let Ok(mut i) = self.inner.lock() else {
-            return Vec::new();
-        };
-        let users: Vec<ObjectKey> = i
-            .pull_secrets
-            .iter()
-            .filter(|(k, used)| {
-                k.namespace == namespace && used.iter().any(|(n, v)| n == name && v != version)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        i.rescan.extend(users.iter().cloned());
-        users
-    }
-
-    fn take_rescan(&self, key: &ObjectKey) -> bool {
-        self.inner
-            .lock()
-            .map(|mut i| i.rescan.remove(key))
-            .unwrap_or(false)
-    }
-}
-
-/// Everything a reconcile needs.
-pub struct Context {
+/// Everything a reconcile needs, shared by both controllers (handed to every reconcile
+/// and error policy by kube-runtime).
+pub struct ReconcileContext {
     pub client: Client,
     pub scanner: Scanner,
     pub store: TagStore,
@@ -380,11 +322,10 @@ pub struct Context {
     pub flux_events: Option<events::flux::FluxEventSink>,
     pub metrics: Metrics,
     pub options: ControllerOptions,
-    pub secret_uses: SecretUses,
     failures: Mutex<HashMap<ObjectRef<kube::api::DynamicObject>, u32>>,
 }
 
-impl Context {
+impl ReconcileContext {
     /// A random delay of up to `--interval-jitter-percentage` of the interval, so objects
     /// created together do not scan together.
     pub fn jitter(&self, interval: Duration) -> Duration {
@@ -520,7 +461,6 @@ pub async fn run_controllers(
     let namespaces_for_policies = changes_of(changes.namespaces.subscribe(), lag_policy_tx);
 
     prune_store(&store, &caches.repositories, &options).await?;
-    let secret_uses = SecretUses::default();
     let recorder = events::EventRecorder::new(
         event_client,
         Reporter {
@@ -532,7 +472,7 @@ pub async fn run_controllers(
         .events_addr
         .clone()
         .map(events::flux::FluxEventSink::start);
-    let ctx = Arc::new(Context {
+    let ctx = Arc::new(ReconcileContext {
         flux_events,
         client: client.clone(),
         scanner,
@@ -542,42 +482,29 @@ pub async fn run_controllers(
         recorder,
         metrics,
         options: options.clone(),
-        secret_uses: secret_uses.clone(),
         failures: Mutex::new(HashMap::new()),
     });
     let config = kube::runtime::Config::default().concurrency(options.concurrency);
     let initial = || futures::stream::once(future::ready(()));
 
     // ImageRepository: reconcile on its own changes and on changes of the Secrets it
-    // references.
+    // uses: those its spec names, and the pull secrets its last scan read through a
+    // service account (recorded in its store entry).
     let repo_reader = caches.repositories.clone();
-    let mapper_uses = secret_uses.clone();
+    let secret_reader = caches.secrets.clone();
+    let store_reader = ctx.store.clone();
     let repo_controller = Controller::for_stream(repos_for_repos, caches.repositories.clone())
         .with_config(config.clone())
         .watches_stream(
             secrets_for_repos,
             move |secret: PartialObjectMetadata<Secret>| {
-                let ns = secret.namespace().unwrap_or_default();
-                let name = secret.name_any();
-                let version = secret.resource_version().unwrap_or_default();
-                let mut refs: Vec<ObjectRef<ImageRepository>> = repo_reader
-                    .state()
-                    .into_iter()
-                    .filter(|r| {
-                        r.namespace().as_deref() == Some(ns.as_str())
-                            && image_repository::referenced_secrets(r).any(|s| s == name)
-                    })
-                    .map(|r| ObjectRef::from_obj(&*r))
-                    .collect();
-                // Pull secrets of a service account are not in the spec: the last scan
-                // recorded which it read, and those repositories rescan.
-                refs.extend(
-                    mapper_uses
-                        .users_of(&ns, &name, &version)
-                        .into_iter()
-                        .map(|k| ObjectRef::new(&k.name).within(&k.namespace)),
-                );
-                refs
+                image_repository::repositories_using_secret(
+                    &repo_reader,
+                    &secret_reader,
+                    &store_reader,
+                    &secret.namespace().unwrap_or_default(),
+                    &secret.name_any(),
+                )
             },
         )
         .reconcile_all_on(initial())
@@ -653,7 +580,7 @@ async fn prune_store(
     Ok(())
 }
 
-fn error_policy<K>(obj: Arc<K>, error: &ReconcileError, ctx: Arc<Context>) -> Action
+fn error_policy<K>(obj: Arc<K>, error: &ReconcileError, ctx: Arc<ReconcileContext>) -> Action
 where
     K: Resource<DynamicType = ()>,
 {
@@ -672,38 +599,5 @@ where
 async fn log_reconcile_result<T, E: std::fmt::Display>(kind: &str, r: Result<T, E>) {
     if let Err(e) = r {
         tracing::debug!(kind, error = %e, "controller");
-    }
-}
-
-#[cfg(test)]
-mod secret_uses_tests {
-    use super::*;
-
-    fn key(name: &str) -> ObjectKey {
-        ObjectKey::new("apps", name)
-    }
-
-    #[test]
-    fn a_changed_pull_secret_marks_its_users_for_a_rescan_once() {
-        let uses = SecretUses::default();
-        uses.record(&key("a"), vec![("regcred".into(), "7".into())]);
-        uses.record(&key("b"), vec![("other".into(), "3".into())]);
-        assert_eq!(uses.users_of("apps", "regcred", "8"), vec![key("a")]);
-        assert!(uses.take_rescan(&key("a")));
-        assert!(!uses.take_rescan(&key("a")), "the mark is taken once");
-        assert!(!uses.take_rescan(&key("b")));
-    }
-
-    #[test]
-    fn an_unchanged_or_foreign_secret_marks_nothing() {
-        let uses = SecretUses::default();
-        uses.record(&key("a"), vec![("regcred".into(), "7".into())]);
-        assert!(
-            uses.users_of("apps", "regcred", "7").is_empty(),
-            "a relist replays version 7"
-        );
-        assert!(uses.users_of("other-ns", "regcred", "9").is_empty());
-        uses.forget(&key("a"));
-        assert!(uses.users_of("apps", "regcred", "9").is_empty());
     }
 }

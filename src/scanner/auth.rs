@@ -1,9 +1,144 @@
-//! The registry auth challenge (`WWW-Authenticate`) and the Bearer token cache.
+//! What a request to the registry carries as `Authorization`, and with which credential.
+//!
+//! - [`Scanner::registry_credential`] is the one place a scan's credential for its
+//!   registry host is obtained.
+//! - The registry's challenge (`WWW-Authenticate` on `/v2/`) picks the scheme: none,
+//!   Basic (the credential as it is), or Bearer: a token for the repository's pull scope,
+//!   from the cache or fetched by one of the two exchanges in `token.rs`.
+//! - Tokens are cached per realm, service, scope and a hash of the credential, until
+//!   shortly before they expire, so repositories with different credentials on one
+//!   registry never share one.
 
+use super::endpoint::RegistryEndpoint;
+use super::oci_token::{self, TokenFlow};
+use super::{RegistryCredential, ScanContext, ScanError, ScanErrorKind, ScanRequest, Scanner};
+use base64::Engine as _;
+use reqwest::header::HeaderValue;
+use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
+
+impl Scanner {
+    /// The credential a scan sends to its registry and token realm: the one place a
+    /// credential for a registry host is obtained. Today it comes from the request's
+    /// [`Credentials`](super::Credentials) (a Secret's Docker config or username and
+    /// password, or the command line's flags). A cloud provider's token source (ECR, ACR,
+    /// GAR: a short-lived token for the host, obtained with the workload's identity)
+    /// belongs here, behind this signature: it may wait (it runs within the scan's
+    /// timeout) and fail with a classified error, and what it returns flows into the
+    /// token exchange and the token cache unchanged (the cache keys on a hash of the
+    /// credential, so a renewed cloud token gets Bearer tokens of its own).
+    pub(super) async fn registry_credential(
+        &self,
+        req: &ScanRequest,
+    ) -> Result<Option<RegistryCredential>, ScanError> {
+        Ok(req.credentials.for_registry(req.image.registry()))
+    }
+
+    /// The `Authorization` value for requests to the registry, fetching a Bearer token
+    /// when needed.
+    pub(super) async fn authorization(
+        &self,
+        ctx: &ScanContext<'_>,
+        endpoint: &RegistryEndpoint,
+        scope: &str,
+    ) -> Result<Option<HeaderValue>, ScanError> {
+        match &endpoint.challenge {
+            Challenge::None => Ok(None),
+            Challenge::Basic => match &ctx.credential {
+                Some(RegistryCredential::Basic { username, password }) => {
+                    Ok(Some(basic_header(username, password)))
+                }
+                Some(RegistryCredential::RegistryToken(t)) => Ok(Some(bearer_header(t))),
+                Some(RegistryCredential::IdentityToken { .. }) => Err(ctx.err(
+                    ScanErrorKind::AuthenticationFailed,
+                    "the registry asks for Basic authentication but the credential is an identity token",
+                )),
+                None => Ok(None),
+            },
+            Challenge::Bearer { realm, service } => {
+                if let Some(RegistryCredential::RegistryToken(t)) = &ctx.credential {
+                    return Ok(Some(bearer_header(t)));
+                }
+                let key = TokenKey::new(ctx, realm, service.as_deref(), scope);
+                if let Some(t) = self.inner.tokens.get(&key) {
+                    return Ok(Some(bearer_header(&t)));
+                }
+                let (token, lifetime) =
+                    match oci_token::token_flow(ctx.credential.as_ref(), &ctx.req.tls) {
+                        TokenFlow::OciClient(auth) => {
+                            self.fetch_token_with_oci_client(ctx, endpoint, realm, auth)
+                                .await?
+                        }
+                        TokenFlow::HandWritten(because) => {
+                            tracing::debug!(registry = %ctx.req.image.api_host(), ?because, "fetching the token with the hand-written flow");
+                            self.fetch_token(ctx, endpoint, realm, service.as_deref(), scope)
+                                .await?
+                        }
+                    };
+                let header = bearer_header(&token);
+                self.inner.tokens.insert(key, token, lifetime);
+                Ok(Some(header))
+            }
+        }
+    }
+
+    /// Drops the cached token of this scope, which the registry no longer accepts.
+    pub(super) fn forget_token(
+        &self,
+        ctx: &ScanContext<'_>,
+        endpoint: &RegistryEndpoint,
+        scope: &str,
+    ) {
+        if let Challenge::Bearer { realm, service } = &endpoint.challenge {
+            let key = TokenKey::new(ctx, realm, service.as_deref(), scope);
+            self.inner.tokens.remove(&key);
+        }
+    }
+}
+
+pub(super) fn basic_header(username: &str, password: &str) -> HeaderValue {
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+    let mut v = HeaderValue::from_str(&format!("Basic {encoded}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
+    v.set_sensitive(true);
+    v
+}
+
+pub(super) fn bearer_header(token: &str) -> HeaderValue {
+    let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+    v.set_sensitive(true);
+    v
+}
+
+/// A hash of the credential: part of token keys, never the credential itself.
+pub(super) fn credential_fingerprint(c: Option<&RegistryCredential>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    match c {
+        None => h.update(b"anonymous"),
+        Some(RegistryCredential::Basic { username, password }) => {
+            h.update(b"basic\0");
+            h.update(username.as_bytes());
+            h.update(b"\0");
+            h.update(password.as_bytes());
+        }
+        Some(RegistryCredential::IdentityToken { username, token }) => {
+            h.update(b"identity\0");
+            h.update(username.as_bytes());
+            h.update(b"\0");
+            h.update(token.as_bytes());
+        }
+        Some(RegistryCredential::RegistryToken(t)) => {
+            h.update(b"token\0");
+            h.update(t.as_bytes());
+        }
+    }
+    h.finalize().into()
+}
 
 /// What the registry's `/v2/` answered about authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,30 +183,6 @@ pub(crate) fn parse_challenge(value: &str) -> Option<Challenge> {
     }
 }
 
-/// The distribution spec's token lifetime when the service does not say.
-pub(crate) const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
-
-/// The token service's answer.
-#[derive(serde::Deserialize)]
-pub(crate) struct TokenResponse {
-    #[serde(default)]
-    pub token: Option<String>,
-    #[serde(default)]
-    pub access_token: Option<String>,
-    #[serde(default)]
-    pub expires_in: Option<u64>,
-}
-
-impl TokenResponse {
-    pub(crate) fn into_token(self) -> Option<(String, Duration)> {
-        let token = self.token.filter(|t| !t.is_empty()).or(self.access_token)?;
-        let lifetime = self.expires_in.map_or(DEFAULT_TOKEN_LIFETIME, |secs| {
-            Duration::from_secs(secs.max(1))
-        });
-        Some((token, lifetime))
-    }
-}
-
 /// The longest a token is cached, whatever its service says.
 const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
@@ -83,6 +194,17 @@ pub(crate) struct TokenKey {
     /// A hash of the credential used, so repositories with different credentials on one
     /// registry never share a token.
     pub credential: [u8; 32],
+}
+
+impl TokenKey {
+    fn new(ctx: &ScanContext<'_>, realm: &str, service: Option<&str>, scope: &str) -> TokenKey {
+        TokenKey {
+            realm: realm.to_string(),
+            service: service.unwrap_or_default().to_string(),
+            scope: scope.to_string(),
+            credential: ctx.credential_hash,
+        }
+    }
 }
 
 /// Bearer tokens per realm, service, scope and credential, until shortly before they
@@ -153,13 +275,23 @@ mod tests {
     }
 
     #[test]
-    fn tokens_default_to_sixty_seconds_and_accept_access_token() {
-        let r: TokenResponse = serde_json::from_str(r#"{"access_token":"a"}"#).unwrap();
-        assert_eq!(r.into_token(), Some(("a".into(), Duration::from_secs(60))));
-        let r: TokenResponse = serde_json::from_str(r#"{"token":"t","expires_in":300}"#).unwrap();
-        assert_eq!(r.into_token(), Some(("t".into(), Duration::from_secs(300))));
-        let r: TokenResponse = serde_json::from_str(r#"{}"#).unwrap();
-        assert_eq!(r.into_token(), None);
+    fn credentials_with_different_secrets_get_different_token_keys() {
+        let a = RegistryCredential::Basic {
+            username: "u".into(),
+            password: "a".into(),
+        };
+        let b = RegistryCredential::Basic {
+            username: "u".into(),
+            password: "b".into(),
+        };
+        assert_ne!(
+            credential_fingerprint(Some(&a)),
+            credential_fingerprint(Some(&b))
+        );
+        assert_ne!(
+            credential_fingerprint(Some(&a)),
+            credential_fingerprint(None)
+        );
     }
 
     fn a_key() -> TokenKey {

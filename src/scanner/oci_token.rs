@@ -1,14 +1,14 @@
-//! The pieces around `oci_client::Client::auth`, which runs the Bearer token exchange:
-//! which credentials and transports it can serve (the rest stay on the hand-written
-//! flow), how its client is configured from a scan's TLS and proxy settings, how long
-//! the token it returns lives, and how its errors become ours without a secret in them.
+//! The pure pieces around `oci_client::Client::auth`, which runs the Bearer token
+//! exchange: which credentials and transports it can serve (the rest stay on the
+//! hand-written flow), how long the token it returns lives, and what its refusals mean
+//! and say without a secret in them. The exchange itself is in `token.rs`, its client in
+//! `client.rs`.
 
-use super::auth::DEFAULT_TOKEN_LIFETIME;
 use super::credentials::RegistryCredential;
-use super::transport::{ProxyConfig, TlsMaterial};
+use super::token::DEFAULT_TOKEN_LIFETIME;
+use super::transport::TlsMaterial;
 use base64::Engine as _;
 use oci_client::secrets::RegistryAuth;
-use std::sync::Mutex;
 use std::time::Duration;
 
 /// The longest a reason from a token service is quoted in an error.
@@ -19,7 +19,7 @@ const MAX_REASON_CHARS: usize = 200;
 pub(crate) enum TokenFlow {
     /// `oci_client::Client::auth` with this credential.
     OciClient(RegistryAuth),
-    /// The hand-written flow in `Scanner::fetch_token`, for what oci-client 0.18 cannot do.
+    /// The hand-written flow (`Scanner::fetch_token`), for what oci-client 0.18 cannot do.
     HandWritten(HandWrittenBecause),
 }
 
@@ -77,34 +77,6 @@ fn jwt_expiry(token: &str) -> Option<i64> {
     let exp = claims.get("exp")?;
     exp.as_i64()
         .or_else(|| exp.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
-}
-
-/// The proxy URL for oci-client's `ClientConfig`: the address (an `http://` scheme added
-/// when it has none) with the username and password as percent-encoded userinfo, from
-/// which reqwest sends Basic proxy authentication.
-pub(crate) fn proxy_url(proxy: &ProxyConfig) -> Result<String, String> {
-    let address = proxy.url();
-    let shown = super::transport::redact_url_userinfo(&address);
-    let mut url = url::Url::parse(&address)
-        .map_err(|e| format!("the proxy address {shown:?} is not a valid URL: {e}"))?;
-    if let Some(user) = &proxy.username {
-        url.set_username(user)
-            .and_then(|()| url.set_password(Some(proxy.password.as_deref().unwrap_or(""))))
-            .map_err(|()| format!("the proxy address {shown:?} cannot carry credentials"))?;
-    }
-    Ok(url.into())
-}
-
-/// A `&'static str` for `ClientConfig::user_agent`, leaked once per distinct value.
-pub(crate) fn static_user_agent(user_agent: &str) -> &'static str {
-    static SEEN: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
-    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(s) = seen.iter().find(|s| **s == user_agent) {
-        return s;
-    }
-    let leaked: &'static str = Box::leak(user_agent.to_owned().into_boxed_str());
-    seen.push(leaked);
-    leaked
 }
 
 /// A token service's refusal text, fit for an error message: every secret (and the
@@ -312,40 +284,6 @@ mod tests {
     }
 
     #[test]
-    fn proxy_credentials_become_percent_encoded_userinfo() {
-        let p = ProxyConfig {
-            address: "proxy.internal:3128".into(),
-            username: Some("team user".into()),
-            password: Some("p@ss:w/rd".into()),
-        };
-        let u = url::Url::parse(&proxy_url(&p).unwrap()).unwrap();
-        assert_eq!(u.scheme(), "http");
-        assert_eq!(u.host_str(), Some("proxy.internal"));
-        assert_eq!(u.port(), Some(3128));
-        assert_eq!(u.username(), "team%20user");
-        assert_eq!(u.password(), Some("p%40ss%3Aw%2Frd"));
-
-        let anonymous = ProxyConfig {
-            address: "https://proxy:443".into(),
-            username: None,
-            password: None,
-        };
-        assert_eq!(proxy_url(&anonymous).unwrap(), "https://proxy/");
-    }
-
-    #[test]
-    fn a_bad_proxy_address_is_named_without_its_password() {
-        let p = ProxyConfig {
-            address: "http://u:hunter2@[bad".into(),
-            username: Some("u".into()),
-            password: Some("hunter2".into()),
-        };
-        let e = proxy_url(&p).unwrap_err();
-        assert!(e.contains("not a valid URL"), "{e}");
-        assert!(!e.contains("hunter2"), "{e}");
-    }
-
-    #[test]
     fn refusal_reasons_lose_secrets_and_are_kept_short() {
         let cred = basic("robot", "s3cret-pw");
         let encoded = base64::engine::general_purpose::STANDARD.encode("robot:s3cret-pw");
@@ -386,13 +324,5 @@ mod tests {
         );
         assert_eq!(refusal_kind("bad credentials"), Refusal::Credentials);
         assert_eq!(refusal_kind(""), Refusal::Credentials);
-    }
-
-    #[test]
-    fn user_agents_are_leaked_once_per_value() {
-        let a = static_user_agent("image-reflector/test-ua");
-        let b = static_user_agent(&String::from("image-reflector/test-ua"));
-        assert!(std::ptr::eq(a, b));
-        assert_eq!(a, "image-reflector/test-ua");
     }
 }

@@ -1,13 +1,133 @@
-//! `tags/list` pages: the `Link` header, its safety rules, and the page body.
+//! Listing tags: `GET /v2/NAME/tags/list?n=N`, page after page, with the `Link` header's
+//! safety rules (a link to another host is refused, so credentials stay with the
+//! registry; one that lost the registry's port or scheme is repaired), a smaller page
+//! after a refused page size (Quay), and loop detection.
 
+use super::error::status_error;
+use super::request::read_limited;
+use super::{ScanContext, ScanError, ScanErrorKind, Scanner};
 use reqwest::header::{HeaderMap, LINK};
+use reqwest::{Method, StatusCode};
+use std::collections::HashSet;
 use url::Url;
 
+impl Scanner {
+    /// Every tag of the repository, page by page: `n` as configured (100 after a refused
+    /// page size), following `rel="next"` links checked by [`resolve_next`], stopping at a
+    /// loop (a repeated link, the same page twice, endless empty pages) and at
+    /// `max_tags`. `progress` gets the running count after each page.
+    pub(super) async fn list_all_tags(
+        &self,
+        ctx: &ScanContext<'_>,
+        progress: &(dyn Fn(usize) + Send + Sync),
+    ) -> Result<Vec<String>, ScanError> {
+        let cfg = &self.inner.config;
+        let mut endpoint = self.endpoint(ctx).await?;
+        let mut url = endpoint
+            .base
+            .join(&format!("v2/{}/tags/list", ctx.req.image.repository()))
+            .map_err(|e| {
+                ctx.err(
+                    ScanErrorKind::InvalidConfig,
+                    format!("cannot form the URL: {e}"),
+                )
+            })?;
+        if cfg.page_size > 0 {
+            url.query_pairs_mut()
+                .append_pair("n", &cfg.page_size.to_string());
+        }
+        let mut tags: Vec<String> = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut previous_page: Option<(String, String, usize)> = None;
+        let mut empty_pages = 0;
+        loop {
+            if !seen.insert(url.as_str().to_string()) {
+                return Err(ctx.err(
+                    ScanErrorKind::Malformed,
+                    format!(
+                        "the next-page link {:?} repeats an earlier page (a pagination loop)",
+                        path_and_query(&url)
+                    ),
+                ));
+            }
+            let resp = self
+                .registry_request(
+                    ctx,
+                    &mut endpoint,
+                    Method::GET,
+                    &url,
+                    Some("application/json"),
+                )
+                .await?;
+            let status = resp.status();
+            let page_size_refused =
+                status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::BAD_REQUEST;
+            if let Some(smaller) = page_size_refused
+                .then(|| with_smaller_page(&url, FALLBACK_PAGE_SIZE))
+                .flatten()
+            {
+                tracing::debug!(registry = %ctx.req.image.api_host(), %status, "page size refused; asking for 100 tags per page");
+                url = smaller;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(status_error(ctx, resp, "listing tags").await);
+            }
+            let next = next_link(resp.headers());
+            let body = read_limited(ctx, resp, cfg.max_page_bytes).await?;
+            let page = parse_page(&body).map_err(|e| {
+                ctx.err(
+                    ScanErrorKind::Malformed,
+                    format!("the tags list is not valid JSON ({e})"),
+                )
+            })?;
+            if let (Some(first), Some(last)) = (page.first(), page.last()) {
+                let signature = (first.clone(), last.clone(), page.len());
+                if next.is_some() && previous_page.as_ref() == Some(&signature) {
+                    return Err(ctx.err(
+                        ScanErrorKind::Malformed,
+                        "the registry returned the same page twice (a pagination loop)",
+                    ));
+                }
+                previous_page = Some(signature);
+                empty_pages = 0;
+            } else {
+                empty_pages += 1;
+                if empty_pages > 3 && next.is_some() {
+                    return Err(ctx.err(
+                        ScanErrorKind::Malformed,
+                        "the registry keeps sending empty pages with a next link",
+                    ));
+                }
+            }
+            if tags.len() + page.len() > cfg.max_tags {
+                return Err(ctx.err(
+                    ScanErrorKind::TooManyTags,
+                    format!(
+                        "the repository has more than {} tags, the scanner's cap; raise the cap (--max-tags) or scan a repository with fewer tags",
+                        cfg.max_tags
+                    ),
+                ));
+            }
+            tags.extend(page);
+            progress(tags.len());
+            match next {
+                None => break,
+                Some(link) => {
+                    url = resolve_next(&endpoint.base, &url, &link)
+                        .map_err(|e| ctx.err(ScanErrorKind::Malformed, e))?;
+                }
+            }
+        }
+        Ok(tags)
+    }
+}
+
 /// The page size asked for after a registry refuses a larger one (Quay's maximum).
-pub(crate) const FALLBACK_PAGE_SIZE: usize = 100;
+const FALLBACK_PAGE_SIZE: usize = 100;
 
 /// The `rel="next"` target of the `Link` headers, if any.
-pub(crate) fn next_link(headers: &HeaderMap) -> Option<String> {
+fn next_link(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(LINK)
         .iter()
@@ -46,7 +166,7 @@ fn parse_next(value: &str) -> Option<String> {
 /// Resolves a next link against the current page and checks it stays on the registry:
 /// another host is refused; a link that lost the registry's port (Nexus) or scheme
 /// (a TLS-terminating proxy) is repaired.
-pub(crate) fn resolve_next(base: &Url, current: &Url, link: &str) -> Result<Url, String> {
+fn resolve_next(base: &Url, current: &Url, link: &str) -> Result<Url, String> {
     let mut next = current
         .join(link)
         .map_err(|e| format!("the next-page link is not a URL ({e})"))?;
@@ -78,7 +198,7 @@ pub(crate) fn resolve_next(base: &Url, current: &Url, link: &str) -> Result<Url,
 }
 
 /// The same page URL asking for `size` tags, when it asked for more (or for none).
-pub(crate) fn with_smaller_page(url: &Url, size: usize) -> Option<Url> {
+fn with_smaller_page(url: &Url, size: usize) -> Option<Url> {
     let n = url
         .query_pairs()
         .find(|(k, _)| k == "n")
@@ -110,32 +230,12 @@ struct Page {
 }
 
 /// The tags of one page (`"tags": null` is an empty page).
-pub(crate) fn parse_page(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+fn parse_page(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
     let page: Page = serde_json::from_slice(body)?;
     Ok(page.tags.unwrap_or_default())
 }
 
-#[derive(serde::Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    errors: Vec<ErrorEntry>,
-}
-
-#[derive(serde::Deserialize)]
-struct ErrorEntry {
-    #[serde(default)]
-    code: String,
-}
-
-/// The first distribution error code of an error body (`NAME_UNKNOWN`, ...).
-pub(crate) fn error_code(body: &[u8]) -> Option<String> {
-    let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
-    parsed.errors.into_iter().map(|e| e.code).find(|c| {
-        !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
-    })
-}
-
-pub(crate) fn path_and_query(url: &Url) -> String {
+fn path_and_query(url: &Url) -> String {
     match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_string(),
@@ -223,7 +323,7 @@ mod tests {
     }
 
     #[test]
-    fn pages_parse_with_null_tags_and_errors_give_their_code() {
+    fn pages_parse_with_null_tags() {
         assert_eq!(
             parse_page(br#"{"name":"a","tags":["1","2"]}"#).unwrap(),
             vec!["1", "2"]
@@ -234,10 +334,5 @@ mod tests {
                 .is_empty()
         );
         assert!(parse_page(b"<html>").is_err());
-        assert_eq!(
-            error_code(br#"{"errors":[{"code":"NAME_UNKNOWN","message":"x"}]}"#).as_deref(),
-            Some("NAME_UNKNOWN")
-        );
-        assert_eq!(error_code(b"nope"), None);
     }
 }

@@ -1,4 +1,6 @@
-//! TLS material and proxy settings of a scan, and the pooled HTTP clients built from them.
+//! The transport settings of a scan: TLS material (CA bundle, client certificate) and a
+//! proxy, as read from Secrets (`certSecretRef`, `proxySecretRef`) and flags. The clients
+//! built from them are in `client.rs`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -48,6 +50,21 @@ pub enum SecretDataError {
     NotUtf8 { key: &'static str },
     #[error("the proxy secret has a \"password\" but no \"username\"")]
     PasswordWithoutUsername,
+    #[error("the proxy secret's \"address\": {0}")]
+    UnsupportedProxyScheme(UnsupportedProxyScheme),
+}
+
+/// The proxy schemes a scan can go through: HTTP CONNECT (`http`, `https`) and SOCKS5,
+/// with the registry's name resolved locally (`socks5`) or by the proxy (`socks5h`).
+pub const PROXY_SCHEMES: [&str; 4] = ["http", "https", "socks5", "socks5h"];
+
+/// A proxy address whose scheme is not one of [`PROXY_SCHEMES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "scheme {scheme:?} is not supported; use http://, https://, socks5:// or socks5h:// (e.g. socks5://proxy.example:1080)"
+)]
+pub struct UnsupportedProxyScheme {
+    pub scheme: String,
 }
 
 impl TlsMaterial {
@@ -84,8 +101,10 @@ impl TlsMaterial {
     }
 }
 
-/// An HTTP(S) proxy, as Flux's `proxySecretRef` has it. HTTPS registries are reached
-/// through it with HTTP CONNECT.
+/// A proxy, as Flux's `proxySecretRef` has it: HTTP(S), through which HTTPS registries
+/// are reached with HTTP CONNECT, or SOCKS5 (`socks5://`, `socks5h://`). `username` and
+/// `password` go to either kind (Basic proxy authentication, or SOCKS5's
+/// username/password method).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ProxyConfig {
     pub address: String,
@@ -102,6 +121,18 @@ impl ProxyConfig {
         } else {
             format!("http://{}", self.address)
         }
+    }
+
+    /// The address's scheme (`http` when it has none), if a scan can use it.
+    pub fn scheme(&self) -> Result<&'static str, UnsupportedProxyScheme> {
+        let scheme = match self.address.split_once("://") {
+            Some((scheme, _)) => scheme.to_ascii_lowercase(),
+            None => "http".to_string(),
+        };
+        PROXY_SCHEMES
+            .into_iter()
+            .find(|s| *s == scheme)
+            .ok_or(UnsupportedProxyScheme { scheme })
     }
 }
 
@@ -137,11 +168,15 @@ impl ProxyConfig {
         if username.is_none() && password.is_some() {
             return Err(SecretDataError::PasswordWithoutUsername);
         }
-        Ok(ProxyConfig {
+        let proxy = ProxyConfig {
             address,
             username,
             password,
-        })
+        };
+        proxy
+            .scheme()
+            .map_err(SecretDataError::UnsupportedProxyScheme)?;
+        Ok(proxy)
     }
 }
 
@@ -229,6 +264,26 @@ mod tests {
         assert_eq!(
             ProxyConfig::from_secret_data(&data(&[("username", "u")])),
             Err(SecretDataError::NoProxyAddress)
+        );
+    }
+
+    #[test]
+    fn proxy_secrets_take_http_and_socks5_addresses_and_name_the_scheme_they_refuse() {
+        for address in [
+            "proxy:3128",
+            "http://proxy:3128",
+            "https://proxy:443",
+            "socks5://proxy:1080",
+            "SOCKS5H://proxy:1080",
+        ] {
+            let p = ProxyConfig::from_secret_data(&data(&[("address", address)]));
+            assert!(p.is_ok(), "{address}: {p:?}");
+        }
+        let e = ProxyConfig::from_secret_data(&data(&[("address", "socks4://proxy:1080")]))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the proxy secret's \"address\": scheme \"socks4\" is not supported; use http://, https://, socks5:// or socks5h:// (e.g. socks5://proxy.example:1080)"
         );
     }
 

@@ -15,6 +15,10 @@
 //!
 //! The header names the key, so a file found under another key's name is refused. The
 //! checksum covers every byte except itself, so a flipped bit anywhere is caught.
+//!
+//! Fields added to the header's `meta` since version 1 (`pull_secrets`) are optional and
+//! left out when empty: files without them still read, and files without such values are
+//! byte for byte what earlier builds wrote, so the version stays 1.
 
 use std::fmt;
 use std::io::{self, Read};

@@ -20,7 +20,9 @@
 //!   `Ok(None)` and [`TagStore::meta`] forgets the key).
 //! - **Restarts rescan nothing**: the controller compares [`TagStore::meta`] with the
 //!   object's status; [`TagStore::retain`] drops objects deleted while the process was
-//!   down.
+//!   down. What a scan read that its object does not name (a service account's pull
+//!   secrets, [`EntryMeta::pull_secrets`]) is kept in the entry too, so a change to it is
+//!   noticed after a restart as well.
 //!
 //! The API is synchronous (small file I/O); call it from async code through
 //! `tokio::task::spawn_blocking`. [`TagStore`] is cheap to clone (an `Arc`) and safe to
@@ -100,8 +102,22 @@ pub struct EntryMeta {
     /// Must equal `tags.len()` of the entry; checked on write and on read.
     pub tag_count: u64,
     /// The caller's digest of the scan-relevant spec fields (image, exclusionList,
-    /// secret references, provider, insecure, ...): a change means rescan.
+    /// secret references, provider, insecure, ...) and of the versions of the Secrets the
+    /// scan read, `pull_secrets` included: a change means rescan.
     pub spec_fingerprint: String,
+    /// The image pull secrets the scan read through a service account (Secrets its spec
+    /// does not name), so that a change to one of them is noticed from the entry alone,
+    /// across restarts. Absent in entries written before it existed (they read as empty)
+    /// and not written when empty, so such entries keep their exact format.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pull_secrets: Vec<SecretVersion>,
+}
+
+/// A Secret a scan read, and its `metadata.resourceVersion` then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretVersion {
+    pub name: String,
+    pub resource_version: String,
 }
 
 /// One object's scan result.
@@ -442,6 +458,17 @@ impl TagStore {
     /// Every key with an entry, in no particular order.
     pub fn keys(&self) -> Vec<ObjectKey> {
         self.lock().entries.keys().cloned().collect()
+    }
+
+    /// The keys whose entry's metadata satisfies `matches`, from memory, in no particular
+    /// order.
+    pub fn keys_where(&self, matches: impl Fn(&ObjectKey, &EntryMeta) -> bool) -> Vec<ObjectKey> {
+        self.lock()
+            .entries
+            .iter()
+            .filter(|(key, indexed)| matches(key, &indexed.meta))
+            .map(|(key, _)| key.clone())
+            .collect()
     }
 
     /// Removes every entry whose key is not `live` (objects deleted while the process was

@@ -33,6 +33,7 @@ fn entry(uid: &str, tags: Vec<String>) -> Entry {
             scan_time: "2026-11-28T07:00:00Z".parse().unwrap(),
             tag_count: tags.len() as u64,
             spec_fingerprint: "image=alpine;exclusionList=^.*\\.sig$".to_owned(),
+            pull_secrets: Vec::new(),
         },
         tags,
     }
@@ -631,4 +632,84 @@ fn exposes_size_and_entry_count_as_metrics() {
     assert!(text.contains("image_reflector_store_entries 2\n"), "{text}");
     store.remove(&key("a", "2")).unwrap();
     assert!(metrics_text(&store).contains("image_reflector_store_entries 1\n"));
+}
+
+/// `bytes` (a whole entry file) with its header replaced by `header`, resealed.
+fn with_header(bytes: &[u8], header: &[u8]) -> Vec<u8> {
+    let old_len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    let mut out = bytes[..format::PREFIX_LEN].to_vec();
+    out[8..12].copy_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(header);
+    out.extend_from_slice(&bytes[format::PREFIX_LEN + old_len..]);
+    format::reseal(&mut out);
+    out
+}
+
+#[test]
+fn reads_an_entry_written_before_pull_secrets_were_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key("ns", "old");
+    let written = entry("u", numbered_tags("t", 3));
+    let path = {
+        let store = TagStore::open(dir.path()).unwrap();
+        store.put(&k, &written).unwrap();
+        path_of(&store, &k)
+    };
+    // The header exactly as the format's first builds wrote it: no `pull_secrets`.
+    let old_header = serde_json::json!({
+        "key": {"namespace": "ns", "name": "old"},
+        "meta": {
+            "uid": "u",
+            "canonical_image_name": "docker.io/library/alpine",
+            "revision": "sha256:u",
+            "scan_time": "2026-11-28T07:00:00Z",
+            "tag_count": 3,
+            "spec_fingerprint": "image=alpine;exclusionList=^.*\\.sig$",
+        }
+    });
+    let old = with_header(&fs::read(&path).unwrap(), old_header.to_string().as_bytes());
+    fs::write(&path, &old).unwrap();
+
+    let store = TagStore::open(dir.path()).unwrap();
+    assert_eq!(store.meta(&k), Some(written.meta.clone()));
+    assert!(store.meta(&k).unwrap().pull_secrets.is_empty());
+    assert_eq!(store.get(&k).unwrap(), Some(written));
+}
+
+#[test]
+fn an_entry_without_pull_secrets_is_written_as_before() {
+    let (_dir, store) = fresh();
+    let k = key("ns", "plain");
+    store.put(&k, &entry("u", numbered_tags("t", 3))).unwrap();
+    let bytes = fs::read(path_of(&store, &k)).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("pull_secrets"),
+        "an earlier build reads it as it wrote it"
+    );
+}
+
+#[test]
+fn keeps_the_pull_secrets_a_scan_read_across_a_reopen_and_finds_their_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (key("apps", "a"), key("apps", "b"));
+    {
+        let store = TagStore::open(dir.path()).unwrap();
+        let mut with_secret = entry("ua", numbered_tags("a", 2));
+        with_secret.meta.pull_secrets = vec![SecretVersion {
+            name: "regcred".into(),
+            resource_version: "7".into(),
+        }];
+        store.put(&a, &with_secret).unwrap();
+        store.put(&b, &entry("ub", numbered_tags("b", 2))).unwrap();
+    }
+    let store = TagStore::open(dir.path()).unwrap();
+    assert_eq!(
+        store.meta(&a).unwrap().pull_secrets,
+        vec![SecretVersion {
+            name: "regcred".into(),
+            resource_version: "7".into()
+        }]
+    );
+    let users = store.keys_where(|_, meta| meta.pull_secrets.iter().any(|p| p.name == "regcred"));
+    assert_eq!(users, vec![a]);
 }

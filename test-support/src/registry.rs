@@ -64,7 +64,9 @@ pub struct Registry {
     http: reqwest::Client,
 }
 
-fn require_tool(name: &str, package: &str) {
+/// Fails the test, saying how to install it, when `name` (from the Debian package
+/// `package`) is not on PATH.
+pub fn require_tool(name: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
         .unwrap_or(false);
