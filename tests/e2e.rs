@@ -1222,7 +1222,7 @@ async fn the_seed_cross_namespace_example_is_allowed_by_labels_refused_otherwise
     let ready = condition(&policy, "Ready").expect("Ready");
     assert_eq!(
         ready["message"],
-        format!("Latest image tag for '{image}' resolved to 1.0.1")
+        format!("Latest image tag for {image} resolved to 1.0.1")
     );
 
     let table = c
@@ -1456,10 +1456,22 @@ spec:
         .await;
     assert_ne!(moved, pushed);
     assert_eq!(registry_digest(&c, "org/app", "1.1.0").await, moved);
-    c.wait_for_policy("default", "app", "the new digest", |o| {
-        o["status"]["latestRef"]["digest"] == moved.as_str()
-    })
-    .await;
+    let redigested = c
+        .wait_for_policy("default", "app", "the new digest", |o| {
+            o["status"]["latestRef"]["digest"] == moved.as_str()
+        })
+        .await;
+    // The digest alone moved: the old ref becomes observedPreviousRef, as in Flux.
+    assert_eq!(
+        redigested["status"]["observedPreviousRef"],
+        serde_json::json!({"name": format!("{host}/org/app"), "tag": "1.1.0", "digest": pushed})
+    );
+    assert_eq!(
+        condition(&redigested, "Ready").expect("Ready")["message"],
+        format!(
+            "Latest image tag for {host}/org/app resolved to 1.1.0 with digest {moved} (previously {host}/org/app:1.1.0@{pushed})"
+        )
+    );
 
     // The requestedAt annotation on a policy is handled and recorded.
     c.kubectl_ok(&[
@@ -2206,4 +2218,93 @@ spec:
         "{event}"
     );
     drop(nc);
+}
+
+/// A scan someone asked for shows Reconciling=True (reason Progressing, "scanning: ...")
+/// while it runs, as Flux's does; when it ends, Reconciling is gone and Ready says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requested_scan_shows_reconciling_while_it_runs() {
+    use test_support::fake_registry::{StandIn, StandInOptions};
+    let c = Cluster::start(RegistryOptions::default()).await;
+    let slow = StandIn::start(StandInOptions {
+        repository: "org/slow".into(),
+        tags: vec!["1.0.0".into(), "1.1.0".into()],
+        stall: Some(Duration::from_secs(3)),
+        ..Default::default()
+    })
+    .await;
+    c.apply(&format!(
+        "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata:
+  name: slow
+  namespace: flux-system
+spec:
+  interval: 1h
+  insecure: true
+  image: {}/org/slow
+",
+        slow.host()
+    ))
+    .await;
+    c.wait_for_repository("flux-system", "slow", "Ready=True", |o| {
+        ready_is(o, "True", Some("Succeeded")) && tag_count(o) == Some(2)
+    })
+    .await;
+    c.kubectl_ok(&[
+        "annotate",
+        "--overwrite",
+        "imagerepository",
+        "slow",
+        "-n",
+        "flux-system",
+        "reconcile.fluxcd.io/requestedAt=slow-please",
+    ])
+    .await;
+    let during = c
+        .wait_for_repository("flux-system", "slow", "Reconciling=True", |o| {
+            condition(o, "Reconciling").is_some_and(|r| r["status"] == "True")
+        })
+        .await;
+    let reconciling = condition(&during, "Reconciling").expect("Reconciling");
+    assert_eq!(reconciling["reason"], "Progressing");
+    assert_eq!(reconciling["message"], "scanning: reconcile requested");
+    assert!(
+        ready_is(&during, "True", Some("Succeeded")),
+        "the earlier verdict stays"
+    );
+    let after = c
+        .wait_for_repository("flux-system", "slow", "the requested scan done", |o| {
+            o["status"]["lastHandledReconcileAt"] == "slow-please"
+        })
+        .await;
+    assert!(condition(&after, "Reconciling").is_none(), "{after}");
+    assert!(ready_is(&after, "True", Some("Succeeded")));
+}
+
+/// As in Flux, `secretRef` and the service account's image pull secrets make one
+/// keychain: a `secretRef` with credentials for another registry does not hide the
+/// service account's pull secret for this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_ref_and_the_service_accounts_pull_secrets_make_one_keychain() {
+    let c = start_with_private_image(RegistryTls::None, &["1.0.0", "1.1.0", "1.2.0"]).await;
+    let host = c.registry.host();
+    create_docker_registry_secret(
+        &c,
+        "flux-system",
+        "elsewhere",
+        "registry.elsewhere.example",
+        "someone",
+        "not-for-this-registry",
+    )
+    .await;
+    c.apply(&via_service_account(
+        &host,
+        "  secretRef:\n    name: elsewhere\n",
+    ))
+    .await;
+    c.wait_for_repository("flux-system", "via-service-account", "Ready=True", |o| {
+        ready_is(o, "True", Some("Succeeded")) && tag_count(o) == Some(3)
+    })
+    .await;
 }

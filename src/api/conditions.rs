@@ -15,6 +15,10 @@ pub const FAILURE: &str = "Failure";
 pub const NEW_GENERATION: &str = "NewGeneration";
 /// The previous attempt failed and the controller retries with backoff.
 pub const PROGRESSING_WITH_RETRY: &str = "ProgressingWithRetry";
+/// Reason of Reconciling while a reconcile that was asked for runs (Flux's).
+pub const PROGRESSING: &str = "Progressing";
+/// Reason of an ImagePolicy with `digestReflectionPolicy: Always` and no interval (Flux's).
+pub const INTERVAL_NOT_CONFIGURED: &str = "IntervalNotConfigured";
 /// The spec can never work as written (spec.image, a policy that does not parse, ...).
 pub const INVALID_POLICY: &str = "InvalidPolicy";
 /// Object is suspended.

@@ -1,7 +1,7 @@
 //! Setting kstatus conditions the way Flux does: one entry per type, `lastTransitionTime`
 //! moved only when the status flips, `observedGeneration` stamped on each.
 
-use crate::api::{READY, RECONCILING, STALLED};
+use crate::api::{PROGRESSING, READY, RECONCILING, STALLED};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// Sets (or replaces) the condition of `type_`. Keeps `lastTransitionTime` when the status
@@ -16,6 +16,49 @@ pub fn set(
     now: jiff::Timestamp,
 ) {
     let status = if status { "True" } else { "False" };
+    set_status(conditions, type_, status, reason, message, generation, now)
+}
+
+/// Work in progress, as Flux marks it before a scan it was asked for: Reconciling=True
+/// with reason `Progressing` and the message, and Ready=Unknown with the same when there
+/// is no Ready verdict yet (an earlier verdict stays until the work is done).
+pub fn progressing(
+    conditions: &mut Vec<Condition>,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
+    set(
+        conditions,
+        RECONCILING,
+        true,
+        PROGRESSING,
+        message,
+        generation,
+        now,
+    );
+    if get(conditions, READY).is_none_or(|c| c.status == "Unknown") {
+        set_status(
+            conditions,
+            READY,
+            "Unknown",
+            PROGRESSING,
+            message,
+            generation,
+            now,
+        );
+    }
+}
+
+fn set_status(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) {
     let transition = conditions
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)

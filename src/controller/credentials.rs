@@ -58,21 +58,23 @@ impl CredentialsError {
     }
 }
 
-/// The service account whose image pull secrets a scan of `spec` reads: its
-/// `serviceAccountName`, else `--default-service-account`, and only for the `generic`
-/// provider without `secretRef`.
+/// The service account whose image pull secrets a scan of `spec` reads, only for the
+/// `generic` provider: its `serviceAccountName` (beside `secretRef`, as Flux builds one
+/// keychain of both), else `--default-service-account` when the spec names no
+/// `secretRef` either.
 pub fn pull_secret_account<'a>(
     spec: &'a ImageRepositorySpec,
     default_service_account: Option<&'a str>,
 ) -> Option<&'a str> {
-    // Cloud providers' workload identity is not available here; only `generic` reads
-    // secretRef, as Flux does (the webhook warns when secretRef is set with another one).
-    if spec.effective_provider() != Provider::Generic || spec.secret_ref.is_some() {
+    // Cloud providers authenticate with workload identity, and ignore pull secrets.
+    if spec.effective_provider() != Provider::Generic {
         return None;
     }
-    spec.service_account_name
-        .as_deref()
-        .or(default_service_account)
+    match (&spec.service_account_name, &spec.secret_ref) {
+        (Some(sa), _) => Some(sa.as_str()),
+        (None, None) => default_service_account,
+        (None, Some(_)) => None,
+    }
 }
 
 /// The resourceVersion of Secret `namespace/name` in the watched cache ("" when the
@@ -102,15 +104,22 @@ pub async fn scan_request(
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let mut credentials = Credentials::Anonymous;
     let mut pull_secrets = Vec::new();
+    // One keychain, as Flux's: `secretRef` first, then the service account's image pull
+    // secrets; the first with credentials for the image's registry is used.
     if spec.effective_provider() == Provider::Generic
         && let Some(r) = &spec.secret_ref
     {
         let data = secret_data(&secrets, "spec.secretRef", namespace, &r.name).await?;
         credentials = Credentials::from_secret_data(&data)
             .map_err(|e| bad("spec.secretRef", namespace, &r.name, e.to_string()))?;
-    } else if let Some(sa) = pull_secret_account(spec, default_service_account) {
-        (credentials, pull_secrets) =
+    }
+    if let Some(sa) = pull_secret_account(spec, default_service_account) {
+        let from_account;
+        (from_account, pull_secrets) =
             pull_secret_credentials(client, cache, namespace, sa, &image).await?;
+        if credentials.for_registry(image.registry()).is_none() {
+            credentials = from_account;
+        }
     }
     let tls = match &spec.cert_secret_ref {
         Some(r) => {

@@ -374,7 +374,7 @@ pub mod flux {
                 },
                 severity: severity(kube::runtime::events::EventType::Normal),
                 timestamp: "2026-12-02T10:00:00Z".into(),
-                message: "Latest image tag for 'r/app' resolved to 1.0.1".into(),
+                message: "Latest image tag for r/app resolved to 1.0.1".into(),
                 reason: "Succeeded".into(),
                 metadata: metadata(
                     [
@@ -397,7 +397,7 @@ pub mod flux {
                                         "apiVersion": "image.toolkit.fluxcd.io/v1"},
                     "severity": "info",
                     "timestamp": "2026-12-02T10:00:00Z",
-                    "message": "Latest image tag for 'r/app' resolved to 1.0.1",
+                    "message": "Latest image tag for r/app resolved to 1.0.1",
                     "reason": "Succeeded",
                     "metadata": {"event.toolkit.fluxcd.io/team": "a", "image.toolkit.fluxcd.io/revision": "r/app:1.0.1"},
                     "reportingController": "image-reflector-controller",

@@ -188,8 +188,10 @@ async fn select(obj: &ImagePolicy, ctx: &ReconcileContext) -> Result<Selected, N
         },
         (None, DigestReflectionPolicy::Always) => {
             return Err(NotReady {
-                reason: INVALID_POLICY,
-                message: "spec.interval is required with digestReflectionPolicy: Always; set it, e.g. \"10m\"".to_string(),
+                reason: api::INTERVAL_NOT_CONFIGURED,
+                message:
+                    "spec.interval must be set when spec.digestReflectionPolicy is set to 'Always'"
+                        .to_string(),
                 stalled: true,
                 then: Action::await_change(),
                 error: None,
@@ -250,7 +252,7 @@ async fn select(obj: &ImagePolicy, ctx: &ReconcileContext) -> Result<Selected, N
         .as_ref()
         .is_some_and(|s| s.last_scan_result.is_some());
     let meta = ctx.store.meta(&key).filter(|m| m.uid == repo_uid);
-    let (true, Some(meta)) = (has_result, meta) else {
+    let (true, Some(_)) = (has_result, meta) else {
         return Err(NotReady {
             reason: DEPENDENCY_NOT_READY,
             message: format!("ImageRepository {repo_id} has not been scanned yet"),
@@ -310,11 +312,9 @@ async fn select(obj: &ImagePolicy, ctx: &ReconcileContext) -> Result<Selected, N
         });
     };
     let tag = selection.tag.to_string();
-    let image_name = repo
-        .status
-        .as_ref()
-        .and_then(|s| s.canonical_image_name.clone())
-        .unwrap_or(meta.canonical_image_name);
+    // `spec.image` exactly as written, as Flux writes it: image-automation-controller puts
+    // `latestRef.name:tag` into Git, so `nginx` must stay `nginx`.
+    let image_name = repo.spec.image.clone();
 
     let old = obj.status.as_ref().and_then(|s| s.latest_ref.clone());
     let digest = match digest_policy {
@@ -403,6 +403,26 @@ fn reason_static(reason: &str) -> &'static str {
     }
 }
 
+/// Flux's Ready message: `Latest image tag for NAME resolved to TAG[ with digest D]`, and
+/// ` (previously NAME:TAG[@D])` while an observedPreviousRef differs from it.
+fn ready_message(latest: &LatestRef, previous: Option<&LatestRef>) -> String {
+    let mut message = format!(
+        "Latest image tag for {} resolved to {}",
+        latest.name, latest.tag
+    );
+    if let Some(d) = &latest.digest {
+        message.push_str(&format!(" with digest {d}"));
+    }
+    if let Some(p) = previous.filter(|p| *p != latest) {
+        message.push_str(&format!(" (previously {}:{}", p.name, p.tag));
+        if let Some(d) = &p.digest {
+            message.push_str(&format!("@{d}"));
+        }
+        message.push(')');
+    }
+    message
+}
+
 fn latest_image(r: &LatestRef) -> String {
     match &r.digest {
         Some(d) => format!("{}:{}@{}", r.name, r.tag, d),
@@ -421,27 +441,15 @@ async fn succeed(
     let now = jiff::Timestamp::now();
     let mut status = old.clone();
     let previous = old.latest_ref.clone();
-    let changed = previous
-        .as_ref()
-        .is_some_and(|p| p.name != selected.latest.name || p.tag != selected.latest.tag);
-    let message = match (&previous, changed) {
-        (Some(p), true) => format!(
-            "Latest image tag for '{}' resolved to {} (previously {})",
-            selected.latest.name,
-            selected.latest.tag,
-            p.image_with_tag()
-        ),
-        _ => format!(
-            "Latest image tag for '{}' resolved to {}",
-            selected.latest.name, selected.latest.tag
-        ),
-    };
+    // As Flux: a new name, tag or digest moves latestRef, and the old one becomes
+    // observedPreviousRef (a digest alone moving counts).
+    let changed = previous.as_ref() != Some(&selected.latest);
     if changed {
         status.observed_previous_ref = previous.clone();
         status.observed_previous_image = previous.as_ref().map(latest_image);
+        status.latest_image = Some(latest_image(&selected.latest));
+        status.latest_ref = Some(selected.latest.clone());
     }
-    status.latest_image = Some(latest_image(&selected.latest));
-    status.latest_ref = Some(selected.latest.clone());
     status.observed_generation = generation;
     if let Some(at) = obj
         .annotations()
@@ -449,23 +457,14 @@ async fn succeed(
     {
         status.last_handled_reconcile_at = Some(at.clone());
     }
-    // The condition message keeps the "previously" note only while it is news.
-    let keep_message = conditions::get(&old.conditions, READY)
-        .filter(|c| c.status == "True" && !changed && previous.is_some())
-        .map(|c| c.message.clone())
-        .filter(|m| m.contains(&format!("resolved to {}", selected.latest.tag)));
-    conditions::ready(
-        &mut status.conditions,
-        SUCCEEDED,
-        keep_message.as_deref().unwrap_or(&message),
-        generation,
-        now,
-    );
+    let message = ready_message(&selected.latest, status.observed_previous_ref.as_ref());
+    conditions::ready(&mut status.conditions, SUCCEEDED, &message, generation, now);
     write_status(api, &obj.name_any(), &old, &status).await?;
     ctx.metrics.count_policy("succeeded");
 
-    let was_ready = conditions::is_true(&old.conditions, READY);
-    if changed || previous.is_none() || !was_ready {
+    // An event when the Ready message changes or the policy becomes Ready, as Flux.
+    let old_ready = conditions::get(&old.conditions, READY);
+    if old_ready.is_none_or(|c| c.status != "True" || c.message != message) {
         let revision = format!("{}:{}", selected.latest.name, selected.latest.tag);
         ctx.publish_revision(obj, EventType::Normal, SUCCEEDED, &message, Some(&revision))
             .await;
@@ -598,5 +597,34 @@ mod tests {
             digest: Some("sha256:abc".into()),
         };
         assert_eq!(latest_image(&r), "ghcr.io/a/b:1.0@sha256:abc");
+    }
+
+    fn latest(name: &str, tag: &str, digest: Option<&str>) -> LatestRef {
+        LatestRef {
+            name: name.into(),
+            tag: tag.into(),
+            digest: digest.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_ready_message_has_fluxs_shape() {
+        assert_eq!(
+            ready_message(&latest("nginx", "1.27.0", None), None),
+            "Latest image tag for nginx resolved to 1.27.0"
+        );
+        assert_eq!(
+            ready_message(
+                &latest("nginx", "1.27.1", Some("sha256:b")),
+                Some(&latest("nginx", "1.27.0", Some("sha256:a")))
+            ),
+            "Latest image tag for nginx resolved to 1.27.1 with digest sha256:b (previously nginx:1.27.0@sha256:a)"
+        );
+        // A previous ref equal to the latest one is not "previous".
+        let same = latest("nginx", "1", None);
+        assert_eq!(
+            ready_message(&same, Some(&same)),
+            "Latest image tag for nginx resolved to 1"
+        );
     }
 }

@@ -178,6 +178,26 @@ async fn apply(
         Due::In(wait) => wait,
         Due::Now(why) => {
             debug!(repository = %key, why, "scanning");
+            // A scan someone asked for (a requested reconcile, a changed spec or Secret)
+            // shows Reconciling=True while it runs, as Flux's does. Routine rescans at the
+            // interval, first scans and retries do not: the extra write would double the
+            // API writes of every unchanged rescan and of a thousand new objects, and a
+            // retry already says Reconciling=True (ProgressingWithRetry).
+            let obj = if !matches!(why, RECONCILE_REQUESTED | INPUTS_CHANGED) {
+                obj
+            } else {
+                let mut status = old.clone();
+                conditions::progressing(
+                    &mut status.conditions,
+                    &format!("scanning: {why}"),
+                    generation,
+                    now,
+                );
+                write_status(api, &name, &old, &status).await?;
+                let mut obj = (*obj).clone();
+                obj.status = Some(status);
+                Arc::new(obj)
+            };
             return scan(
                 ctx,
                 api,
@@ -214,6 +234,14 @@ async fn apply(
     Ok(Action::requeue(wait + ctx.jitter(interval)))
 }
 
+/// Why a scan is due: a routine rescan.
+const INTERVAL_ELAPSED: &str = "the interval has elapsed";
+/// Why a scan is due: `reconcile.fluxcd.io/requestedAt` is new.
+const RECONCILE_REQUESTED: &str = "reconcile requested";
+/// Why a scan is due: what the scan reads changed.
+const INPUTS_CHANGED: &str =
+    "the scan-relevant spec, a Secret it names or a pull secret of its service account changed";
+
 /// What the scan decision looks at besides the status and the store entry.
 #[derive(Clone, Copy, Debug)]
 struct Observed<'a> {
@@ -239,9 +267,7 @@ fn scan_due(status: &ImageRepositoryStatus, meta: Option<&EntryMeta>, o: Observe
         return Due::Now("never scanned");
     };
     if meta.spec_fingerprint != fingerprint {
-        return Due::Now(
-            "the scan-relevant spec, a Secret it names or a pull secret of its service account changed",
-        );
+        return Due::Now(INPUTS_CHANGED);
     }
     let Some(result) = &status.last_scan_result else {
         return Due::Now("the status has no scan result");
@@ -252,7 +278,7 @@ fn scan_due(status: &ImageRepositoryStatus, meta: Option<&EntryMeta>, o: Observe
     if let Some(at) = requested_at
         && status.last_handled_reconcile_at.as_deref() != Some(at)
     {
-        return Due::Now("reconcile requested");
+        return Due::Now(RECONCILE_REQUESTED);
     }
     if !conditions::is_true(&status.conditions, READY) {
         return Due::Now("the last attempt failed");
@@ -265,7 +291,7 @@ fn scan_due(status: &ImageRepositoryStatus, meta: Option<&EntryMeta>, o: Observe
     let elapsed = now.duration_since(last);
     let elapsed = Duration::try_from(elapsed).unwrap_or(Duration::ZERO);
     if elapsed >= interval {
-        Due::Now("the interval has elapsed")
+        Due::Now(INTERVAL_ELAPSED)
     } else {
         Due::In(interval - elapsed)
     }
@@ -870,9 +896,19 @@ mod tests {
             via_default.fingerprint(&[regcred("7")]),
             via_default.fingerprint(&[regcred("8")])
         );
+        // secretRef and serviceAccountName make one keychain, as in Flux.
+        let both = inputs(
+            &spec_with(|s| {
+                s.service_account_name = Some("puller".into());
+                s.secret_ref = Some(api::LocalObjectReference {
+                    name: "creds".into(),
+                });
+            }),
+            Some("default"),
+        );
+        assert!(both.reads_pull_secrets);
         for spec in [
             spec_with(|s| {
-                s.service_account_name = Some("puller".into());
                 s.secret_ref = Some(api::LocalObjectReference {
                     name: "creds".into(),
                 });
