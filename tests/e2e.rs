@@ -274,6 +274,64 @@ async fn the_seed_example_becomes_ready_with_the_exact_tag_count_and_flux_column
         event_line.contains("successful scan, found 5 tags"),
         "{described}"
     );
+    assert_flux_dashboard_metrics(&c).await;
+}
+
+/// The series Flux's dashboards and alerts read, with Flux's names and labels, after a
+/// repository was scanned.
+async fn assert_flux_dashboard_metrics(c: &Cluster) {
+    let text = c.reflector_metrics().await;
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(series))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let repo = r#"controller="imagerepository""#;
+    let queue = r#"{name="imagerepository",controller="imagerepository"}"#;
+    for (series, at_least) in [
+        (format!("controller_runtime_reconcile_total{{{repo},result=\"requeue_after\"}}"), 1.0),
+        (format!("controller_runtime_max_concurrent_reconciles{{{repo}}}"), 4.0),
+        (format!("controller_runtime_reconcile_time_seconds_count{{{repo}}}"), 1.0),
+        (format!("workqueue_adds_total{queue}"), 1.0),
+        (format!("workqueue_queue_duration_seconds_count{queue}"), 1.0),
+        (format!("workqueue_work_duration_seconds_count{queue}"), 1.0),
+        (format!("workqueue_retries_total{queue}"), 1.0),
+        ("rest_client_requests_total{code=\"200\",method=\"GET\"".to_string(), 1.0),
+        ("rest_client_requests_total{code=\"200\",method=\"PATCH\"".to_string(), 1.0),
+        ("process_resident_memory_bytes".to_string(), 1.0),
+        ("process_cpu_seconds_total".to_string(), 0.0),
+        ("process_open_fds".to_string(), 3.0),
+        ("process_start_time_seconds".to_string(), 1.0e9),
+        (
+            "gotk_reconcile_duration_seconds_count{kind=\"ImageRepository\",name=\"podinfo\",namespace=\"flux-system\"}".to_string(),
+            1.0,
+        ),
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&series)) && value(&series) >= at_least,
+            "{series} >= {at_least} in:\n{text}"
+        );
+    }
+    for series in [
+        format!("controller_runtime_reconcile_errors_total{{{repo}}}"),
+        format!("controller_runtime_active_workers{{{repo}}}"),
+        format!(
+            "workqueue_depth{{name=\"imagerepository\",controller=\"imagerepository\",priority=\"\"}}"
+        ),
+        "controller_runtime_reconcile_total{controller=\"imagepolicy\"".to_string(),
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(&series)),
+            "{series} in:\n{text}"
+        );
+    }
+    // Flux's buckets reach 30 minutes.
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("gotk_reconcile_duration_seconds_bucket{le=\"1800")),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -202,11 +202,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             cluster: None,
             no_cross_namespace_refs: args.no_cross_namespace_refs,
         };
-        let state = AppState::new(
-            admission,
-            Readiness::new(false),
-            prometheus_client::registry::Registry::default(),
-        );
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
+        let state = AppState::new(admission, Readiness::new(false), registry);
         serve(&args.server_config(), state, shutdown_signal()).await?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -263,9 +261,11 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
     ));
     // Events get their own client and token bucket, as controller-runtime's recorder
     // does: a burst of events then never delays the status writes.
+    let rest_metrics = controller::rest_metrics::RestClientMetrics::default();
     let limited = |config: kube::Config| -> anyhow::Result<kube::Client> {
         Ok(kube::client::ClientBuilder::try_from(config)
             .context("building the Kubernetes client")?
+            .with_layer(&rest_metrics.layer())
             .with_layer(&ratelimit::RateLimitLayer::new(
                 c.kube_api_qps,
                 c.kube_api_burst,
@@ -292,6 +292,8 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = controller::Metrics::default();
     metrics.register(&mut registry);
+    rest_metrics.register(&mut registry);
+    registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
     scanner.register_metrics(&mut registry);
     store.register_metrics(&mut registry);
 

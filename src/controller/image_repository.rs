@@ -60,6 +60,7 @@ pub async fn reconcile(
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let api: Api<ImageRepository> = Api::namespaced(ctx.client.clone(), &namespace);
+    let deleting = obj.metadata.deletion_timestamp.is_some();
     let result = finalizer(&api, api::FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(obj, &ctx, &api).await,
@@ -68,8 +69,12 @@ pub async fn reconcile(
     })
     .await
     .map_err(ReconcileError::from_finalizer);
-    ctx.metrics
-        .observe_reconcile(KIND, &namespace, &name, started.elapsed().as_secs_f64());
+    if deleting && result.is_ok() {
+        ctx.metrics.forget_reconcile(KIND, &namespace, &name);
+    } else {
+        ctx.metrics
+            .observe_reconcile(KIND, &namespace, &name, started.elapsed().as_secs_f64());
+    }
     let key = ObjectRef::<ImageRepository>::new(&name).within(&namespace);
     if result.is_ok() {
         ctx.clear_failures(&key.erase());

@@ -23,6 +23,8 @@ pub mod image_repository;
 pub mod leader;
 mod metrics;
 pub mod ratelimit;
+pub mod rest_metrics;
+pub mod runtime_metrics;
 mod view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -300,6 +302,45 @@ fn changes_of<K: Clone + Send + 'static>(
     })
 }
 
+/// `changes` with each object counted as queued in `queue` (see [`runtime_metrics`]).
+fn queued<K>(
+    changes: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    queue: runtime_metrics::WorkQueue,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Send + 'static,
+{
+    changes.inspect(move |change| {
+        if let Ok(obj) = change {
+            queue.add(ObjectRef::from_obj(obj).erase());
+        }
+    })
+}
+
+/// A reconciler whose runs are counted in `queue`'s controller-runtime series.
+fn instrumented<K, F, Fut>(
+    queue: runtime_metrics::WorkQueue,
+    reconcile: F,
+) -> impl FnMut(
+    Arc<K>,
+    Arc<ReconcileContext>,
+) -> future::BoxFuture<'static, Result<Action, ReconcileError>>
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<ReconcileContext>) -> Fut + Clone + Send + 'static,
+    Fut: future::Future<Output = Result<Action, ReconcileError>> + Send + 'static,
+{
+    move |obj, ctx| {
+        let work = queue.start(ObjectRef::from_obj(&*obj).erase());
+        let run = reconcile(obj, ctx);
+        Box::pin(async move {
+            let result = run.await;
+            work.finish(&result);
+            result
+        })
+    }
+}
+
 fn unit_stream(
     rx: mpsc::UnboundedReceiver<()>,
 ) -> impl futures::Stream<Item = ()> + Send + 'static {
@@ -486,6 +527,16 @@ pub async fn run_controllers(
     });
     let config = kube::runtime::Config::default().concurrency(options.concurrency);
     let initial = || futures::stream::once(future::ready(()));
+    let repo_queue = ctx
+        .metrics
+        .runtime
+        .queue("imagerepository", options.concurrency);
+    let policy_queue = ctx
+        .metrics
+        .runtime
+        .queue("imagepolicy", options.concurrency);
+    let repos_for_repos = queued(repos_for_repos, repo_queue.clone());
+    let policies = queued(policies, policy_queue.clone());
 
     // ImageRepository: reconcile on its own changes and on changes of the Secrets it
     // uses: those its spec names, and the pull secrets its last scan read through a
@@ -493,25 +544,26 @@ pub async fn run_controllers(
     let repo_reader = caches.repositories.clone();
     let secret_reader = caches.secrets.clone();
     let store_reader = ctx.store.clone();
+    let secret_queue = repo_queue.clone();
     let repo_controller = Controller::for_stream(repos_for_repos, caches.repositories.clone())
         .with_config(config.clone())
         .watches_stream(
             secrets_for_repos,
             move |secret: PartialObjectMetadata<Secret>| {
-                image_repository::repositories_using_secret(
+                secret_queue.add_all(image_repository::repositories_using_secret(
                     &repo_reader,
                     &secret_reader,
                     &store_reader,
                     &secret.namespace().unwrap_or_default(),
                     &secret.name_any(),
-                )
+                ))
             },
         )
         .reconcile_all_on(initial())
         .reconcile_all_on(unit_stream(lag_repo_rx))
         .graceful_shutdown_on(shutdown.clone())
         .run(
-            image_repository::reconcile,
+            instrumented(repo_queue, image_repository::reconcile),
             error_policy::<ImageRepository>,
             ctx.clone(),
         )
@@ -521,21 +573,29 @@ pub async fn run_controllers(
     // (a new scan result, a new accessFrom) and of namespaces' labels.
     let policies_by_repo = caches.policies.clone();
     let policies_by_ns = caches.policies.clone();
+    let (repo_changes_queue, ns_changes_queue) = (policy_queue.clone(), policy_queue.clone());
     let policy_controller = Controller::for_stream(policies, caches.policies.clone())
         .with_config(config)
         .watches_stream(repos_for_policies, move |repo: ImageRepository| {
-            image_policy::policies_using(&policies_by_repo, &repo)
+            repo_changes_queue.add_all(image_policy::policies_using(&policies_by_repo, &repo))
         })
         .watches_stream(
             namespaces_for_policies,
             move |ns: PartialObjectMetadata<Namespace>| {
-                image_policy::policies_in_namespace(&policies_by_ns, &ns.name_any())
+                ns_changes_queue.add_all(image_policy::policies_in_namespace(
+                    &policies_by_ns,
+                    &ns.name_any(),
+                ))
             },
         )
         .reconcile_all_on(initial())
         .reconcile_all_on(unit_stream(lag_policy_rx))
         .graceful_shutdown_on(shutdown)
-        .run(image_policy::reconcile, error_policy::<ImagePolicy>, ctx)
+        .run(
+            instrumented(policy_queue, image_policy::reconcile),
+            error_policy::<ImagePolicy>,
+            ctx,
+        )
         .for_each(|r| log_reconcile_result("ImagePolicy", r));
 
     info!("controllers started");
