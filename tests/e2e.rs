@@ -316,9 +316,8 @@ async fn assert_flux_dashboard_metrics(c: &Cluster) {
     for series in [
         format!("controller_runtime_reconcile_errors_total{{{repo}}}"),
         format!("controller_runtime_active_workers{{{repo}}}"),
-        format!(
-            "workqueue_depth{{name=\"imagerepository\",controller=\"imagerepository\",priority=\"\"}}"
-        ),
+        "workqueue_depth{name=\"imagerepository\",controller=\"imagerepository\",priority=\"\"}"
+            .to_string(),
         "controller_runtime_reconcile_total{controller=\"imagepolicy\"".to_string(),
     ] {
         assert!(

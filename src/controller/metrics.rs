@@ -43,7 +43,13 @@ fn flux_reconcile_buckets() -> impl Iterator<Item = f64> {
     let (min, max, count) = (0.01_f64, 1800.0_f64, 10);
     let factor = (max / min).powf(1.0 / f64::from(count - 1));
     // The last bound is exactly the maximum, not the product's rounding of it.
-    (0..count).map(move |i| if i == count - 1 { max } else { min * factor.powi(i) })
+    (0..count).map(move |i| {
+        if i == count - 1 {
+            max
+        } else {
+            min * factor.powi(i)
+        }
+    })
 }
 
 impl Default for Metrics {
