@@ -140,6 +140,25 @@ fn docker_registry_secret_args(
     args
 }
 
+/// A v1 ImagePolicy `namespace/name` selecting by semver `range` from the ImageRepository
+/// `repository` of its namespace.
+fn semver_policy(namespace: &str, name: &str, repository: &str, range: &str) -> String {
+    format!(
+        "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImagePolicy
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  imageRepositoryRef:
+    name: {repository}
+  policy:
+    semver:
+      range: '{range}'
+"
+    )
+}
+
 /// Registry requests to the distribution API (every `/v2/` line of its access log).
 fn registry_requests(c: &Cluster) -> usize {
     c.registry.requests_matching("/v2/")
@@ -1881,21 +1900,8 @@ async fn deleting_a_namespace_with_repositories_and_policies_completes_within_30
     for name in ["one", "two", "three"] {
         c.apply(&podinfo_repository("v1", "team-gone", name, &host, "10m"))
             .await;
-        c.apply(&format!(
-            "apiVersion: image.toolkit.fluxcd.io/v1
-kind: ImagePolicy
-metadata:
-  name: {name}
-  namespace: team-gone
-spec:
-  imageRepositoryRef:
-    name: {name}
-  policy:
-    semver:
-      range: 1.x
-"
-        ))
-        .await;
+        c.apply(&semver_policy("team-gone", name, name, "1.x"))
+            .await;
     }
     for name in ["one", "two", "three"] {
         c.wait_for_policy("team-gone", name, "Ready=True", |o| {
@@ -2082,21 +2088,8 @@ async fn fluxs_own_controller_reconciles_on_our_crds() {
         podinfo_repository("v1", "flux-system", "podinfo", &host, "10m")
     ))
     .await;
-    c.apply(
-        "apiVersion: image.toolkit.fluxcd.io/v1
-kind: ImagePolicy
-metadata:
-  name: podinfo
-  namespace: flux-system
-spec:
-  imageRepositoryRef:
-    name: podinfo
-  policy:
-    semver:
-      range: 1.x
-",
-    )
-    .await;
+    c.apply(&semver_policy("flux-system", "podinfo", "podinfo", "1.x"))
+        .await;
     c.wait_for_policy(
         "flux-system",
         "podinfo",
@@ -2218,21 +2211,8 @@ spec:
         .push_tags("stefanprodan/podinfo", &["1.0.0"])
         .await;
     c.apply(&seed_podinfo(&c.registry.host(), "10m")).await;
-    c.apply(
-        "apiVersion: image.toolkit.fluxcd.io/v1
-kind: ImagePolicy
-metadata:
-  name: podinfo
-  namespace: flux-system
-spec:
-  imageRepositoryRef:
-    name: podinfo
-  policy:
-    semver:
-      range: 1.x
-",
-    )
-    .await;
+    c.apply(&semver_policy("flux-system", "podinfo", "podinfo", "1.x"))
+        .await;
     c.wait_for_policy("flux-system", "podinfo", "1.0.0", |o| {
         o["status"]["latestRef"]["tag"] == "1.0.0"
     })
