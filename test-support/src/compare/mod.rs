@@ -1135,4 +1135,21 @@ mod tests {
         assert!(!glob_matches("semver-*", "numerical"));
         assert!(glob_matches("x", "x"));
     }
+
+    #[test]
+    fn the_shipped_cases_and_known_differences_read() {
+        let options = Options::default();
+        let cases = case::load_dir(&options.cases_dir).expect("cases read");
+        assert!(cases.len() >= 40, "{} cases", cases.len());
+        assert!(cases.iter().any(|c| c.fast));
+        let known = KnownList::load(&options.known_file).expect("known differences read");
+        assert_eq!(pinned_flux_version().ok(), Some(known.flux_version.clone()));
+        for k in &known.entries {
+            assert!(
+                cases.iter().any(|c| k.is_about(&c.name)),
+                "known difference {} names no shipped case",
+                k.id
+            );
+        }
+    }
 }
