@@ -257,28 +257,24 @@ differences:
     reason: wording
 "#;
 
+    /// The id of the entry covering a `latestRef.tag` difference of `numerical-mixed`.
+    fn tag_entry<'l>(list: &'l KnownList, ours: &str) -> Option<&'l str> {
+        list.find(
+            "numerical-mixed",
+            "ImagePolicy/apps/app",
+            "latestRef.tag",
+            ours,
+            "absent",
+        )
+        .map(|k| k.id.as_str())
+    }
+
     #[test]
     fn entries_cover_by_glob_exact_value_and_regex() {
         let list = KnownList::parse(LIST).expect("parses");
         assert_eq!(list.flux_version, "v1.2.0");
-        let hit = list.find(
-            "numerical-mixed",
-            "ImagePolicy/apps/app",
-            "latestRef.tag",
-            "2",
-            "absent",
-        );
-        assert_eq!(hit.map(|k| k.id.as_str()), Some("numerical-skips"));
-        assert!(
-            list.find(
-                "numerical-mixed",
-                "ImagePolicy/apps/app",
-                "latestRef.tag",
-                "3",
-                "absent"
-            )
-            .is_none()
-        );
+        assert_eq!(tag_entry(&list, "2"), Some("numerical-skips"));
+        assert_eq!(tag_entry(&list, "3"), None);
         assert!(
             list.find(
                 "semver",
@@ -335,14 +331,7 @@ differences:
             "{LIST}  - id: exact\n    case: [other, numerical-mixed]\n    field: latestRef.tag\n    ours: \"2\"\n    flux: \"*\"\n    status: to-fix\n    reason: r\n"
         );
         let list = KnownList::parse(&text).expect("parses");
-        let hit = list.find(
-            "numerical-mixed",
-            "ImagePolicy/apps/app",
-            "latestRef.tag",
-            "2",
-            "absent",
-        );
-        assert_eq!(hit.map(|k| k.id.as_str()), Some("exact"));
+        assert_eq!(tag_entry(&list, "2"), Some("exact"));
     }
 
     #[test]

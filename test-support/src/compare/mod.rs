@@ -652,29 +652,36 @@ impl<'a> CaseRun<'a> {
             .ok_or_else(|| anyhow!("{} was never applied", r.id()))
     }
 
-    async fn annotate(&mut self, r: &ObjectRef) -> anyhow::Result<()> {
-        self.tokens += 1;
-        let token = format!("compare-{}", self.tokens);
-        let annotation = format!("reconcile.fluxcd.io/requestedAt={token}");
+    /// Runs kubectl with `args(KIND, NAME, NAMESPACE)` on each side's copy of `r` that
+    /// exists; returns the sides it ran on.
+    async fn kubectl_each(
+        &mut self,
+        r: &ObjectRef,
+        args: impl Fn(&str, &str, &str) -> Vec<String>,
+    ) -> anyhow::Result<Vec<Side>> {
+        let mut ran = Vec::new();
         for side in Side::BOTH {
             if self.tracked_mut(r)?.state[idx(side)] != State::Applied {
                 continue;
             }
-            let ns = self.ns(side, &r.namespace);
-            self.kubectl_ok(
-                &[
-                    "annotate",
-                    "--overwrite",
-                    plural(&r.kind),
-                    &r.name,
-                    "-n",
-                    &ns,
-                    &annotation,
-                ],
-                None,
-            )
-            .await?;
+            let args = args(plural(&r.kind), &r.name, &self.ns(side, &r.namespace));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.kubectl_ok(&args, None).await?;
+            ran.push(side);
         }
+        Ok(ran)
+    }
+
+    async fn annotate(&mut self, r: &ObjectRef) -> anyhow::Result<()> {
+        self.tokens += 1;
+        let token = format!("compare-{}", self.tokens);
+        let annotation = format!("reconcile.fluxcd.io/requestedAt={token}");
+        self.kubectl_each(r, |kind, name, ns| {
+            ["annotate", "--overwrite", kind, name, "-n", ns, &annotation]
+                .map(String::from)
+                .to_vec()
+        })
+        .await?;
         self.tracked_mut(r)?.token = Some(token);
         Ok(())
     }
@@ -731,24 +738,22 @@ impl<'a> CaseRun<'a> {
     }
 
     async fn delete(&mut self, r: &ObjectRef) -> anyhow::Result<()> {
-        for side in Side::BOTH {
-            if self.tracked_mut(r)?.state[idx(side)] != State::Applied {
-                continue;
-            }
-            let ns = self.ns(side, &r.namespace);
-            self.kubectl_ok(
-                &[
+        let deleted = self
+            .kubectl_each(r, |kind, name, ns| {
+                [
                     "delete",
-                    plural(&r.kind),
-                    &r.name,
+                    kind,
+                    name,
                     "-n",
-                    &ns,
+                    ns,
                     "--wait=false",
                     "--ignore-not-found",
-                ],
-                None,
-            )
+                ]
+                .map(String::from)
+                .to_vec()
+            })
             .await?;
+        for side in deleted {
             self.tracked_mut(r)?.state[idx(side)] = State::Deleted;
         }
         Ok(())
