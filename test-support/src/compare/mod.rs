@@ -134,7 +134,7 @@ impl Summary {
         if !self.unseen_known.is_empty() {
             let _ = writeln!(
                 out,
-                "known differences not seen in the cases they name (fixed? remove them):"
+                "known differences not seen in the cases they name (timing-dependent, or fixed: then remove them):"
             );
             for id in &self.unseen_known {
                 let _ = writeln!(out, "  {id}");
@@ -1153,6 +1153,24 @@ mod tests {
             assert!(
                 cases.iter().any(|c| k.is_about(&c.name)),
                 "known difference {} names no shipped case",
+                k.id
+            );
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_known_difference() {
+        let options = Options::default();
+        let known = KnownList::load(&options.known_file).expect("known differences read");
+        let readme = std::fs::read_to_string(crate::repo_root().join("README.md")).expect("README");
+        let section = readme
+            .split_once("## Differences from Flux")
+            .map(|(_, rest)| rest.split("\n## ").next().unwrap_or(rest))
+            .expect("README has a \"Differences from Flux\" section");
+        for k in &known.entries {
+            assert!(
+                section.contains(&format!("`{}`", k.id)),
+                "README's \"Differences from Flux\" does not list `{}`",
                 k.id
             );
         }
