@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: help build release test test-deps control-plane lint fmt demo certs manifests \
-        bench bench-webhook bench-scan bench-scale bench-policy e2e
+        bench bench-webhook bench-scan bench-scale bench-policy e2e compare-flux
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,6 +26,13 @@ test: test-deps control-plane ## install test dependencies, then run every test 
 
 e2e: test-deps control-plane ## only the end-to-end tests (real control plane + registry + image-reflector + kubectl; part of `make test`)
 	$(CARGO) test --test e2e
+
+# The differential against Flux's own controller (tests/compare/README.md): CASES is the
+# directory of case files, COMPARE_ARGS more flags (--fast, --case GLOB, --jobs N, -v).
+CASES ?= tests/compare/cases
+compare-flux: test-deps control-plane ## Flux's image-reflector-controller and image-reflector on the same cases (CASES=DIR), field by field; fails on a difference not in tests/compare/known-differences.yaml (make test runs the fast subset)
+	$(CARGO) build -p image-reflector -p test-support --bins
+	$(CARGO) run --quiet -p test-support --bin compare-flux -- --cases $(CASES) $(COMPARE_ARGS)
 
 lint: ## formatting and clippy, as CI expects
 	$(CARGO) fmt --all -- --check

@@ -5,10 +5,12 @@
 //! tests (`cluster`), and small stand-ins only for what nothing real plays: a registry
 //! with the quirks of Quay, Nexus and rate limiters (`fake_registry`), a registry token
 //! service (`token_server`). Everything a helper starts stops when its handle drops.
+//! `compare` is the differential against Flux's own controller (`make compare-flux`).
 #![forbid(unsafe_code)]
 
 pub mod certs;
 pub mod cluster;
+pub mod compare;
 pub mod control_plane;
 pub mod crd_facts;
 pub mod fake_registry;
