@@ -290,7 +290,7 @@ async fn the_seed_example_becomes_ready_with_the_exact_tag_count_and_flux_column
         .find(|l| l.contains("Succeeded") && l.contains("Normal"))
         .unwrap_or_else(|| panic!("no Normal Succeeded event in describe:\n{described}"));
     assert!(
-        event_line.contains("successful scan, found 5 tags"),
+        event_line.contains("successful scan: found 5 tags with checksum sha256:"),
         "{described}"
     );
     assert_flux_dashboard_metrics(&c).await;
@@ -456,11 +456,15 @@ async fn new_tags_appear_after_the_interval_and_an_unchanged_rescan_writes_one_s
         .filter_map(|e| e["note"].as_str())
         .collect();
     notes.sort();
+    let found: Vec<&str> = notes
+        .iter()
+        .map(|n| n.split(" with checksum ").next().unwrap_or(n))
+        .collect();
     assert_eq!(
-        notes,
+        found,
         [
-            "successful scan, found 2 tags",
-            "successful scan, found 4 tags"
+            "successful scan: found 2 tags",
+            "successful scan: found 4 tags"
         ],
         "{events:#?}"
     );
@@ -648,7 +652,12 @@ spec:
         .await;
     let normal: Vec<&Value> = events.iter().filter(|e| e["type"] == "Normal").collect();
     assert_eq!(normal.len(), 1, "{events:#?}");
-    assert_eq!(normal[0]["note"], "successful scan, found 3 tags");
+    assert!(
+        normal[0]["note"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("successful scan: found 3 tags with checksum sha256:")),
+        "{events:#?}"
+    );
 
     // Neither password (nor the encoded auth) appears in the process's log.
     use base64::Engine as _;
@@ -918,6 +927,31 @@ async fn a_suspended_repository_is_not_scanned_until_resumed() {
                 .expect("exists")
         ),
         scan_time(&suspended)
+    );
+    // As in Flux, a suspended object still records its new generation (it was Ready) and
+    // a reconcile request as handled, without scanning.
+    assert_eq!(
+        suspended["status"]["observedGeneration"],
+        suspended["metadata"]["generation"]
+    );
+    c.kubectl_ok(&[
+        "annotate",
+        "--overwrite",
+        "imagerepository",
+        "podinfo",
+        "-n",
+        "flux-system",
+        "reconcile.fluxcd.io/requestedAt=while-suspended",
+    ])
+    .await;
+    c.wait_for_repository("flux-system", "podinfo", "the request handled", |o| {
+        o["status"]["lastHandledReconcileAt"] == "while-suspended"
+    })
+    .await;
+    assert_eq!(
+        registry_requests(&c),
+        requests,
+        "the request scanned while suspended"
     );
 
     c.kubectl_ok(&[

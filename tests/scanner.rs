@@ -236,7 +236,7 @@ async fn a_refused_token_request_names_the_realm_host_and_never_the_password() {
     let text = err.to_string();
     assert_eq!(err.kind(), ScanErrorKind::AuthenticationFailed, "{text}");
     assert!(
-        text.contains(&format!("token service at {}", tokens.addr)),
+        text.contains(&format!("token service at {}", tokens.realm_host())),
         "{text}"
     );
     assert!(text.contains("refused the credentials"), "{text}");
@@ -267,7 +267,7 @@ async fn a_rate_limited_or_failing_token_service_is_not_called_a_credential_refu
     assert_eq!(err.kind(), ScanErrorKind::RateLimited, "{err}");
     assert!(
         err.to_string()
-            .contains(&format!("token service at {}", tokens.addr)),
+            .contains(&format!("token service at {}", tokens.realm_host())),
         "{err}"
     );
 
@@ -302,7 +302,8 @@ async fn the_token_exchange_goes_through_an_authenticating_proxy() {
         vec!["2.0", "1.1", "1.0"]
     );
     assert_eq!(tokens.issued(), 1);
-    let token_requests = proxy.log_lines_matching(&format!("GET http://{}/token?", tokens.addr));
+    let token_requests =
+        proxy.log_lines_matching(&format!("GET http://{}/token?", tokens.realm_host()));
     assert_eq!(
         token_requests,
         1,
@@ -337,7 +338,10 @@ async fn a_stalled_token_service_times_the_scan_out() {
     let signer = std::sync::Arc::new(test_support::token_server::TokenSigner::new());
     let registry = Registry::start(RegistryOptions {
         auth: RegistryAuth::Token {
-            realm: format!("http://{}/token", silent.local_addr().unwrap()),
+            realm: format!(
+                "http://localhost:{}/token",
+                silent.local_addr().unwrap().port()
+            ),
             signer,
         },
         ..Default::default()
@@ -366,6 +370,31 @@ async fn an_identity_token_is_exchanged_for_an_access_token() {
     assert_eq!(scanner().scan(&req).await.unwrap().tags, vec!["1.1", "1.0"]);
     assert_eq!(tokens.issued(), 1);
     assert_eq!(tokens.refused(), 0);
+}
+
+#[tokio::test]
+async fn a_token_realm_at_an_internal_address_other_than_the_registry_is_refused() {
+    let tokens = TokenServer::start(Some(("robot", "token-pw")), 300).await;
+    let registry = Registry::start(RegistryOptions {
+        auth: RegistryAuth::Token {
+            realm: tokens.realm_by_ip(),
+            signer: tokens.signer.clone(),
+        },
+        ..Default::default()
+    });
+    let mut req = request(&registry.host(), "team/app");
+    req.credentials = robot("token-pw");
+    let err = scanner().scan(&req).await.unwrap_err();
+    assert_eq!(err.kind(), ScanErrorKind::AuthenticationFailed, "{err}");
+    assert!(
+        err.to_string().contains("loopback, private or link-local"),
+        "{err}"
+    );
+    assert_eq!(
+        tokens.issued() + tokens.refused(),
+        0,
+        "a token request went out"
+    );
 }
 
 #[tokio::test]
@@ -525,7 +554,7 @@ async fn scans_and_exchanges_tokens_through_an_open_socks5_proxy() {
     assert_eq!(scanner().scan(&req).await.unwrap().tags, vec!["1.1", "1.0"]);
     assert_eq!(tokens.issued(), 1);
     assert!(
-        proxy.connections_to(&tokens.addr.to_string()) >= 1,
+        proxy.connections_to(&tokens.realm_host()) >= 1,
         "oci-client's token request did not go through the proxy:\n{}",
         std::fs::read_to_string(proxy.log_path()).unwrap_or_default()
     );

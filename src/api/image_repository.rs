@@ -87,11 +87,13 @@ pub struct ImageRepositorySpec {
 }
 
 impl ImageRepositorySpec {
-    /// The exclusion list in force: the spec's, or the default when absent.
+    /// The exclusion list in force: the spec's, or the default when absent or empty.
     pub fn effective_exclusion_list(&self) -> Vec<String> {
         match &self.exclusion_list {
-            Some(list) => list.clone(),
-            None => default_exclusion_list(),
+            // An empty list means the default, as Flux reads it: `exclusionList: []`
+            // does not let signature tags in.
+            Some(list) if !list.is_empty() => list.clone(),
+            _ => default_exclusion_list(),
         }
     }
 

@@ -119,6 +119,25 @@ pub fn not_ready(
     remove(conditions, STALLED);
 }
 
+/// What Flux records of a suspended object, which it does not reconcile otherwise: the
+/// reconcile request counts as handled, and a new generation as observed while the last
+/// verdict is Ready or Stalled (so `kubectl wait` and Flux's health checks do not see it
+/// as forever in progress).
+pub fn record_while_suspended(
+    conditions: &[Condition],
+    observed_generation: &mut Option<i64>,
+    last_handled_reconcile_at: &mut Option<String>,
+    generation: Option<i64>,
+    requested_at: Option<&str>,
+) {
+    if let Some(at) = requested_at {
+        *last_handled_reconcile_at = Some(at.to_string());
+    }
+    if is_true(conditions, READY) || is_true(conditions, STALLED) {
+        *observed_generation = generation;
+    }
+}
+
 /// Removes the condition of `type_` (negative-polarity conditions are absent when false).
 pub fn remove(conditions: &mut Vec<Condition>, type_: &str) {
     conditions.retain(|c| c.type_ != type_);

@@ -129,6 +129,8 @@ struct NotReady {
     stalled: bool,
     then: Action,
     error: Option<ReconcileError>,
+    /// Leave a policy that has selected before as it is (nothing to say yet).
+    quiet: bool,
 }
 
 async fn apply(
@@ -138,10 +140,27 @@ async fn apply(
 ) -> Result<Action, ReconcileError> {
     if obj.spec.suspend {
         debug!(policy = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()), "suspended");
+        let old = obj.status.clone().unwrap_or_default();
+        let mut status = old.clone();
+        conditions::record_while_suspended(
+            &old.conditions,
+            &mut status.observed_generation,
+            &mut status.last_handled_reconcile_at,
+            obj.metadata.generation,
+            obj.annotations()
+                .get(api::RECONCILE_REQUESTED_AT_ANNOTATION)
+                .map(String::as_str),
+        );
+        write_status(api, &obj.name_any(), &old, &status).await?;
         return Ok(Action::await_change());
     }
     match select(obj, ctx).await {
         Ok(selected) => succeed(obj, ctx, api, selected).await,
+        Err(not_ready)
+            if not_ready.quiet && obj.status.as_ref().is_some_and(|s| s.latest_ref.is_some()) =>
+        {
+            Ok(not_ready.then)
+        }
         Err(not_ready) => {
             ctx.metrics.count_policy(not_ready.reason);
             record_failure(obj, ctx, api, &not_ready).await?;
@@ -169,6 +188,7 @@ async fn select(obj: &ImagePolicy, ctx: &ReconcileContext) -> Result<Selected, N
         stalled: true,
         then: Action::await_change(),
         error: None,
+        quiet: false,
     })?;
     let digest_policy = spec.effective_digest_reflection_policy();
     let interval = match (&spec.interval, digest_policy) {
@@ -183,6 +203,7 @@ async fn select(obj: &ImagePolicy, ctx: &ReconcileContext) -> Result<Selected, N
                     stalled: true,
                     then: Action::await_change(),
                     error: None,
+                    quiet: false,
                 });
             }
         },
@@ -195,6 +216,7 @@ async fn select(obj: &ImagePolicy, ctx: &ReconcileContext) -> Result<Selected, N
                 stalled: true,
                 then: Action::await_change(),
                 error: None,
+                quiet: false,
             });
         }
         _ => None,
@@ -219,6 +241,7 @@ async fn select(obj: &ImagePolicy, ctx: &ReconcileContext) -> Result<Selected, N
             stalled: false,
             then: dependency_wait,
             error: None,
+            quiet: false,
         });
     };
 
@@ -241,6 +264,7 @@ async fn select(obj: &ImagePolicy, ctx: &ReconcileContext) -> Result<Selected, N
                 stalled: false,
                 then: Action::await_change(),
                 error: None,
+                quiet: false,
             });
         }
     }
@@ -252,6 +276,28 @@ async fn select(obj: &ImagePolicy, ctx: &ReconcileContext) -> Result<Selected, N
         .as_ref()
         .is_some_and(|s| s.last_scan_result.is_some());
     let meta = ctx.store.meta(&key).filter(|m| m.uid == repo_uid);
+    // Tags scanned for an image the repository no longer names (its spec.image changed
+    // and the new scan has not landed yet) must not be named after the new image: a
+    // policy that selected before keeps its status until the scan lands, as Flux's,
+    // which reacts to new scan revisions only.
+    let current_image = ImageRef::parse(&repo.spec.image)
+        .ok()
+        .map(|i| i.canonical());
+    if let (Some(meta), Some(current)) = (&meta, &current_image)
+        && &meta.canonical_image_name != current
+    {
+        return Err(NotReady {
+            reason: DEPENDENCY_NOT_READY,
+            message: format!(
+                "ImageRepository {repo_id} has not been scanned for {} yet",
+                repo.spec.image
+            ),
+            stalled: false,
+            then: Action::await_change(),
+            error: None,
+            quiet: true,
+        });
+    }
     let (true, Some(_)) = (has_result, meta) else {
         return Err(NotReady {
             reason: DEPENDENCY_NOT_READY,
@@ -259,6 +305,7 @@ async fn select(obj: &ImagePolicy, ctx: &ReconcileContext) -> Result<Selected, N
             stalled: false,
             then: dependency_wait,
             error: None,
+            quiet: false,
         });
     };
     let store = ctx.store.clone();
@@ -270,6 +317,7 @@ async fn select(obj: &ImagePolicy, ctx: &ReconcileContext) -> Result<Selected, N
             stalled: false,
             then: Action::await_change(),
             error: Some(ReconcileError::Join(e.to_string())),
+            quiet: false,
         })?;
     let tags = match tags {
         Ok(Some(tags)) => tags,
@@ -280,6 +328,7 @@ async fn select(obj: &ImagePolicy, ctx: &ReconcileContext) -> Result<Selected, N
                 stalled: false,
                 then: dependency_wait,
                 error: None,
+                quiet: false,
             });
         }
         Err(e) => {
@@ -289,6 +338,7 @@ async fn select(obj: &ImagePolicy, ctx: &ReconcileContext) -> Result<Selected, N
                 stalled: false,
                 then: Action::await_change(),
                 error: Some(ReconcileError::Store(e)),
+                quiet: false,
             });
         }
     };
@@ -309,6 +359,7 @@ async fn select(obj: &ImagePolicy, ctx: &ReconcileContext) -> Result<Selected, N
             // A new scan of the repository triggers a new evaluation.
             then: Action::await_change(),
             error: None,
+            quiet: false,
         });
     };
     let tag = selection.tag.to_string();
@@ -354,6 +405,7 @@ async fn fetch_digest(
         stalled: false,
         then: Action::await_change(),
         error: Some(error),
+        quiet: false,
     };
     let image = ImageRef::parse(&repo.spec.image).map_err(|e| NotReady {
         reason: DEPENDENCY_NOT_READY,
@@ -364,6 +416,7 @@ async fn fetch_digest(
         stalled: false,
         then: Action::requeue(ctx.options.requeue_dependency),
         error: None,
+        quiet: false,
     })?;
     let timeout = scan_timeout(&repo.spec).unwrap_or(Duration::from_secs(60));
     let request = credentials::scan_request(
@@ -502,6 +555,16 @@ async fn record_failure(
         status.observed_generation = generation;
     } else {
         conditions::not_ready(&mut status.conditions, reason, message, generation, now);
+        // Retried: Reconciling=True with ProgressingWithRetry, as Flux says it.
+        conditions::set(
+            &mut status.conditions,
+            api::RECONCILING,
+            true,
+            api::PROGRESSING_WITH_RETRY,
+            message,
+            generation,
+            now,
+        );
     }
     if let Some(at) = obj
         .annotations()

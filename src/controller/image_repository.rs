@@ -129,6 +129,17 @@ async fn apply(
 
     if spec.suspend {
         debug!(repository = %format!("{namespace}/{name}"), "suspended; not scanning");
+        let mut status = old.clone();
+        conditions::record_while_suspended(
+            &old.conditions,
+            &mut status.observed_generation,
+            &mut status.last_handled_reconcile_at,
+            generation,
+            obj.annotations()
+                .get(api::RECONCILE_REQUESTED_AT_ANNOTATION)
+                .map(String::as_str),
+        );
+        write_status(api, &name, &old, &status).await?;
         return Ok(Action::await_change());
     }
 
@@ -422,8 +433,12 @@ async fn scan(
     Ok(Action::requeue(interval + ctx.jitter(interval)))
 }
 
+/// Flux's Ready message (and event) of a successful scan.
 fn success_message(outcome: &ScanOutcome) -> String {
-    format!("successful scan, found {} tags", outcome.tag_count)
+    format!(
+        "successful scan: found {} tags with checksum {}",
+        outcome.tag_count, outcome.revision
+    )
 }
 
 fn succeeded_status(

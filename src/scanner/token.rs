@@ -26,6 +26,29 @@ use reqwest::{Method, StatusCode};
 use std::time::Duration;
 use url::Url;
 
+/// Whether `url`'s host is an IP address in a loopback, private (RFC 1918, fc00::/7),
+/// link-local (169.254/16, fe80::/10) or unspecified range, IPv4-mapped IPv6 included.
+/// (The URL parser has already turned legacy IPv4 forms such as `0x7f.1` into addresses.)
+fn is_internal_ip(url: &Url) -> bool {
+    let v4 = |a: std::net::Ipv4Addr| {
+        a.is_loopback() || a.is_private() || a.is_link_local() || a.is_unspecified()
+    };
+    match url.host() {
+        Some(url::Host::Ipv4(a)) => v4(a),
+        Some(url::Host::Ipv6(a)) => match a.to_ipv4_mapped() {
+            Some(mapped) => v4(mapped),
+            None => {
+                let first = a.segments()[0];
+                a.is_loopback()
+                    || a.is_unspecified()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80
+            }
+        },
+        _ => false,
+    }
+}
+
 impl Scanner {
     /// The realm's URL and `host[:port]`, after the rules that hold whoever fetches the
     /// token: the realm is an http(s) URL, and credentials go to a plain-HTTP realm only
@@ -47,6 +70,18 @@ impl Scanner {
             return Err(ctx.err(
                 ScanErrorKind::Malformed,
                 format!("the token realm at {realm_host} is not an http(s) URL"),
+            ));
+        }
+        // As go-containerregistry (and so Flux) does: a realm that is an IP literal in a
+        // loopback, private, link-local or unspecified range is refused unless it is the
+        // registry's own host and port, so a registry cannot point the token request at
+        // the cloud metadata service or another internal address.
+        if realm_host != host_port(&endpoint.base) && is_internal_ip(&realm_url) {
+            return Err(ctx.err(
+                ScanErrorKind::AuthenticationFailed,
+                format!(
+                    "the registry's token realm {realm_host} is a loopback, private or link-local address other than the registry's own; refusing to send a token request there"
+                ),
             ));
         }
         if ctx.credential.is_some() && realm_url.scheme() == "http" && !endpoint.plain_http {
@@ -318,6 +353,33 @@ impl TokenResponse {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn internal_addresses_are_told_from_public_ones_and_names() {
+        for internal in [
+            "https://127.0.0.1:5000/token",
+            "http://169.254.169.254/latest",
+            "https://10.1.2.3/t",
+            "https://172.16.0.1/t",
+            "https://192.168.1.1/t",
+            "https://[::1]/t",
+            "https://[fe80::1]/t",
+            "https://[fd00:ec2::254]/t",
+            "https://[::ffff:127.0.0.1]/t",
+            "https://0.0.0.0/t",
+            "https://0x7f.1/t",
+        ] {
+            assert!(is_internal_ip(&Url::parse(internal).unwrap()), "{internal}");
+        }
+        for public in [
+            "https://auth.docker.io/token",
+            "https://localhost/token",
+            "https://8.8.8.8/t",
+            "https://[2001:db8::1]/t",
+        ] {
+            assert!(!is_internal_ip(&Url::parse(public).unwrap()), "{public}");
+        }
+    }
+
     use super::*;
 
     #[test]

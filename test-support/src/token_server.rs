@@ -141,8 +141,20 @@ impl TokenServer {
         }
     }
 
-    /// The realm URL for the registry config.
+    /// The realm URL for the registry config: by the name `localhost`, as a realm at a
+    /// loopback IP literal other than the registry's own is refused (the scanner's rule
+    /// against token requests to internal addresses, go-containerregistry's too).
     pub fn realm(&self) -> String {
+        format!("http://localhost:{}/token", self.addr.port())
+    }
+
+    /// `localhost:PORT`, the realm's host as the scanner names it.
+    pub fn realm_host(&self) -> String {
+        format!("localhost:{}", self.addr.port())
+    }
+
+    /// The realm URL by IP literal (127.0.0.1:PORT), which the scanner refuses.
+    pub fn realm_by_ip(&self) -> String {
         format!("http://{}/token", self.addr)
     }
 
