@@ -9,6 +9,7 @@ pub mod cli;
 pub mod controller;
 pub mod metrics;
 pub mod policy;
+pub mod receiver;
 pub mod reference;
 pub mod scanner;
 pub mod server;
