@@ -1805,6 +1805,8 @@ async fn the_service_account_is_allowed_what_it_uses_and_nothing_else() {
     let allowed = [
         ("list", "imagerepositories.image.toolkit.fluxcd.io", "apps"),
         ("watch", "imagepolicies.image.toolkit.fluxcd.io", "apps"),
+        // The push receiver's reconcile.fluxcd.io/requestedAt (and the finalizer).
+        ("patch", "imagerepositories.image.toolkit.fluxcd.io", "apps"),
         (
             "patch",
             "imagerepositories.image.toolkit.fluxcd.io/status",
@@ -1820,8 +1822,10 @@ async fn the_service_account_is_allowed_what_it_uses_and_nothing_else() {
             "imagerepositories.image.toolkit.fluxcd.io/finalizers",
             "apps",
         ),
+        // Registry credentials, and the push receiver's Secret (watched by name).
         ("get", "secrets", "apps"),
         ("watch", "secrets", "apps"),
+        ("watch", "secrets", "flux-system"),
         ("get", "serviceaccounts", "apps"),
         ("watch", "namespaces", "apps"),
         ("create", "events.events.k8s.io", "apps"),
