@@ -121,6 +121,14 @@ impl Readiness {
         self.0.tls_loaded.store(true, Ordering::Release);
     }
 
+    /// Ready from the start, for tests of what reads readiness.
+    #[cfg(test)]
+    pub(crate) fn ready() -> Readiness {
+        let r = Readiness::new(false);
+        r.mark_tls_loaded();
+        r
+    }
+
     /// Ok when ready, else what is still missing.
     pub fn check(&self) -> Result<(), &'static str> {
         if !self.0.tls_loaded.load(Ordering::Acquire) {

@@ -179,6 +179,12 @@ impl Dispatcher {
         accepted
     }
 
+    /// Whether no burst waits for its scan request.
+    #[cfg(test)]
+    pub(crate) fn pending_is_empty(&self) -> bool {
+        lock(&self.pending).is_empty()
+    }
+
     /// Requests the scans as bursts end, until `shutdown`.
     pub async fn run(self: Arc<Self>, client: Client, shutdown: CancellationToken) {
         loop {

@@ -348,6 +348,9 @@ async fn read_body(
 }
 
 #[cfg(test)]
+mod http_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

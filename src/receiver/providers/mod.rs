@@ -106,8 +106,9 @@ impl Provider {
         }
     }
 
-    /// Parses an authenticated delivery. `registry` overrides the registry host of
-    /// providers whose payloads name it as the pusher saw it (distribution, GitLab).
+    /// Parses an authenticated delivery. `registry` (`?registry=HOST`) overrides the
+    /// registry host where the payload names it as the pusher saw it (distribution,
+    /// GitLab, ACR) or as Harbor's external URL; the others name their own registry.
     pub fn parse(
         self,
         headers: &HeaderMap,
