@@ -31,4 +31,4 @@ echo "== building ($PROFILE): image-reflector, bench_push"
 echo "   machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
 IMAGE_REFLECTOR_BIN="$(pwd)/target/$PROFILE/image-reflector" "target/$PROFILE/bench_push" \
   --pushes "${PUSHES:-20}" --burst "${BURST:-50}" --replicas "${REPLICAS:-2}" \
-  --serve-args "${SERVE_ARGS:-}"
+  --serve-args="${SERVE_ARGS:-}"
