@@ -2321,7 +2321,9 @@ async fn forged_malformed_and_unknown_deliveries_change_nothing_and_a_signed_one
     .to_string();
     let forged =
         image_reflector::receiver::auth::sign(b"not the secret", unsigned_github.as_bytes());
-    let refused: Vec<(String, Vec<(&str, &str)>, Vec<u8>, u16)> = vec![
+    // (URL, headers, body, the status it gets)
+    type Delivery<'a> = (String, Vec<(&'a str, &'a str)>, Vec<u8>, u16);
+    let refused: Vec<Delivery> = vec![
         (distribution.clone(), vec![], envelope.clone().into(), 401),
         (
             distribution.clone(),

@@ -72,9 +72,7 @@ impl Default for ReceiverMetrics {
         ReceiverMetrics {
             events: Family::default(),
             scan_requests: Family::default(),
-            push_to_scan: Histogram::new(
-                [0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0].into_iter(),
-            ),
+            push_to_scan: Histogram::new([0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0]),
         }
     }
 }
