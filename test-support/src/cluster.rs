@@ -578,17 +578,7 @@ impl Reflector {
 
     /// This process's `/metrics` text.
     pub async fn metrics_text(&self) -> String {
-        reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client")
-            .get(format!("http://{}/metrics", self.metrics))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics body")
+        crate::metrics_text(self.metrics).await
     }
 }
 
