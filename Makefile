@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: help build release test test-deps control-plane lint fmt demo certs manifests \
-        bench bench-webhook bench-scan bench-scale bench-policy e2e compare-flux
+        bench bench-webhook bench-scan bench-scale bench-policy bench-push e2e compare-flux
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -59,7 +59,10 @@ bench-scan: test-deps ## tag listing: ours vs skopeo list-tags (10,000 tags; 100
 bench-webhook: ## webhook throughput and latency vs a bare axum+rustls baseline (wrk, fixed-rate load)
 	CARGO=$(CARGO) ./bench/webhook.sh
 
-bench: bench-webhook bench-scan bench-policy bench-scale ## every benchmark, one after another
+bench-push: test-deps control-plane ## push receiver: push-to-latestRef latency over 20 pushes (p50, max) and registry requests of a burst of 50 pushes
+	CARGO=$(CARGO) ./bench/push.sh
+
+bench: bench-webhook bench-scan bench-policy bench-scale bench-push ## every benchmark, one after another
 
 bench-scale: ## 1,000 ImageRepositories x 1,000 tags: time to Ready, peak RSS, writes per rescan, registry requests after restart
 	./bench/scale.sh

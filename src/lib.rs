@@ -10,6 +10,7 @@ pub mod controller;
 pub mod metrics;
 pub mod policy;
 pub mod process_metrics;
+pub mod receiver;
 pub mod reference;
 pub mod scanner;
 pub mod server;

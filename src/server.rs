@@ -3,6 +3,14 @@
 //! Prometheus metrics over plain HTTP. Controllers plug in through [`AppState`]: a
 //! [`ClusterView`](crate::admission::ClusterView), a [`Readiness`] handle they flip once
 //! their caches have synced, and the metrics [`Registry`] they register into first.
+//!
+//! With `--receiver-addr`, a fourth listener serves the push receiver
+//! ([`crate::receiver`]) over plain HTTP. It does not share the admission port: that port
+//! is reached only by kube-apiserver, with a certificate for the in-cluster Service name
+//! that registries on the internet would not trust, and its hot path is kept small; the
+//! receiver is reached by registries, usually through an Ingress that terminates TLS
+//! with a public certificate (as Flux's notification-controller receiver is), and may be
+//! exposed or firewalled on its own.
 
 use crate::admission::{self, Admission, Endpoint};
 use crate::metrics::{AdmissionLabels, AdmissionMetrics};
@@ -80,6 +88,8 @@ pub struct ServerConfig {
     pub tls_key_file: PathBuf,
     /// How often the certificate files are checked for changes.
     pub tls_reload_interval: Duration,
+    /// HTTP: the push receiver's `/hooks/...`, when enabled.
+    pub receiver_addr: Option<SocketAddr>,
 }
 
 /// Readiness: the TLS material is loaded and, when controllers run, their caches synced.
@@ -111,6 +121,14 @@ impl Readiness {
         self.0.tls_loaded.store(true, Ordering::Release);
     }
 
+    /// Ready from the start, for tests of what reads readiness.
+    #[cfg(test)]
+    pub(crate) fn ready() -> Readiness {
+        let r = Readiness::new(false);
+        r.mark_tls_loaded();
+        r
+    }
+
     /// Ok when ready, else what is still missing.
     pub fn check(&self) -> Result<(), &'static str> {
         if !self.0.tls_loaded.load(Ordering::Acquire) {
@@ -131,6 +149,7 @@ pub struct AppState {
     pub readiness: Readiness,
     metrics: AdmissionMetrics,
     registry: Registry,
+    receiver: Option<Router>,
 }
 
 impl AppState {
@@ -143,7 +162,14 @@ impl AppState {
             readiness,
             metrics,
             registry,
+            receiver: None,
         }
+    }
+
+    /// Serves `receiver` (the push receiver's routes) on `--receiver-addr`.
+    pub fn with_receiver(mut self, receiver: Router) -> AppState {
+        self.receiver = Some(receiver);
+        self
     }
 }
 
@@ -470,6 +496,7 @@ pub struct Server {
     webhook: TcpListener,
     health: TcpListener,
     metrics: TcpListener,
+    receiver: Option<(TcpListener, Router)>,
     reloader: Arc<CertReloader>,
     reload_interval: Duration,
     state: Arc<AppState>,
@@ -492,10 +519,17 @@ impl Server {
         let webhook = bind("--webhook-addr", config.webhook_addr).await?;
         let health = bind("--health-addr", config.health_addr).await?;
         let metrics = bind("--metrics-addr", config.metrics_addr).await?;
+        let receiver = match (config.receiver_addr, &state.receiver) {
+            (Some(addr), Some(router)) => {
+                Some((bind("--receiver-addr", addr).await?, router.clone()))
+            }
+            _ => None,
+        };
         Ok(Server {
             webhook,
             health,
             metrics,
+            receiver,
             reloader,
             reload_interval: config.tls_reload_interval,
             state: Arc::new(state),
@@ -515,6 +549,19 @@ impl Server {
         ))
     }
 
+    /// The push receiver's bound address, when it is served.
+    pub fn receiver_addr(&self) -> Result<Option<SocketAddr>, ServerError> {
+        self.receiver
+            .as_ref()
+            .map(|(l, _)| {
+                l.local_addr().map_err(|source| ServerError::Io {
+                    what: "receiver listener",
+                    source,
+                })
+            })
+            .transpose()
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
     /// finish (up to 25 s).
     pub async fn run(
@@ -522,7 +569,14 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let (webhook_addr, health_addr, metrics_addr) = self.local_addrs()?;
-        info!(webhook = %webhook_addr, health = %health_addr, metrics = %metrics_addr, "listening");
+        match self.receiver_addr()? {
+            Some(receiver) => {
+                info!(webhook = %webhook_addr, health = %health_addr, metrics = %metrics_addr, %receiver, "listening")
+            }
+            None => {
+                info!(webhook = %webhook_addr, health = %health_addr, metrics = %metrics_addr, "listening")
+            }
+        }
 
         let token = CancellationToken::new();
         let trigger = token.clone();
@@ -561,7 +615,24 @@ impl Server {
             token.clone(),
         );
 
-        let (h, m, w) = tokio::join!(health, metrics, webhook);
+        let receiver_listener = self.receiver;
+        let receiver_token = token.clone();
+        let receiver = async move {
+            match receiver_listener {
+                Some((listener, router)) => {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(receiver_token.cancelled_owned())
+                        .await
+                }
+                None => Ok(()),
+            }
+        };
+
+        let (h, m, w, r) = tokio::join!(health, metrics, webhook, receiver);
+        r.map_err(|source| ServerError::Io {
+            what: "receiver listener",
+            source,
+        })?;
         h.map_err(|source| ServerError::Io {
             what: "health listener",
             source,

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use test_support::cluster::{Cluster, condition, ready_is};
+use test_support::cluster::{Cluster, WAIT, condition, ready_is};
 use test_support::control_plane::WriteCounts;
 use test_support::registry::{RegistryAuth, RegistryOptions, RegistryTls};
 
@@ -1975,6 +1975,8 @@ async fn the_service_account_is_allowed_what_it_uses_and_nothing_else() {
     let allowed = [
         ("list", "imagerepositories.image.toolkit.fluxcd.io", "apps"),
         ("watch", "imagepolicies.image.toolkit.fluxcd.io", "apps"),
+        // The push receiver's reconcile.fluxcd.io/requestedAt (and the finalizer).
+        ("patch", "imagerepositories.image.toolkit.fluxcd.io", "apps"),
         (
             "patch",
             "imagerepositories.image.toolkit.fluxcd.io/status",
@@ -1990,8 +1992,10 @@ async fn the_service_account_is_allowed_what_it_uses_and_nothing_else() {
             "imagerepositories.image.toolkit.fluxcd.io/finalizers",
             "apps",
         ),
+        // Registry credentials, and the push receiver's Secret (watched by name).
         ("get", "secrets", "apps"),
         ("watch", "secrets", "apps"),
+        ("watch", "secrets", "flux-system"),
         ("get", "serviceaccounts", "apps"),
         ("watch", "namespaces", "apps"),
         ("create", "events.events.k8s.io", "apps"),
@@ -2378,4 +2382,477 @@ async fn secret_ref_and_the_service_accounts_pull_secrets_make_one_keychain() {
         ready_is(o, "True", Some("Succeeded")) && tag_count(o) == Some(3)
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Issue 17: the push receiver
+// ---------------------------------------------------------------------------------------
+
+const RECEIVER_SECRET: &str = "image-reflector-receiver";
+const LEADER_LEASE: &str = "image-reflector-controller-leader-election";
+
+/// An ImageRepository `namespace/name` of `host/path`, scanned every hour.
+fn hourly_repository(namespace: &str, name: &str, host: &str, path: &str) -> String {
+    format!(
+        "apiVersion: image.toolkit.fluxcd.io/v1
+kind: ImageRepository
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  interval: 1h
+  image: {host}/{path}
+"
+    )
+}
+
+fn latest_tag(policy: &Value) -> Option<&str> {
+    policy["status"]["latestRef"]["tag"].as_str()
+}
+
+/// `kubectl create secret generic image-reflector-receiver -n flux-system
+/// --from-literal=KEY=VALUE...`, replacing it if it exists.
+async fn receiver_secret(c: &Cluster, keys: &[(&str, &str)]) {
+    let mut args = vec![
+        "create".to_string(),
+        "secret".into(),
+        "generic".into(),
+        RECEIVER_SECRET.into(),
+        "-n".into(),
+        "flux-system".into(),
+        "--dry-run=client".into(),
+        "-o".into(),
+        "yaml".into(),
+    ];
+    args.extend(keys.iter().map(|(k, v)| format!("--from-literal={k}={v}")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let yaml = c.kubectl_ok(&args).await;
+    c.apply(&yaml).await;
+}
+
+/// Requests of image-reflector's scans of `path` in the registry's access log.
+fn tag_listings(c: &Cluster, path: &str) -> usize {
+    c.registry
+        .requests_matching(&format!("GET /v2/{path}/tags/list"))
+}
+
+async fn lease_holder(c: &Cluster) -> Option<String> {
+    test_support::cluster::get_object(
+        c.client(),
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "flux-system",
+        LEADER_LEASE,
+    )
+    .await
+    .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The registry (Debian's docker-registry with a `notifications` endpoint and its bearer
+/// token, as the README tells users to configure it) notifies a replica that is not the
+/// leader; that replica asks for the scans through the API, and the leader scans every
+/// ImageRepository of the pushed image, in every namespace, within seconds although
+/// their interval is an hour; no other repository is scanned, and a burst of 50 pushes
+/// is one scan per repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_moves_latest_ref_within_seconds_through_a_replica_that_does_not_lead_and_scans_only_that_image()
+ {
+    let token = "e2e-push-token-3b7f";
+    let port = test_support::free_port();
+    let mut c = Cluster::install_notifying(
+        RegistryOptions::default(),
+        Some(test_support::registry::RegistryNotifications {
+            url: format!("http://127.0.0.1:{port}/hooks/distribution"),
+            headers: vec![("Authorization".into(), format!("Bearer {token}"))],
+        }),
+    )
+    .await;
+    let host = c.registry.host();
+    receiver_secret(&c, &[("token", token)]).await;
+
+    // The leader: started first, it takes the Lease and runs the controllers.
+    c.start_reflector_with(&["--enable-leader-election"]).await;
+    wait_until("the first replica leads", WAIT, async || {
+        c.reflector().logged("controllers started")
+    })
+    .await;
+    let leader = lease_holder(&c).await.expect("the Lease has a holder");
+    // The replica the registry notifies: it serves the receiver and waits for the Lease.
+    let follower = c
+        .start_replica_with(
+            "follower",
+            &[
+                "--enable-leader-election",
+                "--receiver-addr",
+                &format!("127.0.0.1:{port}"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        follower.receiver,
+        Some(format!("127.0.0.1:{port}").parse().unwrap())
+    );
+    assert!(follower.logged("waiting for leadership"));
+
+    // Pushed before anything watches them: logged no-ops.
+    c.registry.push_tags("team/app", &["1.0.0"]).await;
+    c.registry.push_tags("team/other", &["1.0.0"]).await;
+    wait_until("the setup pushes were delivered", WAIT, async || {
+        let m = follower.metrics_text().await;
+        test_support::cluster::metric_sum(
+            &m,
+            "image_reflector_receiver_events_total",
+            &["result=\"unwatched\""],
+        ) >= 2.0
+    })
+    .await;
+
+    c.apply(&namespace("apps")).await;
+    c.apply(&namespace("staging")).await;
+    c.apply(&hourly_repository("apps", "app", &host, "team/app"))
+        .await;
+    c.apply(&hourly_repository("staging", "app", &host, "team/app"))
+        .await;
+    c.apply(&hourly_repository("apps", "other", &host, "team/other"))
+        .await;
+    c.apply(&semver_policy("apps", "app", "app", ">=1.0.0"))
+        .await;
+    for (ns, name) in [("apps", "app"), ("staging", "app"), ("apps", "other")] {
+        c.wait_for_repository(ns, name, "Ready with 1 tag", |o| {
+            ready_is(o, "True", Some("Succeeded")) && tag_count(o) == Some(1)
+        })
+        .await;
+    }
+    c.wait_for_policy("apps", "app", "latestRef 1.0.0", |o| {
+        latest_tag(o) == Some("1.0.0")
+    })
+    .await;
+    let other = c.repository("apps", "other").await.expect("other");
+    let other_reconciles = c.reconcile_count("ImageRepository", "apps", "other").await;
+    let (app_listings, other_listings) =
+        (tag_listings(&c, "team/app"), tag_listings(&c, "team/other"));
+
+    // One push: latestRef moves within seconds, and both repositories of the image scan.
+    let pushed = Instant::now();
+    c.registry.push_tags("team/app", &["1.1.0"]).await;
+    c.wait_for_policy("apps", "app", "latestRef 1.1.0", |o| {
+        latest_tag(o) == Some("1.1.0")
+    })
+    .await;
+    let latency = pushed.elapsed();
+    assert!(
+        latency < Duration::from_secs(10),
+        "latestRef moved {latency:?} after the push (the interval is 1h)"
+    );
+    c.wait_for_repository("staging", "app", "2 tags", |o| tag_count(o) == Some(2))
+        .await;
+    assert_eq!(tag_listings(&c, "team/app"), app_listings + 2);
+
+    // A burst of 50 tags: one scan per repository.
+    let tags: Vec<String> = (0..50).map(|i| format!("2.0.{i}")).collect();
+    c.registry.push_tags("team/app", &tags).await;
+    c.wait_for_policy("apps", "app", "latestRef 2.0.49", |o| {
+        latest_tag(o) == Some("2.0.49")
+    })
+    .await;
+    c.wait_for_repository("staging", "app", "52 tags", |o| tag_count(o) == Some(52))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        tag_listings(&c, "team/app"),
+        app_listings + 4,
+        "two scans per repository in all: one for the single push, one for the burst"
+    );
+
+    // Nothing else was scanned, or even reconciled.
+    let other_now = c.repository("apps", "other").await.expect("other");
+    assert_eq!(scan_time(&other_now), scan_time(&other));
+    assert_eq!(tag_listings(&c, "team/other"), other_listings);
+    assert_eq!(
+        c.reconcile_count("ImageRepository", "apps", "other").await,
+        other_reconciles
+    );
+    let app = c.repository("apps", "app").await.expect("app");
+    assert!(
+        app["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"].is_string()
+            && app["metadata"]["annotations"]["reconcile.fluxcd.io/requestedAt"]
+                == app["status"]["lastHandledReconcileAt"],
+        "the request went through the API and was handled: {}",
+        app["metadata"]
+    );
+
+    // The follower never led; it counted what it received and measured the waits.
+    assert_eq!(lease_holder(&c).await.as_deref(), Some(leader.as_str()));
+    assert!(!follower.logged("controllers started"));
+    let sum = |m: &str, metric: &str, labels: &[&str]| {
+        test_support::cluster::metric_sum(m, metric, labels)
+    };
+    wait_until(
+        "the follower saw all four scans recorded",
+        WAIT,
+        async || {
+            let m = follower.metrics_text().await;
+            sum(
+                &m,
+                "image_reflector_receiver_push_to_scan_seconds_count",
+                &[],
+            ) >= 4.0
+        },
+    )
+    .await;
+    let m = follower.metrics_text().await;
+    assert_eq!(
+        sum(
+            &m,
+            "image_reflector_receiver_scan_requests_total",
+            &["result=\"requested\""]
+        ),
+        4.0,
+        "{m}"
+    );
+    assert!(
+        sum(
+            &m,
+            "image_reflector_receiver_events_total",
+            &["provider=\"distribution\"", "result=\"triggered\""]
+        ) >= 51.0,
+        "{m}"
+    );
+    assert_eq!(
+        sum(
+            &m,
+            "image_reflector_receiver_events_total",
+            &["result=\"unauthorized\""]
+        ),
+        0.0
+    );
+}
+
+/// A delivery was accepted (202) with this `result`.
+fn assert_accepted(status: u16, text: &str, result: &str) {
+    assert!(
+        status == 202 && text.contains(&format!("\"result\":\"{result}\"")),
+        "expected 202 {result}, got {status}: {text}"
+    );
+}
+
+async fn post(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<reqwest::Body>,
+) -> (u16, String) {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let mut request = http.post(url).header("content-type", "application/json");
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = request.body(body).send().await.expect("POST");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
+}
+
+/// What a forged, malformed or misdirected delivery gets, and that it changes nothing;
+/// then a GitHub `package` event signed with the Secret's `github` key scans at once, its
+/// redelivery scans nothing more, and a rotated token applies without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_malformed_and_unknown_deliveries_change_nothing_and_a_signed_one_scans_at_once() {
+    let (token, github_secret) = ("e2e-shared-9c1d", "e2e-github-hmac-44a0");
+    let mut c = Cluster::install(RegistryOptions::default()).await;
+    let host = c.registry.host();
+    receiver_secret(&c, &[("token", token), ("github", github_secret)]).await;
+    c.start_reflector_with(&["--receiver-addr", "127.0.0.1:0"])
+        .await;
+    let base = format!(
+        "http://{}/hooks",
+        c.reflector().receiver.expect("the receiver listens")
+    );
+    c.registry.push_tags("team/app", &["1.0.0"]).await;
+    c.apply(&namespace("apps")).await;
+    c.apply(&hourly_repository("apps", "app", &host, "team/app"))
+        .await;
+    let before = c
+        .wait_for_repository("apps", "app", "Ready with 1 tag", |o| {
+            ready_is(o, "True", Some("Succeeded")) && tag_count(o) == Some(1)
+        })
+        .await;
+    c.registry.push_tags("team/app", &["1.1.0"]).await;
+
+    let envelope = serde_json::json!({"events": [{
+        "id": "e2e-event-1", "action": "push",
+        "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "repository": "team/app", "tag": "1.1.0"},
+        "request": {"host": host},
+    }]})
+    .to_string();
+    let bearer = format!("Bearer {token}");
+    let distribution = format!("{base}/distribution");
+    let unsigned_github = serde_json::json!({"action": "published", "package": {
+        "name": "app", "package_type": "CONTAINER",
+        "package_version": {"package_url": format!("{host}/team/app:1.1.0"),
+            "container_metadata": {"tag": {"name": "1.1.0"}}}}})
+    .to_string();
+    let forged =
+        image_reflector::receiver::auth::sign(b"not the secret", unsigned_github.as_bytes());
+    // (URL, headers, body, the status it gets)
+    type Delivery<'a> = (String, Vec<(&'a str, &'a str)>, Vec<u8>, u16);
+    let refused: Vec<Delivery> = vec![
+        (distribution.clone(), vec![], envelope.clone().into(), 401),
+        (
+            distribution.clone(),
+            vec![("authorization", "Bearer wrong")],
+            envelope.clone().into(),
+            401,
+        ),
+        (
+            format!("{base}/github"),
+            vec![
+                ("x-github-event", "package"),
+                ("x-hub-signature-256", &forged),
+            ],
+            unsigned_github.clone().into(),
+            401,
+        ),
+        (
+            format!("{base}/github"),
+            vec![("x-github-event", "package")],
+            unsigned_github.clone().into(),
+            401,
+        ),
+        (format!("{base}/dockerhub"), vec![], b"{}".to_vec(), 401),
+        (
+            format!("{base}/dockerhub/wrong-token"),
+            vec![],
+            b"{}".to_vec(),
+            401,
+        ),
+        (
+            format!("{distribution}/{token}"),
+            vec![],
+            envelope.clone().into(),
+            404,
+        ),
+        (
+            format!("{base}/nexus"),
+            vec![("authorization", &bearer)],
+            envelope.clone().into(),
+            404,
+        ),
+        (
+            distribution.clone(),
+            vec![("authorization", &bearer)],
+            b"{\"events\": [".to_vec(),
+            400,
+        ),
+        (
+            distribution.clone(),
+            vec![("authorization", &bearer)],
+            vec![b' '; 2 * 1024 * 1024],
+            413,
+        ),
+    ];
+    for (url, headers, body, expected) in refused {
+        let (status, text) = post(&url, &headers, body).await;
+        assert_eq!(status, expected, "POST {url} {headers:?}: {text}");
+    }
+    // Authenticated, but for an image nobody watches: accepted, and nothing to do.
+    let (status, text) = post(
+        &format!("{base}/generic"),
+        &[("authorization", &bearer)],
+        format!(r#"{{"image": "{host}/team/nobody", "tag": "1.0"}}"#),
+    )
+    .await;
+    assert_accepted(status, &text, "unwatched");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = c.repository("apps", "app").await.expect("app");
+    assert_eq!(
+        after["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"],
+        "no refused delivery wrote anything"
+    );
+    assert_eq!(tag_count(&after), Some(1));
+
+    // A GitHub package event signed with the `github` key: scanned at once.
+    let signed =
+        image_reflector::receiver::auth::sign(github_secret.as_bytes(), unsigned_github.as_bytes());
+    let github_headers = [
+        ("x-github-event", "package"),
+        ("x-github-delivery", "e2e-delivery-1"),
+        ("x-hub-signature-256", signed.as_str()),
+    ];
+    let (status, text) = post(
+        &format!("{base}/github"),
+        &github_headers,
+        unsigned_github.clone(),
+    )
+    .await;
+    assert_accepted(status, &text, "triggered");
+    let scanned = c
+        .wait_for_repository("apps", "app", "2 tags after the GitHub event", |o| {
+            tag_count(o) == Some(2) && o["status"]["lastHandledReconcileAt"].is_string()
+        })
+        .await;
+    // Its redelivery is recognised and asks for nothing.
+    let (status, text) = post(&format!("{base}/github"), &github_headers, unsigned_github).await;
+    assert_accepted(status, &text, "duplicate");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = c.repository("apps", "app").await.expect("app");
+    assert_eq!(
+        again["metadata"]["annotations"], scanned["metadata"]["annotations"],
+        "a redelivery requests no scan"
+    );
+
+    // A rotated token applies at once; the old one no longer does.
+    receiver_secret(
+        &c,
+        &[("token", "e2e-rotated-77e2"), ("github", github_secret)],
+    )
+    .await;
+    wait_until("the rotated token is accepted", WAIT, async || {
+        post(
+            &distribution,
+            &[("authorization", "Bearer e2e-rotated-77e2")],
+            envelope.clone(),
+        )
+        .await
+        .0 == 202
+    })
+    .await;
+    assert_eq!(
+        post(&distribution, &[("authorization", &bearer)], envelope)
+            .await
+            .0,
+        401
+    );
+
+    let m = c.reflector_metrics().await;
+    let events = |labels: &[&str]| {
+        test_support::cluster::metric_sum(&m, "image_reflector_receiver_events_total", labels)
+    };
+    assert!(events(&["result=\"unauthorized\""]) >= 7.0, "{m}");
+    assert_eq!(events(&["result=\"unknown_provider\""]), 2.0, "{m}");
+    assert_eq!(events(&["result=\"bad_request\""]), 1.0, "{m}");
+    assert_eq!(events(&["result=\"too_large\""]), 1.0, "{m}");
+    assert_eq!(
+        events(&["provider=\"github\"", "result=\"duplicate\""]),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        !c.reflector_log_tail().contains(token),
+        "no secret is logged"
+    );
 }

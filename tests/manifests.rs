@@ -119,6 +119,42 @@ fn every_flag_the_deployment_passes_exists() {
 }
 
 #[test]
+fn the_receiver_service_reaches_the_receiver_port_the_deployment_listens_on() {
+    let docs = rendered();
+    let container = &of_kind(&docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0];
+    let port = container["ports"]
+        .as_sequence()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"].as_str() == Some("receiver"))
+        .expect("a port named receiver");
+    let listen = format!(
+        "--receiver-addr=:{}",
+        port["containerPort"].as_u64().expect("containerPort")
+    );
+    assert!(
+        container["args"]
+            .as_sequence()
+            .expect("args")
+            .iter()
+            .any(|a| a.as_str() == Some(listen.as_str())),
+        "the Deployment passes {listen}"
+    );
+    let service = of_kind(&docs, "Service")
+        .into_iter()
+        .find(|s| s["metadata"]["name"].as_str() == Some("image-reflector-receiver"))
+        .expect("the receiver's Service");
+    assert_eq!(
+        service["spec"]["ports"][0]["targetPort"],
+        Value::from("receiver")
+    );
+    assert_eq!(
+        service["spec"]["selector"],
+        of_kind(&docs, "Deployment")[0]["spec"]["selector"]["matchLabels"]
+    );
+}
+
+#[test]
 fn rbac_grants_no_wildcards_and_only_reads_secrets() {
     let docs = rendered();
     for role in of_kind(&docs, "ClusterRole")

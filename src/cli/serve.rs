@@ -62,6 +62,22 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = clap::ArgAction::Set)]
     pub no_cross_namespace_refs: bool,
+    /// HTTP address of the push receiver (POST /hooks/PROVIDER): registries' push
+    /// notifications rescan the pushed image's ImageRepositories at once. Off unless set;
+    /// needs the controllers (not --webhook-only).
+    #[arg(long, value_parser = parse_listen_addr)]
+    pub receiver_addr: Option<SocketAddr>,
+    /// Secret in --runtime-namespace holding the receiver's secrets: key `token`, and
+    /// optionally one key per provider (`github`, `dockerhub`, ...) that overrides it.
+    #[arg(long, default_value = "image-reflector-receiver")]
+    pub receiver_secret: String,
+    /// The receiver requests a scan once pushes to an image have stopped for this long
+    /// (a burst of pushes becomes one scan per ImageRepository).
+    #[arg(long, default_value = "500ms", value_parser = parse_duration_flag)]
+    pub receiver_quiet_period: Duration,
+    /// ... and at the latest this long after the first push of a burst.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_flag)]
+    pub receiver_max_delay: Duration,
 
     #[command(flatten)]
     pub controllers: ControllerArgs,
@@ -155,6 +171,7 @@ impl ServeArgs {
             tls_cert_file: self.tls_cert_file.clone(),
             tls_key_file: self.tls_key_file.clone(),
             tls_reload_interval: self.tls_reload_interval,
+            receiver_addr: self.receiver_addr,
         }
     }
 }
@@ -198,6 +215,11 @@ pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'stat
 /// Runs `serve`.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.webhook_only {
+        if args.receiver_addr.is_some() {
+            anyhow::bail!(
+                "--receiver-addr needs the controllers' caches and a cluster; leave out --webhook-only or --receiver-addr"
+            );
+        }
         let admission = Admission {
             cluster: None,
             no_cross_namespace_refs: args.no_cross_namespace_refs,
@@ -306,7 +328,38 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
         cluster: Some(Arc::new(view)),
         no_cross_namespace_refs: args.no_cross_namespace_refs,
     };
-    let state = AppState::new(admission, readiness.clone(), registry);
+    // The push receiver runs on every replica: it requests scans through the API, which
+    // the leader's controller acts on.
+    let receiver = args.receiver_addr.map(|_| {
+        crate::receiver::Receiver::start(
+            &crate::receiver::ReceiverConfig {
+                namespace: c.runtime_namespace.clone(),
+                secret_name: args.receiver_secret.clone(),
+                coalescing: crate::receiver::Coalescing {
+                    quiet_period: args.receiver_quiet_period,
+                    max_delay: args.receiver_max_delay.max(args.receiver_quiet_period),
+                },
+            },
+            &client,
+            caches.repositories.clone(),
+            readiness.clone(),
+        )
+    });
+    if let Some(receiver) = &receiver {
+        receiver.register_metrics(&mut registry);
+    }
+    let mut state = AppState::new(admission, readiness.clone(), registry);
+    if let Some(receiver) = &receiver {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let cancel = stop.clone();
+        let on_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            on_shutdown.await;
+            cancel.cancel();
+        });
+        receiver.spawn_tasks(client.clone(), changes.subscribe_repositories(), stop);
+        state = state.with_receiver(receiver.router());
+    }
     let server = crate::server::Server::bind(&args.server_config(), state).await?;
     let server_task = tokio::spawn(server.run(shutdown.clone()));
 

@@ -176,6 +176,14 @@ pub struct Changes {
     secrets: broadcast::Sender<PartialObjectMetadata<Secret>>,
 }
 
+impl Changes {
+    /// Every ImageRepository the watch sees from now on (the push receiver notices with it
+    /// when a scan it requested is recorded).
+    pub fn subscribe_repositories(&self) -> broadcast::Receiver<ImageRepository> {
+        self.repositories.subscribe()
+    }
+}
+
 /// The watch loops that fill the caches; spawn `run` on every replica.
 pub struct Drivers {
     futures: Vec<future::BoxFuture<'static, ()>>,

@@ -25,7 +25,7 @@
 use crate::certs::TestCa;
 use crate::control_plane::{ControlPlane, WriteCounts};
 use crate::kubectl::{Kubectl, Ran};
-use crate::registry::{Registry, RegistryOptions};
+use crate::registry::{Registry, RegistryNotifications, RegistryOptions};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,12 +57,14 @@ pub struct Cluster {
     reflector_kubeconfig: PathBuf,
 }
 
-/// A running `image-reflector serve`.
+/// A running `image-reflector serve` (killed when dropped).
 pub struct Reflector {
     child: tokio::process::Child,
     pub webhook: SocketAddr,
     pub health: SocketAddr,
     pub metrics: SocketAddr,
+    /// The push receiver, when started with `--receiver-addr`.
+    pub receiver: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -78,8 +80,16 @@ impl Cluster {
 
     /// Like `start`, without starting image-reflector.
     pub async fn install(registry: RegistryOptions) -> Cluster {
+        Self::install_notifying(registry, None).await
+    }
+
+    /// Like `install`, with a registry that sends push notifications to `notifications`.
+    pub async fn install_notifying(
+        registry: RegistryOptions,
+        notifications: Option<RegistryNotifications>,
+    ) -> Cluster {
         let (control_plane, registry) = tokio::join!(ControlPlane::start(), async move {
-            tokio::task::spawn_blocking(move || Registry::start(registry))
+            tokio::task::spawn_blocking(move || Registry::start_notifying(registry, notifications))
                 .await
                 .expect("registry start")
         });
@@ -188,10 +198,31 @@ impl Cluster {
     /// `start_reflector` with extra flags for `serve`.
     pub async fn start_reflector_with(&mut self, extra: &[&str]) {
         assert!(self.reflector.is_none(), "image-reflector already runs");
+        let webhook = format!("127.0.0.1:{}", self.webhook_port);
+        let reflector = self
+            .spawn_reflector(&webhook, self.storage_path(), extra)
+            .await;
+        self.reflector = Some(reflector);
+    }
+
+    /// Another replica of image-reflector beside the one `start_reflector` runs: the same
+    /// ServiceAccount and certificate, its own tag store and ports (its webhook is not the
+    /// one the API server calls). Waits until it is ready; stops when dropped.
+    pub async fn start_replica_with(&self, name: &str, extra: &[&str]) -> Reflector {
+        let storage = self.dir.path().join(format!("storage-{name}"));
+        std::fs::create_dir_all(&storage).expect("replica storage dir");
+        self.spawn_reflector("127.0.0.1:0", storage, extra).await
+    }
+
+    async fn spawn_reflector(
+        &self,
+        webhook_addr: &str,
+        storage: PathBuf,
+        extra: &[&str],
+    ) -> Reflector {
         let mut cmd = tokio::process::Command::new(crate::image_reflector_bin());
         cmd.args(["serve", "--log-encoding", "json", "--log-level", "info"])
-            .arg("--webhook-addr")
-            .arg(format!("127.0.0.1:{}", self.webhook_port))
+            .args(["--webhook-addr", webhook_addr])
             .args(["--health-addr", "127.0.0.1:0"])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .arg("--tls-cert-file")
@@ -199,7 +230,7 @@ impl Cluster {
             .arg("--tls-key-file")
             .arg(&self.key_file)
             .arg("--storage-path")
-            .arg(self.storage_path())
+            .arg(storage)
             .args(["--requeue-dependency", "1s"])
             .args(extra)
             .env("KUBECONFIG", &self.reflector_kubeconfig)
@@ -266,6 +297,7 @@ impl Cluster {
             webhook: addr("webhook"),
             health: addr("health"),
             metrics: addr("metrics"),
+            receiver: listening["receiver"].as_str().and_then(|s| s.parse().ok()),
             log,
         };
         let readyz = format!("http://{}/readyz", reflector.health);
@@ -287,7 +319,7 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.reflector = Some(reflector);
+        reflector
     }
 
     /// Kills image-reflector (SIGKILL: no chance to flush anything) and waits for it.
@@ -431,18 +463,7 @@ impl Cluster {
 
     /// image-reflector's `/metrics` text.
     pub async fn reflector_metrics(&self) -> String {
-        let url = format!("http://{}/metrics", self.reflector().metrics);
-        reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client")
-            .get(&url)
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics body")
+        self.reflector().metrics_text().await
     }
 
     /// How many reviews image-reflector's webhooks have denied (from
@@ -545,6 +566,33 @@ impl Reflector {
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
     }
+
+    /// Whether a log line's `message` is `message`.
+    pub fn logged(&self, message: &str) -> bool {
+        self.log
+            .lock()
+            .expect("log lock")
+            .iter()
+            .any(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["message"] == message))
+    }
+
+    /// This process's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        crate::metrics_text(self.metrics).await
+    }
+}
+
+/// The sum of the samples of `metric` (its full name, e.g. `..._total`) whose labels
+/// include every one of `labels` (`key="value"`), in a `/metrics` text.
+pub fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 impl Drop for Cluster {

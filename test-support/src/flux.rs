@@ -137,17 +137,7 @@ impl FluxController {
 
     /// Its `/metrics` text.
     pub async fn metrics_text(&self) -> String {
-        reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client")
-            .get(format!("http://{}/metrics", self.metrics))
-            .send()
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics body")
+        crate::metrics_text(self.metrics).await
     }
 
     /// Stops it with SIGKILL and waits.

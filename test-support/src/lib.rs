@@ -73,6 +73,21 @@ pub fn go_tool(name: &str) -> PathBuf {
     path
 }
 
+/// The `/metrics` text of a process serving it on `addr`.
+pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

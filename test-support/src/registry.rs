@@ -1,6 +1,7 @@
 //! A real OCI registry for tests: Debian's `docker-registry` (distribution 2.8) started
 //! on 127.0.0.1:0 with a temporary config, optionally with TLS (a CA made at test time),
-//! mutual TLS, htpasswd Basic auth or token auth. Killed on drop.
+//! mutual TLS, htpasswd Basic auth or token auth, and push notifications to an endpoint
+//! (distribution's `notifications.endpoints`). Killed on drop.
 //!
 //! ```ignore
 //! let registry = Registry::start(RegistryOptions::default());
@@ -53,6 +54,15 @@ pub struct RegistryOptions {
     pub tls: RegistryTls,
 }
 
+/// One `notifications.endpoints` entry (see [`Registry::start_notifying`]): manifest pushes and deletions are sent to `url`
+/// with `headers` (pulls and blob uploads are left out with `ignore`, as the README
+/// advises), retried every 200 ms while the endpoint does not answer 2xx.
+#[derive(Clone, Debug)]
+pub struct RegistryNotifications {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
 /// A running `docker-registry`.
 pub struct Registry {
     child: Child,
@@ -78,6 +88,14 @@ pub fn require_tool(name: &str, package: &str) {
 
 impl Registry {
     pub fn start(options: RegistryOptions) -> Registry {
+        Self::start_notifying(options, None)
+    }
+
+    /// [`Registry::start`] that sends push notifications to `notifications`.
+    pub fn start_notifying(
+        options: RegistryOptions,
+        notifications: Option<RegistryNotifications>,
+    ) -> Registry {
         require_tool("docker-registry", "docker-registry");
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = String::from(
@@ -124,6 +142,18 @@ impl Registry {
                     "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
                     path.display()
                 ));
+            }
+        }
+        if let Some(n) = &notifications {
+            config.push_str(&format!(
+                "notifications:\n  endpoints:\n    - name: image-reflector\n      url: {}\n      timeout: 2s\n      threshold: 1\n      backoff: 200ms\n      ignore:\n        actions: [pull]\n        mediatypes: [application/octet-stream]\n",
+                n.url
+            ));
+            if !n.headers.is_empty() {
+                config.push_str("      headers:\n");
+                for (name, value) in &n.headers {
+                    config.push_str(&format!("        {name}: [{value:?}]\n"));
+                }
             }
         }
         let config_path = dir.path().join("config.yml");
