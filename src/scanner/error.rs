@@ -247,8 +247,13 @@ pub(super) fn classify_transport(
         };
     }
     // A TLS 1.3 server that refuses the client certificate may close the connection
-    // before its alert is read: the request then fails as "connection closed".
-    let closed = without_url(e).contains("connection closed");
+    // before its alert is read: the request then fails as "connection closed", or, when
+    // the close wins the race with the request's write, as a broken pipe or a reset.
+    let closed = without_url(e).contains("connection closed")
+        || matches!(
+            io_kind,
+            Some(std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
+        );
     if closed
         && !e.is_connect()
         && e.url().is_some_and(|u| u.scheme() == "https")
