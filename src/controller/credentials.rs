@@ -147,6 +147,7 @@ pub async fn scan_request(
         tls,
         proxy,
         timeout,
+        cloud: None,
     };
     Ok((request, pull_secrets))
 }
