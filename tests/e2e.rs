@@ -1896,6 +1896,7 @@ async fn the_service_account_is_allowed_what_it_uses_and_nothing_else() {
         ("get", "secrets", "apps"),
         ("watch", "secrets", "apps"),
         ("get", "serviceaccounts", "apps"),
+        ("create", "serviceaccounts/token", "apps"),
         ("watch", "namespaces", "apps"),
         ("create", "events.events.k8s.io", "apps"),
         ("create", "events", "apps"),
@@ -1921,8 +1922,8 @@ async fn the_service_account_is_allowed_what_it_uses_and_nothing_else() {
             "apps",
         ),
         ("delete", "imagepolicies.image.toolkit.fluxcd.io", "apps"),
-        ("create", "serviceaccounts/token", "apps"),
         ("update", "serviceaccounts", "apps"),
+        ("create", "serviceaccounts", "apps"),
         ("update", "namespaces", "apps"),
         ("update", "leases.coordination.k8s.io", "apps"),
         (
