@@ -187,6 +187,13 @@ impl Cluster {
 
     /// `start_reflector` with extra flags for `serve`.
     pub async fn start_reflector_with(&mut self, extra: &[&str]) {
+        self.start_reflector_with_env(extra, &[]).await
+    }
+
+    /// `start_reflector` with extra flags for `serve` and extra environment variables
+    /// (a cloud's, as a pod would have them). Every `AWS_*`, `AZURE_*`, `GOOGLE_*` and
+    /// `GCE_*` variable of the test's own environment is removed first.
+    pub async fn start_reflector_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.reflector.is_none(), "image-reflector already runs");
         let mut cmd = tokio::process::Command::new(crate::image_reflector_bin());
         cmd.args(["serve", "--log-encoding", "json", "--log-level", "info"])
@@ -214,6 +221,15 @@ impl Cluster {
         ] {
             cmd.env_remove(proxy);
         }
+        for (k, _) in std::env::vars() {
+            if ["AWS_", "AZURE_", "GOOGLE_", "GCE_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+            {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env.iter().copied());
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -78,6 +78,12 @@ pub fn require_tool(name: &str, package: &str) {
 
 impl Registry {
     pub fn start(options: RegistryOptions) -> Registry {
+        Registry::start_named(options, &[])
+    }
+
+    /// [`Registry::start`] whose TLS certificate also carries these DNS names (a cloud
+    /// registry's host, reached through `Egress`).
+    pub fn start_named(options: RegistryOptions, names: &[&str]) -> Registry {
         require_tool("docker-registry", "docker-registry");
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = String::from(
@@ -86,9 +92,9 @@ impl Registry {
         let (mut ca, mut client_leaf) = (None, None);
         if options.tls != RegistryTls::None {
             let test_ca = TestCa::new("registry test CA");
-            let (cert, key) = test_ca
-                .server(&["127.0.0.1", "localhost"])
-                .write(dir.path(), "server");
+            let mut sans = vec!["127.0.0.1", "localhost"];
+            sans.extend_from_slice(names);
+            let (cert, key) = test_ca.server(&sans).write(dir.path(), "server");
             config.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 cert.display(),

@@ -28,6 +28,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::ProvideCredentials as _;
 use aws_credential_types::provider::error::CredentialsError;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -288,16 +289,15 @@ fn unix_seconds(t: std::time::SystemTime) -> Option<i64> {
 
 /// An SDK error as a login error: a service's refusal with its code and message, or why
 /// the service could not be asked.
-fn sdk_error<E, R>(
+fn sdk_error<E>(
     step: Step,
     service: &str,
     what: &str,
-    e: &SdkError<E, R>,
+    e: &SdkError<E, HttpResponse>,
     secrets: &[&str],
 ) -> CloudError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     let detail = match e {
         SdkError::ServiceError(se) => {
@@ -306,7 +306,8 @@ where
                 (Some(c), Some(m)) => format!("{c}: {m}"),
                 (Some(c), None) => c.to_string(),
                 (None, Some(m)) => m.to_string(),
-                (None, None) => DisplayErrorContext(e).to_string(),
+                // An error body the SDK could not read (not the service's protocol).
+                (None, None) => format!("HTTP {}", se.raw().status().as_u16()),
             };
             format!("{service} refused {what}: {}", quote(&reason, secrets))
         }
