@@ -3,13 +3,17 @@
 //! real `image-reflector serve` binary running as its ServiceAccount (webhooks over HTTPS
 //! with a CA made at test time, called by kube-apiserver's admission chain; controllers;
 //! tag store) and the real `kubectl`. See `test_support::cluster`. The ImageRepository controller (issue 5) and ImagePolicy with
-//! cross-namespace access and digest reflection (issue 6), as a user sees them.
+//! cross-namespace access and digest reflection (issue 6), as a user sees them; cloud
+//! registry logins (issue 16) in `e2e/cloud.rs`.
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use test_support::cluster::{Cluster, condition, ready_is};
 use test_support::control_plane::WriteCounts;
 use test_support::registry::{RegistryAuth, RegistryOptions, RegistryTls};
+
+#[path = "e2e/cloud.rs"]
+mod cloud;
 
 const REPO_STATUS: &str = "imagerepositories.image.toolkit.fluxcd.io/status";
 const POLICY_STATUS: &str = "imagepolicies.image.toolkit.fluxcd.io/status";
@@ -1988,11 +1992,14 @@ async fn apply_server_side(
 
 /// `kubectl auth can-i VERB RESOURCE -n NAMESPACE --as USER`.
 async fn can_i(c: &Cluster, user: &str, verb: &str, resource: &str, namespace: &str) -> bool {
-    let ran = c
-        .kubectl(&[
-            "auth", "can-i", verb, resource, "-n", namespace, "--as", user,
-        ])
-        .await;
+    // `RESOURCE/SUB` is a subresource (kubectl would read SUB as an object's name).
+    let mut args = vec!["auth", "can-i", verb];
+    match resource.split_once('/') {
+        Some((resource, sub)) => args.extend([resource, "--subresource", sub]),
+        None => args.push(resource),
+    }
+    args.extend(["-n", namespace, "--as", user]);
+    let ran = c.kubectl(&args).await;
     match ran.stdout.trim() {
         "yes" => true,
         "no" => false,
