@@ -422,3 +422,76 @@ async fn pull_secret_credentials(
     }
     Ok((Credentials::Anonymous, versions))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client for an API server nobody runs: these cases must not need one.
+    fn offline_client() -> Client {
+        let url = "http://127.0.0.1:9".parse().expect("URL");
+        Client::try_from(kube::Config::new(url)).expect("client")
+    }
+
+    fn spec(service_account: Option<&str>) -> ImageRepositorySpec {
+        ImageRepositorySpec {
+            image: "123456789012.dkr.ecr.us-east-1.amazonaws.com/app".into(),
+            interval: "1m".into(),
+            service_account_name: service_account.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    fn involved() -> InvolvedObject {
+        InvolvedObject {
+            kind: KIND.into(),
+            namespace: "apps".into(),
+            name: "app".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_service_account_the_login_is_the_controller_s() {
+        let login = cloud_login(
+            &offline_client(),
+            "apps",
+            &spec(None),
+            Cloud::Aws,
+            None,
+            &CloudOptions::default(),
+            involved(),
+        )
+        .await
+        .expect("login");
+        assert!(matches!(login.identity, Identity::Controller));
+        assert_eq!(login.involved, Some(involved()));
+    }
+
+    #[tokio::test]
+    async fn a_service_account_or_the_default_one_needs_the_feature_gate() {
+        for (sa, default, field) in [
+            (Some("puller"), None, "spec.serviceAccountName"),
+            (None, Some("tenant"), "--default-service-account"),
+        ] {
+            let e = cloud_login(
+                &offline_client(),
+                "apps",
+                &spec(sa),
+                Cloud::Gcp,
+                default,
+                &CloudOptions::default(),
+                involved(),
+            )
+            .await
+            .unwrap_err();
+            let message = e.to_string();
+            assert!(
+                message.starts_with(field)
+                    && message.contains("--feature-gates=ObjectLevelWorkloadIdentity=true")
+                    && message.contains("gcp registry"),
+                "{message}"
+            );
+            assert!(e.is_configuration(), "AuthenticationFailed, not Failure");
+        }
+    }
+}

@@ -159,6 +159,30 @@ pub fn check_federated(token: &str, trust: &FederatedTrust) -> Result<serde_json
     Ok(claims)
 }
 
+/// How often each thing was asked of a stand-in.
+#[derive(Default)]
+struct Counts(Mutex<BTreeMap<&'static str, usize>>);
+
+impl Counts {
+    fn inc(&self, what: &'static str) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(what)
+            .or_default() += 1;
+    }
+
+    fn get(&self, what: &str) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(what)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
 fn random_token(prefix: &str) -> String {
     format!(
         "{prefix}-{:016x}{:016x}",
@@ -189,13 +213,37 @@ pub struct AzureOptions {
     pub client_secret: Option<String>,
 }
 
+impl AzureOptions {
+    /// A federated identity credential of `client_id` in `tenant` for `subject`'s
+    /// tokens from `issuer`, signed by `key_pem`, with Entra ID's audience.
+    pub fn federated(
+        tenant: &str,
+        client_id: &str,
+        issuer: &str,
+        key_pem: &str,
+        subject: &str,
+    ) -> AzureOptions {
+        AzureOptions {
+            tenant: tenant.into(),
+            client_id: client_id.into(),
+            federated: Some(FederatedTrust {
+                issuer: issuer.into(),
+                key_pem: key_pem.into(),
+                audience: "api://AzureADTokenExchange".into(),
+                subjects: vec![subject.into()],
+            }),
+            client_secret: None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct AzureState {
     options: AzureOptions,
     /// Entra tokens issued, with their scope.
     access_tokens: Mutex<HashMap<String, String>>,
     refresh_tokens: Mutex<HashSet<String>>,
-    counts: Mutex<BTreeMap<&'static str, usize>>,
+    counts: Counts,
     signer: Option<Arc<TokenSigner>>,
     registry: String,
     registry_host: String,
@@ -204,12 +252,7 @@ struct AzureState {
 
 impl AzureState {
     fn count(&self, what: &'static str) {
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(what)
-            .or_default() += 1;
+        self.counts.inc(what);
     }
 
     fn issue(&self, scope: &str) -> Response {
@@ -238,6 +281,26 @@ pub struct Azure {
 
 /// The ACR host the front answers as.
 pub const ACR_HOST: &str = "myregistry.azurecr.io";
+
+/// The docker-registry ACR's stand-in sits in front of: token auth whose realm is ACR's
+/// `/oauth2/token`, tokens signed by the returned signer (hand it to [`Azure::start`]).
+pub async fn acr_registry() -> (crate::registry::Registry, Arc<TokenSigner>) {
+    use crate::registry::{Registry, RegistryAuth, RegistryOptions, RegistryTls};
+    let signer = Arc::new(TokenSigner::new());
+    let for_registry = signer.clone();
+    let registry = tokio::task::spawn_blocking(move || {
+        Registry::start(RegistryOptions {
+            auth: RegistryAuth::Token {
+                realm: format!("https://{ACR_HOST}/oauth2/token"),
+                signer: for_registry,
+            },
+            tls: RegistryTls::None,
+        })
+    })
+    .await
+    .expect("registry");
+    (registry, signer)
+}
 
 impl Azure {
     /// Starts them; ACR's front relays to `registry_base` (`http://127.0.0.1:PORT`, a
@@ -285,6 +348,15 @@ impl Azure {
         }
     }
 
+    /// An egress proxy routing ACR's host to its front and letting the Entra ID
+    /// stand-in through.
+    pub async fn egress(&self) -> crate::egress::Egress {
+        let egress = crate::egress::Egress::start().await;
+        egress.route(&format!("{ACR_HOST}:443"), self.acr.addr);
+        egress.allow(self.entra.addr);
+        egress
+    }
+
     /// `http://127.0.0.1:PORT/`, for `AZURE_AUTHORITY_HOST`.
     pub fn authority(&self) -> String {
         format!("http://{}/", self.entra.addr)
@@ -298,13 +370,7 @@ impl Azure {
     /// How often each was asked: `entra`, `entra-refused`, `imds`, `exchange`,
     /// `exchange-refused`, `registry-token`.
     pub fn count(&self, what: &str) -> usize {
-        self.state
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(what)
-            .copied()
-            .unwrap_or(0)
+        self.state.counts.get(what)
     }
 }
 
@@ -523,17 +589,12 @@ pub struct GcpOptions {
 struct GcpState {
     options: GcpOptions,
     federated_tokens: Mutex<HashSet<String>>,
-    counts: Mutex<BTreeMap<&'static str, usize>>,
+    counts: Counts,
 }
 
 impl GcpState {
     fn count(&self, what: &'static str) {
-        *self
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(what)
-            .or_default() += 1;
+        self.counts.inc(what);
     }
 }
 
@@ -587,13 +648,7 @@ impl Gcp {
     /// How often each was asked: `metadata-token`, `sts`, `sts-refused`, `impersonate`,
     /// `impersonate-refused`.
     pub fn count(&self, what: &str) -> usize {
-        self.state
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(what)
-            .copied()
-            .unwrap_or(0)
+        self.state.counts.get(what)
     }
 }
 

@@ -91,6 +91,36 @@ impl Egress {
     }
 }
 
+/// A TLS docker-registry named `name` (its certificate carries the name) that takes
+/// Basic `user`/`password`, with `tags` on team/app, routed as `name:443` here.
+pub async fn named_registry(
+    name: &'static str,
+    user: &str,
+    password: &str,
+    tags: &[&str],
+    egress: &Egress,
+) -> crate::registry::Registry {
+    use crate::registry::{Registry, RegistryAuth, RegistryOptions, RegistryTls};
+    let (user, password) = (user.to_string(), password.to_string());
+    let registry = tokio::task::spawn_blocking(move || {
+        Registry::start_named(
+            RegistryOptions {
+                auth: RegistryAuth::Basic {
+                    username: user,
+                    password,
+                },
+                tls: RegistryTls::Server,
+            },
+            &[name],
+        )
+    })
+    .await
+    .expect("registry");
+    registry.push_tags("team/app", tags).await;
+    egress.route(&format!("{name}:443"), registry.addr());
+    registry
+}
+
 impl Drop for Egress {
     fn drop(&mut self) {
         self.task.abort();

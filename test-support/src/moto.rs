@@ -17,6 +17,12 @@ use std::time::{Duration, Instant};
 
 const LAUNCHER: &str = include_str!("../moto/moto_server.py");
 
+/// moto's default account, and its ECR registry in us-east-1.
+pub const ACCOUNT: &str = "123456789012";
+pub const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+/// A role of that account for the tests' trust policies.
+pub const ROLE: &str = "arn:aws:iam::123456789012:role/ecr-reader";
+
 /// The password moto's ECR token decodes to for `account`.
 pub fn ecr_password(account: &str) -> String {
     format!("{account}-auth-token")

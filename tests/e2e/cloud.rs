@@ -13,48 +13,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use test_support::certs::TestCa;
 use test_support::cloud_standins::{
-    ACR_HOST, Azure, AzureOptions, FederatedTrust, Gcp, GcpOptions,
+    ACR_HOST, Azure, AzureOptions, FederatedTrust, Gcp, GcpOptions, acr_registry,
 };
 use test_support::cluster::{Cluster, condition, ready_is};
 use test_support::control_plane::WriteCounts;
-use test_support::egress::Egress;
-use test_support::moto::{Moto, MotoOptions, OidcTrust, ecr_password};
-use test_support::registry::{Registry, RegistryAuth, RegistryOptions, RegistryTls};
-use test_support::token_server::TokenSigner;
+use test_support::egress::{Egress, named_registry};
+use test_support::moto::{ECR_HOST, Moto, MotoOptions, OidcTrust, ROLE, ecr_password};
+use test_support::registry::{Registry, RegistryOptions};
 
-const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
-const ROLE: &str = "arn:aws:iam::123456789012:role/ecr-reader";
 const UNTRUSTING_ROLE: &str = "arn:aws:iam::123456789012:role/trusts-nobody";
 const CONTROLLER: &str = "system:serviceaccount:flux-system:image-reflector-controller";
 const PULLER: &str = "system:serviceaccount:apps:puller";
-
-/// A TLS registry named `name` taking Basic `user`/`password`, with `tags` on team/app.
-async fn named_registry(
-    name: &'static str,
-    user: &str,
-    password: &str,
-    tags: &[&str],
-    egress: &Egress,
-) -> Registry {
-    let (user, password) = (user.to_string(), password.to_string());
-    let registry = tokio::task::spawn_blocking(move || {
-        Registry::start_named(
-            RegistryOptions {
-                auth: RegistryAuth::Basic {
-                    username: user,
-                    password,
-                },
-                tls: RegistryTls::Server,
-            },
-            &[name],
-        )
-    })
-    .await
-    .expect("registry");
-    registry.push_tags("team/app", tags).await;
-    egress.route(&format!("{name}:443"), registry.addr());
-    registry
-}
 
 /// moto checking web identity tokens as an IAM OIDC provider for this control plane.
 async fn moto_for(c: &Cluster, trust: &[(&str, &[&str])]) -> Moto {
@@ -79,6 +48,32 @@ async fn moto_for(c: &Cluster, trust: &[(&str, &[&str])]) -> Moto {
     })
     .await
     .expect("moto")
+}
+
+/// moto, the egress proxy and the ECR registry (its password moto's token's).
+struct Ecr {
+    moto: Moto,
+    egress: Egress,
+    registry: Registry,
+}
+
+async fn ecr(c: &Cluster, trust: &[(&str, &[&str])], tags: &[&str]) -> Ecr {
+    let moto = moto_for(c, trust).await;
+    let egress = Egress::start().await;
+    egress.allow(moto.addr());
+    let registry = named_registry(
+        ECR_HOST,
+        "AWS",
+        &ecr_password("123456789012"),
+        tags,
+        &egress,
+    )
+    .await;
+    Ecr {
+        moto,
+        egress,
+        registry,
+    }
 }
 
 /// A PEM bundle of these CAs, for `SSL_CERT_FILE`.
@@ -166,17 +161,11 @@ fn assert_log_free_of(c: &Cluster, secrets: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_aws_autologin_for_ecr_scans_ecr_with_the_controllers_web_identity() {
     let mut c = Cluster::install(RegistryOptions::default()).await;
-    let moto = moto_for(&c, &[(ROLE, &[CONTROLLER])]).await;
-    let egress = Egress::start().await;
-    egress.allow(moto.addr());
-    let registry = named_registry(
-        ECR_HOST,
-        "AWS",
-        &ecr_password("123456789012"),
-        &["1.0.0", "1.1.0", "2.0.0"],
-        &egress,
-    )
-    .await;
+    let Ecr {
+        moto,
+        egress,
+        registry,
+    } = ecr(&c, &[(ROLE, &[CONTROLLER])], &["1.0.0", "1.1.0", "2.0.0"]).await;
     // IRSA: EKS projects a token of the controller's ServiceAccount for STS into the pod.
     let token = c
         .kubectl_ok(&[
@@ -242,15 +231,14 @@ async fn the_seeds_aws_autologin_for_ecr_scans_ecr_with_the_controllers_web_iden
 async fn object_level_workload_identity_scans_ecr_as_the_repositorys_service_account_and_names_the_failed_step()
  {
     let mut c = Cluster::install(RegistryOptions::default()).await;
-    let moto = moto_for(&c, &[(ROLE, &[PULLER]), (UNTRUSTING_ROLE, &[])]).await;
-    let egress = Egress::start().await;
-    egress.allow(moto.addr());
-    let registry = named_registry(
-        ECR_HOST,
-        "AWS",
-        &ecr_password("123456789012"),
+    let Ecr {
+        moto,
+        egress,
+        registry,
+    } = ecr(
+        &c,
+        &[(ROLE, &[PULLER]), (UNTRUSTING_ROLE, &[])],
         &["1.0.0", "1.1.0", "2.0.0", "3.0.0"],
-        &egress,
     )
     .await;
     let bundle = ca_bundle(c.dir(), &[registry.ca_pem().expect("CA")])
@@ -326,17 +314,11 @@ async fn exchanges(c: &Cluster, moto: &Moto, before: &WriteCounts) -> (u64, u64,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_repositories_of_one_registry_make_one_exchange_per_expiry_window() {
     let mut c = Cluster::install(RegistryOptions::default()).await;
-    let moto = moto_for(&c, &[(ROLE, &[PULLER])]).await;
-    let egress = Egress::start().await;
-    egress.allow(moto.addr());
-    let registry = named_registry(
-        ECR_HOST,
-        "AWS",
-        &ecr_password("123456789012"),
-        &["1.0.0", "2.0.0"],
-        &egress,
-    )
-    .await;
+    let Ecr {
+        moto,
+        egress,
+        registry,
+    } = ecr(&c, &[(ROLE, &[PULLER])], &["1.0.0", "2.0.0"]).await;
     let bundle = ca_bundle(c.dir(), &[registry.ca_pem().expect("CA")])
         .display()
         .to_string();
@@ -436,19 +418,7 @@ async fn fifty_repositories_of_one_registry_make_one_exchange_per_expiry_window(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_level_workload_identity_scans_acr_with_an_entra_id_token() {
     let mut c = Cluster::install(RegistryOptions::default()).await;
-    let registry_signer = std::sync::Arc::new(TokenSigner::new());
-    let signer = registry_signer.clone();
-    let registry = tokio::task::spawn_blocking(move || {
-        Registry::start(RegistryOptions {
-            auth: RegistryAuth::Token {
-                realm: format!("https://{ACR_HOST}/oauth2/token"),
-                signer,
-            },
-            tls: RegistryTls::None,
-        })
-    })
-    .await
-    .expect("registry");
+    let (registry, registry_signer) = acr_registry().await;
     registry.push_tags("team/app", &["1.0", "1.1"]).await;
     let tenant = "72f988bf-86f1-41af-91ab-2d7cd011db47";
     let client = "11111111-2222-3333-4444-555555555555";
@@ -456,25 +426,19 @@ async fn object_level_workload_identity_scans_acr_with_an_entra_id_token() {
         std::fs::read_to_string(c.control_plane.service_account_public_key()).expect("SA key");
     let ca = TestCa::new("azure test CA");
     let azure = Azure::start(
-        AzureOptions {
-            tenant: tenant.into(),
-            client_id: client.into(),
-            federated: Some(FederatedTrust {
-                issuer: c.control_plane.service_account_issuer().into(),
-                key_pem,
-                audience: "api://AzureADTokenExchange".into(),
-                subjects: vec!["system:serviceaccount:apps:acr-puller".into()],
-            }),
-            client_secret: None,
-        },
+        AzureOptions::federated(
+            tenant,
+            client,
+            c.control_plane.service_account_issuer(),
+            &key_pem,
+            "system:serviceaccount:apps:acr-puller",
+        ),
         &ca,
         &registry.base_url(),
         registry_signer,
     )
     .await;
-    let egress = Egress::start().await;
-    egress.route(&format!("{ACR_HOST}:443"), azure.acr.addr);
-    egress.allow(azure.entra.addr);
+    let egress = azure.egress().await;
     let bundle = ca_bundle(c.dir(), &[&ca.cert_pem]).display().to_string();
     let authority = azure.authority();
     c.start_reflector_with_env(

@@ -14,20 +14,18 @@ use image_reflector::scanner::cloud::{Cloud, CloudEnv, CloudLogin, Identity};
 use image_reflector::scanner::{ProxyConfig, ScanErrorKind, ScanRequest, Scanner, ScannerConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use test_support::certs::TestCa;
 use test_support::cloud_standins::{
-    ACR_HOST, Azure, AzureOptions, FederatedTrust, Gcp, GcpOptions,
+    ACR_HOST, Azure, AzureOptions, FederatedTrust, Gcp, GcpOptions, acr_registry,
 };
-use test_support::egress::Egress;
-use test_support::moto::{ECR_PUBLIC_PASSWORD, Moto, MotoOptions, OidcTrust, ecr_password};
-use test_support::registry::{Registry, RegistryAuth, RegistryOptions, RegistryTls};
+use test_support::egress::{Egress, named_registry};
+use test_support::moto::{
+    ACCOUNT, ECR_HOST, ECR_PUBLIC_PASSWORD, Moto, MotoOptions, OidcTrust, ROLE, ecr_password,
+};
+use test_support::registry::Registry;
 use test_support::token_server::TokenSigner;
 
-const ACCOUNT: &str = "123456789012";
-const ECR_HOST: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
-const ROLE: &str = "arn:aws:iam::123456789012:role/ecr-reader";
 const ISSUER: &str = "https://oidc.image-reflector.test";
 const SUBJECT: &str = "system:serviceaccount:flux-system:image-reflector-controller";
 
@@ -67,6 +65,24 @@ fn binary(home: &Path) -> tokio::process::Command {
     cmd
 }
 
+/// `scan --provider aws -o json IMAGE` through the egress proxy, trusting `ca`.
+fn aws_scan(home: &Path, egress: &Egress, ca: &str, image: &str) -> tokio::process::Command {
+    let mut cmd = binary(home);
+    cmd.args([
+        "scan",
+        "--provider",
+        "aws",
+        "--proxy",
+        &egress.url(),
+        "--ca-file",
+        ca,
+        "-o",
+        "json",
+        image,
+    ]);
+    cmd
+}
+
 struct Ran {
     code: i32,
     stdout: String,
@@ -80,35 +96,6 @@ async fn run(cmd: &mut tokio::process::Command) -> Ran {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
-}
-
-/// A TLS registry named `name` that takes Basic `user`/`password`, with `tags` on
-/// team/app, reachable as `name:443` through the egress proxy.
-async fn named_registry(
-    name: &'static str,
-    user: &str,
-    password: &str,
-    tags: &[&str],
-    egress: &Egress,
-) -> Registry {
-    let (user, password) = (user.to_string(), password.to_string());
-    let registry = tokio::task::spawn_blocking(move || {
-        Registry::start_named(
-            RegistryOptions {
-                auth: RegistryAuth::Basic {
-                    username: user,
-                    password,
-                },
-                tls: RegistryTls::Server,
-            },
-            &[name],
-        )
-    })
-    .await
-    .expect("registry");
-    registry.push_tags("team/app", tags).await;
-    egress.route(&format!("{name}:443"), registry.addr());
-    registry
 }
 
 async fn moto(options: MotoOptions) -> Moto {
@@ -167,19 +154,7 @@ async fn scan_with_provider_aws_logs_in_to_ecr_with_a_web_identity_and_the_regis
     );
     assert!(moto.counts().await.is_empty(), "a dry run asks nobody");
 
-    let mut scan = binary(dir.path());
-    scan.args([
-        "scan",
-        "--provider",
-        "aws",
-        "--proxy",
-        &egress.url(),
-        "--ca-file",
-        &ca,
-        "-o",
-        "json",
-        &image,
-    ]);
+    let mut scan = aws_scan(dir.path(), &egress, &ca, &image);
     irsa(&mut scan);
     let ran = run(&mut scan).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
@@ -205,18 +180,8 @@ async fn scan_with_provider_aws_logs_in_to_ecr_with_a_web_identity_and_the_regis
         "wrong",
         &federated_token(&signer, "api://AzureADTokenExchange", SUBJECT),
     );
-    let mut refused = binary(dir.path());
+    let mut refused = aws_scan(dir.path(), &egress, &ca, &image);
     refused
-        .args([
-            "scan",
-            "--provider",
-            "aws",
-            "--proxy",
-            &egress.url(),
-            "--ca-file",
-            &ca,
-            &image,
-        ])
         .env("AWS_ROLE_ARN", ROLE)
         .env("AWS_WEB_IDENTITY_TOKEN_FILE", &wrong)
         .env("AWS_ENDPOINT_URL", moto.endpoint());
@@ -300,22 +265,10 @@ async fn public_ecr_logs_in_through_ecr_public() {
     )
     .await;
     let ca = write(dir.path(), "ca.crt", registry.ca_pem().expect("CA"));
-    let mut cmd = binary(dir.path());
-    cmd.args([
-        "scan",
-        "--provider",
-        "aws",
-        "--proxy",
-        &egress.url(),
-        "--ca-file",
-        &ca,
-        "-o",
-        "json",
-        "public.ecr.aws/team/app",
-    ])
-    .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
-    .env("AWS_SECRET_ACCESS_KEY", "secret")
-    .env("AWS_ENDPOINT_URL", moto.endpoint());
+    let mut cmd = aws_scan(dir.path(), &egress, &ca, "public.ecr.aws/team/app");
+    cmd.env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env("AWS_ENDPOINT_URL", moto.endpoint());
     let ran = run(&mut cmd).await;
     assert_eq!(ran.code, 0, "{}", ran.stderr);
     assert!(ran.stdout.contains("\"tagCount\": 2"), "{}", ran.stdout);
@@ -434,19 +387,7 @@ const CLIENT: &str = "11111111-2222-3333-4444-555555555555";
 /// ACR's stand-in in front of a docker-registry (token auth, realm on ACR's host) with
 /// `repos` of one tag each, and a federated credential trusting SUBJECT's tokens.
 async fn acr(repos: usize) -> AcrSetup {
-    let registry_signer = Arc::new(TokenSigner::new());
-    let signer = registry_signer.clone();
-    let registry = tokio::task::spawn_blocking(move || {
-        Registry::start(RegistryOptions {
-            auth: RegistryAuth::Token {
-                realm: format!("https://{ACR_HOST}/oauth2/token"),
-                signer,
-            },
-            tls: RegistryTls::None,
-        })
-    })
-    .await
-    .expect("registry");
+    let (registry, registry_signer) = acr_registry().await;
     for i in 0..repos {
         registry
             .push_tags(&format!("team/app{i}"), &["1.0", "1.1"])
@@ -455,25 +396,13 @@ async fn acr(repos: usize) -> AcrSetup {
     let ca = TestCa::new("cloud test CA");
     let oidc = TokenSigner::new();
     let azure = Azure::start(
-        AzureOptions {
-            tenant: TENANT.into(),
-            client_id: CLIENT.into(),
-            federated: Some(FederatedTrust {
-                issuer: ISSUER.into(),
-                key_pem: oidc.public_key_pem.clone(),
-                audience: "api://AzureADTokenExchange".into(),
-                subjects: vec![SUBJECT.into()],
-            }),
-            client_secret: None,
-        },
+        AzureOptions::federated(TENANT, CLIENT, ISSUER, &oidc.public_key_pem, SUBJECT),
         &ca,
         &registry.base_url(),
         registry_signer,
     )
     .await;
-    let egress = Egress::start().await;
-    egress.route(&format!("{ACR_HOST}:443"), azure.acr.addr);
-    egress.allow(azure.entra.addr);
+    let egress = azure.egress().await;
     AcrSetup {
         azure,
         egress,
@@ -483,19 +412,24 @@ async fn acr(repos: usize) -> AcrSetup {
     }
 }
 
+/// A scanner with Azure workload identity's environment, the token in `token_file`.
+fn workload_identity_scanner(a: &AcrSetup, token_file: &str) -> Scanner {
+    let authority = a.azure.authority();
+    cloud_scanner(&[
+        ("AZURE_FEDERATED_TOKEN_FILE", token_file),
+        ("AZURE_CLIENT_ID", CLIENT),
+        ("AZURE_TENANT_ID", TENANT),
+        ("AZURE_AUTHORITY_HOST", &authority),
+    ])
+}
+
 #[tokio::test]
 async fn acr_logs_in_with_workload_identity_once_for_fifty_repositories() {
     let a = acr(50).await;
     let dir = tempfile::tempdir().expect("dir");
     let token = federated_token(&a.oidc, "api://AzureADTokenExchange", SUBJECT);
     let token_file = write(dir.path(), "azure-identity-token", &token);
-    let authority = a.azure.authority();
-    let scanner = cloud_scanner(&[
-        ("AZURE_FEDERATED_TOKEN_FILE", &token_file),
-        ("AZURE_CLIENT_ID", CLIENT),
-        ("AZURE_TENANT_ID", TENANT),
-        ("AZURE_AUTHORITY_HOST", &authority),
-    ]);
+    let scanner = workload_identity_scanner(&a, &token_file);
     let scans = (0..50).map(|i| {
         let req = cloud_request(
             Cloud::Azure,
@@ -557,13 +491,7 @@ async fn acr_logs_in_with_a_managed_identity_and_a_refused_assertion_names_entra
         "system:serviceaccount:other:stranger",
     );
     let token_file = write(dir.path(), "azure-identity-token", &stranger);
-    let authority = a.azure.authority();
-    let scanner = cloud_scanner(&[
-        ("AZURE_FEDERATED_TOKEN_FILE", &token_file),
-        ("AZURE_CLIENT_ID", CLIENT),
-        ("AZURE_TENANT_ID", TENANT),
-        ("AZURE_AUTHORITY_HOST", &authority),
-    ]);
+    let scanner = workload_identity_scanner(&a, &token_file);
     let e = scanner.scan(&req).await.unwrap_err();
     assert_eq!(e.kind(), ScanErrorKind::AuthenticationFailed);
     let msg = e.to_string();

@@ -17,7 +17,7 @@
 //!   `00000000-0000-0000-0000-000000000000`; the registry's own Bearer flow does the rest.
 
 use super::env::CloudEnv;
-use super::http::{Call, secure_endpoint};
+use super::http::{Call, host_of, secure_endpoint};
 use super::metrics::CloudMetrics;
 use super::{Cloud, CloudError, Step};
 use std::collections::BTreeMap;
@@ -80,19 +80,6 @@ fn authority(env: &CloudEnv) -> String {
     } else {
         format!("{a}/")
     }
-}
-
-/// The host of a URL, for messages.
-fn host_of(url: &str) -> String {
-    url::Url::parse(url)
-        .ok()
-        .and_then(|u| {
-            u.host_str().map(|h| {
-                u.port()
-                    .map_or_else(|| h.to_string(), |p| format!("{h}:{p}"))
-            })
-        })
-        .unwrap_or_else(|| url.to_string())
 }
 
 #[derive(serde::Deserialize)]
@@ -188,42 +175,25 @@ pub(super) async fn controller_token(
 ) -> Result<(String, Option<i64>), CloudError> {
     let client = env.get("AZURE_CLIENT_ID");
     let tenant = env.get("AZURE_TENANT_ID");
-    if let (Some(file), Some(client), Some(tenant)) =
-        (env.get("AZURE_FEDERATED_TOKEN_FILE"), client, tenant)
-    {
-        let assertion = std::fs::read_to_string(file).map_err(|e| {
+    let (Some(client), Some(tenant)) = (client, tenant) else {
+        return managed_identity(metrics, env, scope).await;
+    };
+    let assertion = match env.get("AZURE_FEDERATED_TOKEN_FILE") {
+        Some(file) => Some(std::fs::read_to_string(file).map_err(|e| {
             CloudError::new(
                 Cloud::Azure,
                 Step::NoIdentity,
                 format!("AZURE_FEDERATED_TOKEN_FILE {file}: {e}"),
             )
-        })?;
-        return token_endpoint(
-            metrics,
-            http,
-            env,
-            tenant,
-            client,
-            Secret::Assertion(assertion.trim()),
-            scope,
-        )
-        .await;
-    }
-    if let (Some(secret), Some(client), Some(tenant)) =
-        (env.get("AZURE_CLIENT_SECRET"), client, tenant)
-    {
-        return token_endpoint(
-            metrics,
-            http,
-            env,
-            tenant,
-            client,
-            Secret::ClientSecret(secret),
-            scope,
-        )
-        .await;
-    }
-    managed_identity(metrics, env, scope).await
+        })?),
+        None => None,
+    };
+    let secret = match (&assertion, env.get("AZURE_CLIENT_SECRET")) {
+        (Some(a), _) => Secret::Assertion(a.trim()),
+        (None, Some(s)) => Secret::ClientSecret(s),
+        (None, None) => return managed_identity(metrics, env, scope).await,
+    };
+    token_endpoint(metrics, http, env, tenant, client, secret, scope).await
 }
 
 /// A ServiceAccount's Entra ID token: its TokenRequest token as the client assertion.

@@ -17,7 +17,7 @@
 //!   workload identity pool and cluster, read from the metadata server (Flux's rules).
 
 use super::env::CloudEnv;
-use super::http::{Call, secure_endpoint};
+use super::http::{Call, host_of, secure_endpoint};
 use super::metrics::CloudMetrics;
 use super::{Cloud, CloudError, Step};
 use base64::Engine as _;
@@ -257,13 +257,6 @@ async fn sts_exchange(
     subject_token_type: &str,
     subject_token: &str,
 ) -> Result<(String, Option<i64>), CloudError> {
-    let service = format!("GCP STS at {}", host_of(url));
-    let call = Call {
-        cloud: Cloud::Gcp,
-        step: Step::TokenService,
-        service: &service,
-        secrets: &[subject_token],
-    };
     let scope = SCOPES[0];
     let form = [
         (
@@ -279,10 +272,7 @@ async fn sts_exchange(
         ("subject_token", subject_token),
         ("subject_token_type", subject_token_type),
     ];
-    let body = call.send(metrics, http.post(url).form(&form)).await?;
-    let t: OAuthToken = call.parse(&body, "an access token")?;
-    let now = jiff::Timestamp::now().as_second();
-    Ok((t.access_token, t.expires_in.map(|s| now + s)))
+    oauth2_token(metrics, http, "GCP STS", url, &form, &[subject_token]).await
 }
 
 /// IAM Credentials `generateAccessToken` for a service account, with a federated token.
@@ -324,18 +314,6 @@ async fn impersonate(
         .and_then(|t| t.parse::<jiff::Timestamp>().ok())
         .map(|t| t.as_second());
     Ok((a.access_token, expiry))
-}
-
-fn host_of(url: &str) -> String {
-    url::Url::parse(url)
-        .ok()
-        .and_then(|u| {
-            u.host_str().map(|h| {
-                u.port()
-                    .map_or_else(|| h.to_string(), |p| format!("{h}:{p}"))
-            })
-        })
-        .unwrap_or_else(|| url.to_string())
 }
 
 /// An application default credentials file.
@@ -481,6 +459,7 @@ pub(super) async fn controller_token(
             oauth2_token(
                 metrics,
                 http,
+                GOOGLE_OAUTH2,
                 &url,
                 &form,
                 &[&client_secret, &refresh_token],
@@ -502,19 +481,24 @@ pub(super) async fn controller_token(
                 ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
                 ("assertion", assertion.as_str()),
             ];
-            oauth2_token(metrics, http, &url, &form, &[&assertion]).await
+            oauth2_token(metrics, http, GOOGLE_OAUTH2, &url, &form, &[&assertion]).await
         }
     }
 }
 
+const GOOGLE_OAUTH2: &str = "Google's OAuth2 token endpoint";
+
+/// A form POST to an OAuth2 token endpoint (`kind`, for messages: `GCP STS`), and the
+/// access token it answers with.
 async fn oauth2_token(
     metrics: &CloudMetrics,
     http: &reqwest::Client,
+    kind: &str,
     url: &str,
     form: &[(&str, &str)],
     secrets: &[&str],
 ) -> Result<(String, Option<i64>), CloudError> {
-    let service = format!("Google's OAuth2 token endpoint at {}", host_of(url));
+    let service = format!("{kind} at {}", host_of(url));
     let call = Call {
         cloud: Cloud::Gcp,
         step: Step::TokenService,

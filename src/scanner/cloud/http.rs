@@ -90,6 +90,19 @@ impl Call<'_> {
     }
 }
 
+/// `host[:port]` of a URL, for messages.
+pub(crate) fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.host_str().map(|h| {
+                u.port()
+                    .map_or_else(|| h.to_string(), |p| format!("{h}:{p}"))
+            })
+        })
+        .unwrap_or_else(|| url.to_string())
+}
+
 /// Token endpoints a login is configured with (an environment variable, a credentials
 /// file) take secrets: HTTPS, or plain HTTP on loopback only.
 pub(crate) fn secure_endpoint(url: &str) -> Result<(), String> {
