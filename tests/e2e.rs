@@ -3,13 +3,17 @@
 //! real `image-reflector serve` binary running as its ServiceAccount (webhooks over HTTPS
 //! with a CA made at test time, called by kube-apiserver's admission chain; controllers;
 //! tag store) and the real `kubectl`. See `test_support::cluster`. The ImageRepository controller (issue 5) and ImagePolicy with
-//! cross-namespace access and digest reflection (issue 6), as a user sees them.
+//! cross-namespace access and digest reflection (issue 6), as a user sees them; cloud
+//! registry logins (issue 16) in `e2e/cloud.rs`.
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use test_support::cluster::{Cluster, WAIT, condition, ready_is};
 use test_support::control_plane::WriteCounts;
 use test_support::registry::{RegistryAuth, RegistryOptions, RegistryTls};
+
+#[path = "e2e/cloud.rs"]
+mod cloud;
 
 const REPO_STATUS: &str = "imagerepositories.image.toolkit.fluxcd.io/status";
 const POLICY_STATUS: &str = "imagepolicies.image.toolkit.fluxcd.io/status";
@@ -1997,6 +2001,7 @@ async fn the_service_account_is_allowed_what_it_uses_and_nothing_else() {
         ("watch", "secrets", "apps"),
         ("watch", "secrets", "flux-system"),
         ("get", "serviceaccounts", "apps"),
+        ("create", "serviceaccounts/token", "apps"),
         ("watch", "namespaces", "apps"),
         ("create", "events.events.k8s.io", "apps"),
         ("create", "events", "apps"),
@@ -2022,8 +2027,8 @@ async fn the_service_account_is_allowed_what_it_uses_and_nothing_else() {
             "apps",
         ),
         ("delete", "imagepolicies.image.toolkit.fluxcd.io", "apps"),
-        ("create", "serviceaccounts/token", "apps"),
         ("update", "serviceaccounts", "apps"),
+        ("create", "serviceaccounts", "apps"),
         ("update", "namespaces", "apps"),
         ("update", "leases.coordination.k8s.io", "apps"),
         (
@@ -2088,11 +2093,14 @@ async fn apply_server_side(
 
 /// `kubectl auth can-i VERB RESOURCE -n NAMESPACE --as USER`.
 async fn can_i(c: &Cluster, user: &str, verb: &str, resource: &str, namespace: &str) -> bool {
-    let ran = c
-        .kubectl(&[
-            "auth", "can-i", verb, resource, "-n", namespace, "--as", user,
-        ])
-        .await;
+    // `RESOURCE/SUB` is a subresource (kubectl would read SUB as an object's name).
+    let mut args = vec!["auth", "can-i", verb];
+    match resource.split_once('/') {
+        Some((resource, sub)) => args.extend([resource, "--subresource", sub]),
+        None => args.push(resource),
+    }
+    args.extend(["-n", namespace, "--as", user]);
+    let ran = c.kubectl(&args).await;
     match ran.stdout.trim() {
         "yes" => true,
         "no" => false,

@@ -1,7 +1,8 @@
 //! The scanner against real servers on 127.0.0.1: Debian's docker-registry (anonymous,
 //! htpasswd, token auth, TLS, mutual TLS, plain HTTP), tinyproxy, microsocks, and the paginating
 //! stand-in for what registry 2.8 cannot do (pages, refused page sizes, port-less and
-//! foreign links, 429, loops, malformed JSON, stalls).
+//! foreign links, 429, loops, malformed JSON, stalls). Cloud registry logins are in
+//! `scanner/cloud.rs`.
 
 use image_reflector::reference::ImageRef;
 use image_reflector::scanner::{
@@ -13,6 +14,9 @@ use test_support::fake_registry::{LinkStyle, StandIn, StandInOptions};
 use test_support::proxy::{Proxy, SOCKS_OUTGOING_ADDRESS, Socks5Proxy};
 use test_support::registry::{Registry, RegistryAuth, RegistryOptions, RegistryTls};
 use test_support::token_server::TokenServer;
+
+#[path = "scanner/cloud.rs"]
+mod cloud;
 
 fn scanner() -> Scanner {
     Scanner::new(ScannerConfig {

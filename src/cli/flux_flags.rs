@@ -96,10 +96,11 @@ pub struct FluxFlags {
     /// watches every Secret an ImageRepository uses (metadata only), labelled or not.
     #[arg(long, default_value = "reconcile.fluxcd.io/watch=Enabled")]
     pub watch_configs_label_selector: String,
-    /// Largest number of cloud registry tokens kept in the token cache (0 disables it).
+    /// Largest number of cloud tokens and registry credentials kept in the token cache
+    /// (0 disables it).
     #[arg(long, default_value_t = 100)]
     pub token_cache_max_size: usize,
-    /// Longest time a cached cloud registry token is used.
+    /// Longest time a cached cloud token or registry credential is used (at most 1h).
     #[arg(long, default_value = "1h", value_parser = go_duration)]
     pub token_cache_max_duration: Duration,
     /// The kubeconfig file (default: in-cluster configuration, else KUBECONFIG or
@@ -117,12 +118,13 @@ pub struct FluxFlags {
     /// always deflates tag lists over 4 KiB).
     #[arg(long)]
     pub storage_compression_threshold: Option<i64>,
-    /// In EKS, log in to ECR with the controller's own AWS identity for `provider:
-    /// generic` repositories on an ECR host.
+    /// Log in to ECR with the controller's own AWS identity for `provider: generic`
+    /// repositories on an ECR host that have no credentials of their own (the seed's
+    /// EKS flag).
     #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = clap::ArgAction::Set)]
     pub aws_autologin_for_ecr: bool,
-    /// The same for GCR and Artifact Registry hosts with the controller's GCP identity.
+    /// The same for Artifact Registry and GCR hosts, with the controller's GCP identity.
     #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true,
           default_missing_value = "true", action = clap::ArgAction::Set)]
     pub gcp_autologin_for_gcr: bool,
@@ -133,6 +135,19 @@ pub struct FluxFlags {
 }
 
 impl FluxFlags {
+    /// The clouds whose registries `generic` repositories log in to (autologin flags).
+    pub fn autologin(&self) -> Vec<crate::scanner::cloud::Cloud> {
+        use crate::scanner::cloud::Cloud;
+        [
+            (Cloud::Aws, self.aws_autologin_for_ecr),
+            (Cloud::Azure, self.azure_autologin_for_acr),
+            (Cloud::Gcp, self.gcp_autologin_for_gcr),
+        ]
+        .into_iter()
+        .filter_map(|(c, on)| on.then_some(c))
+        .collect()
+    }
+
     /// The feature gates, later `--feature-gates` values overriding earlier ones.
     pub fn gates(&self) -> FeatureGates {
         let mut all = BTreeMap::new();
@@ -163,17 +178,11 @@ impl FluxFlags {
         if gates.0.contains_key("CacheSecretsAndConfigMaps") {
             out.push("feature gate CacheSecretsAndConfigMaps changes nothing: Secrets are watched as metadata only and read when a scan needs them".to_string());
         }
-        if gates.enabled("ObjectLevelWorkloadIdentity") {
-            out.push("feature gate ObjectLevelWorkloadIdentity: object-level workload identity is not implemented yet; repositories with a cloud provider and serviceAccountName scan without cloud credentials".to_string());
-        }
-        for (flag, on) in [
-            ("--aws-autologin-for-ecr", self.aws_autologin_for_ecr),
-            ("--gcp-autologin-for-gcr", self.gcp_autologin_for_gcr),
-            ("--azure-autologin-for-acr", self.azure_autologin_for_acr),
-        ] {
-            if on {
-                out.push(format!("{flag}: cloud registry login is not implemented yet; such repositories scan anonymously or with their pull secrets"));
-            }
+        if self.token_cache_max_duration > crate::scanner::cloud::MAX_DURATION {
+            out.push(format!(
+                "--token-cache-max-duration {}s is more than Flux's ceiling of an hour; tokens are kept for an hour at most",
+                self.token_cache_max_duration.as_secs()
+            ));
         }
         out
     }

@@ -6,6 +6,7 @@
 //! 3 authentication failed (401/403); 4 repository not found (404).
 
 use crate::reference::ImageRef;
+use crate::scanner::cloud::{self, Cloud, CloudLogin, Identity};
 use crate::scanner::{
     Credentials, DockerConfig, ProxyConfig, ScanError, ScanErrorKind, ScanOutcome, ScanRequest,
     Scanner, ScannerConfig, TlsMaterial,
@@ -68,6 +69,14 @@ pub struct RegistryArgs {
     /// Read the password for --username from stdin.
     #[arg(long, requires = "username")]
     pub password_stdin: bool,
+    /// Log in to the cloud's registry with this machine's cloud identity, as
+    /// `spec.provider` does with the controller's: aws (the AWS default credential
+    /// chain, then ECR), azure (workload identity, a client secret or managed identity,
+    /// then ACR's exchange), gcp (application default credentials or the metadata
+    /// server). `generic` (the default) uses --docker-config or --username.
+    #[arg(long, value_enum, default_value = "generic",
+          conflicts_with_all = ["username", "password_stdin", "docker_config"])]
+    pub provider: ProviderArg,
     /// PEM CA bundle to trust in addition to the system roots.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
@@ -99,6 +108,26 @@ pub struct RegistryArgs {
     pub requests_per_second: f64,
 }
 
+/// `--provider`: `spec.provider`'s values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderArg {
+    Generic,
+    Aws,
+    Azure,
+    Gcp,
+}
+
+impl ProviderArg {
+    fn cloud(self) -> Option<Cloud> {
+        match self {
+            ProviderArg::Generic => None,
+            ProviderArg::Aws => Some(Cloud::Aws),
+            ProviderArg::Azure => Some(Cloud::Azure),
+            ProviderArg::Gcp => Some(Cloud::Gcp),
+        }
+    }
+}
+
 /// The argument ids of [`RegistryArgs`], for `conflicts_with_all` (naming the group
 /// instead would make clap list every member in its error, not the ones given).
 pub const REGISTRY_ARG_IDS: &[&str] = &[
@@ -106,6 +135,7 @@ pub const REGISTRY_ARG_IDS: &[&str] = &[
     "docker_config",
     "username",
     "password_stdin",
+    "provider",
     "ca_file",
     "cert_file",
     "key_file",
@@ -141,6 +171,8 @@ fn usage(msg: impl Into<String>) -> UsageError {
 /// Where the credential for the registry comes from, for --dry-run.
 enum CredentialSource {
     Anonymous,
+    /// `--provider`: what the cloud login would use.
+    Cloud(String),
     Flags(String),
     DockerConfig {
         path: PathBuf,
@@ -244,7 +276,22 @@ pub fn prepare(image: &str, args: &RegistryArgs) -> Result<PreparedScan, UsageEr
         return Err(usage("--requests-per-second must be 0 (unlimited) or more"));
     }
 
-    let source = if let Some(username) = &args.username {
+    let source = if let Some(c) = args.provider.cloud() {
+        let env = cloud::CloudEnv::from_process();
+        let description = cloud::describe(c, &env, request.image.registry()).map_err(|e| {
+            usage(format!(
+                "IMAGE with --provider {}: {}",
+                c.as_str(),
+                e.detail()
+            ))
+        })?;
+        request.cloud = Some(CloudLogin {
+            cloud: c,
+            identity: Identity::Controller,
+            involved: None,
+        });
+        CredentialSource::Cloud(description)
+    } else if let Some(username) = &args.username {
         let mut password = String::new();
         std::io::stdin()
             .read_to_string(&mut password)
@@ -361,6 +408,7 @@ fn endpoint_description(req: &ScanRequest) -> String {
 fn credential_description(source: &CredentialSource, registry: &str) -> String {
     match source {
         CredentialSource::Anonymous => "anonymous (no --username, no Docker config)".into(),
+        CredentialSource::Cloud(d) => d.clone(),
         CredentialSource::Flags(user) => {
             format!("--username {user:?} with the password from stdin")
         }

@@ -253,6 +253,10 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
         concurrency: c.concurrent,
         interval_jitter_percentage: c.interval_jitter_percentage,
         default_service_account: c.default_service_account.clone().filter(|s| !s.is_empty()),
+        cloud: controller::CloudOptions {
+            autologin: flux.autologin(),
+            object_level_workload_identity: flux.gates().enabled("ObjectLevelWorkloadIdentity"),
+        },
         no_cross_namespace_refs: args.no_cross_namespace_refs,
         requeue_dependency: c.requeue_dependency,
         events_addr: flux.events_addr.clone(),
@@ -304,6 +308,10 @@ async fn run_with_controllers(args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_tags: c.registry_max_tags,
         per_host_concurrency: c.registry_concurrency.max(1),
         per_host_requests_per_second: c.registry_qps,
+        cloud: crate::scanner::cloud::CloudConfig {
+            cache_max_size: flux.token_cache_max_size,
+            cache_max_duration: flux.token_cache_max_duration,
+        },
         ..Default::default()
     })
     .context("starting the registry scanner")?;
@@ -514,15 +522,14 @@ mod tests {
         assert_eq!(a.flux.max_retry_delay, Duration::from_secs(300));
         assert_eq!(a.controllers.requeue_dependency, Duration::from_secs(10));
         assert_eq!(a.controllers.concurrent, 10);
-        // One line for each flag or gate that changes nothing here.
+        // One line for each flag or gate that changes nothing here; none for those that
+        // take effect (the cloud logins' gate, flags and cache bounds).
         let notices = a.flux.notices();
         for needle in [
             "--gc-interval",
             "--storage-value-log-file-size",
             "--storage-compression-threshold",
             "FluxStorage",
-            "ObjectLevelWorkloadIdentity",
-            "--aws-autologin-for-ecr",
         ] {
             assert_eq!(
                 notices.iter().filter(|n| n.contains(needle)).count(),
@@ -530,6 +537,23 @@ mod tests {
                 "{needle} in {notices:?}"
             );
         }
+        for needle in ["ObjectLevelWorkloadIdentity", "autologin", "token-cache"] {
+            assert!(
+                !notices.iter().any(|n| n.contains(needle)),
+                "{needle} in {notices:?}"
+            );
+        }
+        assert_eq!(a.flux.autologin(), vec![crate::scanner::cloud::Cloud::Aws]);
+        let capped = parse(&["--token-cache-max-duration=2h"]).unwrap();
+        assert!(
+            capped
+                .flux
+                .notices()
+                .iter()
+                .any(|n| n.contains("ceiling of an hour")),
+            "{:?}",
+            capped.flux.notices()
+        );
     }
 
     #[test]

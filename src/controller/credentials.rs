@@ -1,6 +1,11 @@
 //! Turning an ImageRepository's spec and the Secrets it names into a scan request:
 //! `secretRef` (Docker config), the image pull secrets of `serviceAccountName` (or of
-//! `--default-service-account`), `certSecretRef` and `proxySecretRef`.
+//! `--default-service-account`), `certSecretRef` and `proxySecretRef`; and the cloud
+//! login of `provider: aws|azure|gcp` (or of an autologin flag for a `generic`
+//! repository on that cloud's registry that has no credential of its own), with the
+//! controller's identity or, with `serviceAccountName` (or `--default-service-account`)
+//! and the `ObjectLevelWorkloadIdentity` gate, that ServiceAccount's: its annotations, and
+//! tokens from the TokenRequest API, asked for only when the scanner's cache has none.
 //!
 //! Secrets are read with one GET each, only when a scan is due; they are never cached
 //! (the controller watches Secrets' metadata only, to notice changes). The pull secrets a
@@ -10,18 +15,36 @@
 //! noticed (one scan too many at worst, never one too few).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, PostParams};
 use kube::core::PartialObjectMeta as PartialObjectMetadata;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::{ImageRepositorySpec, Provider};
 use crate::reference::ImageRef;
+use crate::scanner::cloud::{self, Cloud, CloudLogin, Identity, InvolvedObject};
 use crate::scanner::{Credentials, ProxyConfig, ScanRequest, TlsMaterial};
 use crate::store::SecretVersion;
+
+/// How the controller logs in to cloud registries (flags of `serve`).
+#[derive(Clone, Debug, Default)]
+pub struct CloudOptions {
+    /// The clouds whose registries `generic` repositories without credentials log in to
+    /// with the controller's identity (`--aws-autologin-for-ecr`,
+    /// `--azure-autologin-for-acr`, `--gcp-autologin-for-gcr`).
+    pub autologin: Vec<Cloud>,
+    /// Flux's `ObjectLevelWorkloadIdentity` feature gate: cloud logins with a
+    /// ServiceAccount's identity.
+    pub object_level_workload_identity: bool,
+}
+
+/// The kind of the objects whose scans this module prepares (metric labels).
+const KIND: &str = "ImageRepository";
 
 /// Why the cluster side of a scan request could not be assembled. The messages name the
 /// field and the Secret, never a secret value.
@@ -42,6 +65,19 @@ pub enum CredentialsError {
     },
     #[error("spec.serviceAccountName: service account {namespace}/{name} not found")]
     ServiceAccountNotFound { namespace: String, name: String },
+    #[error(
+        "{field}: logging in to the {cloud} registry as service account {namespace}/{name} is object-level workload identity, which needs the feature gate ObjectLevelWorkloadIdentity (start the controller with --feature-gates=ObjectLevelWorkloadIdentity=true)"
+    )]
+    ObjectLevelIdentityDisabled {
+        field: &'static str,
+        cloud: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error(
+        "--default-service-account: service account {namespace}/{name} does not exist; this controller logs in to cloud registries only as that service account in each namespace (multi-tenant workload identity lockdown): create it, or ask your cluster administrator"
+    )]
+    DefaultServiceAccountNotFound { namespace: String, name: String },
     #[error("reading {what} from the API server: {source}")]
     Api {
         what: String,
@@ -92,13 +128,16 @@ pub fn cached_version(
 
 /// Everything a scan needs from the cluster, and the service account's image pull
 /// secrets it consulted, with their cached versions (so a change to one of them rescans).
+#[allow(clippy::too_many_arguments)]
 pub async fn scan_request(
     client: &Client,
     cache: &Store<PartialObjectMetadata<Secret>>,
     namespace: &str,
+    name: &str,
     spec: &ImageRepositorySpec,
     image: ImageRef,
     default_service_account: Option<&str>,
+    cloud_options: &CloudOptions,
     timeout: Duration,
 ) -> Result<(ScanRequest, Vec<SecretVersion>), CredentialsError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -129,6 +168,35 @@ pub async fn scan_request(
         }
         None => TlsMaterial::default(),
     };
+    let involved = InvolvedObject {
+        kind: KIND.to_string(),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    };
+    let cloud = match Cloud::of_provider(spec.effective_provider()) {
+        Some(c) => Some(
+            cloud_login(
+                client,
+                namespace,
+                spec,
+                c,
+                default_service_account,
+                cloud_options,
+                involved,
+            )
+            .await?,
+        ),
+        // The seed's autologin: a generic repository on the cloud's registry with no
+        // credential of its own logs in with the controller's identity.
+        None => cloud::hosts::cloud_of(image.registry())
+            .filter(|c| cloud_options.autologin.contains(c))
+            .filter(|_| credentials.for_registry(image.registry()).is_none())
+            .map(|c| CloudLogin {
+                cloud: c,
+                identity: Identity::Controller,
+                involved: Some(involved),
+            }),
+    };
     let proxy = match &spec.proxy_secret_ref {
         Some(r) => {
             let data = secret_data(&secrets, "spec.proxySecretRef", namespace, &r.name).await?;
@@ -147,8 +215,115 @@ pub async fn scan_request(
         tls,
         proxy,
         timeout,
+        cloud,
     };
     Ok((request, pull_secrets))
+}
+
+/// The login of a repository with a cloud provider: as the ServiceAccount
+/// `serviceAccountName` names (or `--default-service-account`, Flux's lockdown), which
+/// needs the ObjectLevelWorkloadIdentity gate, else as the controller.
+async fn cloud_login(
+    client: &Client,
+    namespace: &str,
+    spec: &ImageRepositorySpec,
+    cloud: Cloud,
+    default_service_account: Option<&str>,
+    options: &CloudOptions,
+    involved: InvolvedObject,
+) -> Result<CloudLogin, CredentialsError> {
+    let account = match (&spec.service_account_name, default_service_account) {
+        (Some(sa), _) => Some((sa.as_str(), "spec.serviceAccountName")),
+        (None, Some(sa)) => Some((sa, "--default-service-account")),
+        (None, None) => None,
+    };
+    let Some((name, field)) = account else {
+        return Ok(CloudLogin {
+            cloud,
+            identity: Identity::Controller,
+            involved: Some(involved),
+        });
+    };
+    if !options.object_level_workload_identity {
+        return Err(CredentialsError::ObjectLevelIdentityDisabled {
+            field,
+            cloud: cloud.as_str(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        });
+    }
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let sa = accounts
+        .get_opt(name)
+        .await
+        .map_err(|source| CredentialsError::Api {
+            what: format!("service account {namespace}/{name}"),
+            source,
+        })?
+        .ok_or_else(|| {
+            let (namespace, name) = (namespace.to_string(), name.to_string());
+            if spec.service_account_name.is_some() {
+                CredentialsError::ServiceAccountNotFound { namespace, name }
+            } else {
+                CredentialsError::DefaultServiceAccountNotFound { namespace, name }
+            }
+        })?;
+    Ok(CloudLogin {
+        cloud,
+        identity: Identity::ServiceAccount(cloud::ServiceAccountIdentity {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            annotations: sa.metadata.annotations.unwrap_or_default(),
+            tokens: Arc::new(TokenRequests {
+                client: client.clone(),
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+            }),
+        }),
+        involved: Some(involved),
+    })
+}
+
+/// A ServiceAccount's tokens from the TokenRequest API (`serviceaccounts/token`
+/// `create`), one hour each.
+struct TokenRequests {
+    client: Client,
+    namespace: String,
+    name: String,
+}
+
+impl cloud::ServiceAccountTokens for TokenRequests {
+    fn token<'a>(
+        &'a self,
+        audiences: &'a [String],
+    ) -> futures::future::BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let api: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &self.namespace);
+            let request = TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: audiences.to_vec(),
+                    expiration_seconds: Some(3600),
+                    bound_object_ref: None,
+                },
+                ..Default::default()
+            };
+            let answer = api
+                .create_token_request(&self.name, &PostParams::default(), &request)
+                .await
+                .map_err(|e| match e {
+                    kube::Error::Api(s) if s.code == 403 => format!(
+                        "{}; the controller's role needs create on serviceaccounts/token",
+                        s.message
+                    ),
+                    other => other.to_string(),
+                })?;
+            answer
+                .status
+                .map(|s| s.token)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| "the API server answered without a token".to_string())
+        })
+    }
 }
 
 fn bad(field: &'static str, namespace: &str, name: &str, detail: String) -> CredentialsError {
@@ -246,4 +421,77 @@ async fn pull_secret_credentials(
         }
     }
     Ok((Credentials::Anonymous, versions))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client for an API server nobody runs: these cases must not need one.
+    fn offline_client() -> Client {
+        let url = "http://127.0.0.1:9".parse().expect("URL");
+        Client::try_from(kube::Config::new(url)).expect("client")
+    }
+
+    fn spec(service_account: Option<&str>) -> ImageRepositorySpec {
+        ImageRepositorySpec {
+            image: "123456789012.dkr.ecr.us-east-1.amazonaws.com/app".into(),
+            interval: "1m".into(),
+            service_account_name: service_account.map(str::to_string),
+            ..Default::default()
+        }
+    }
+
+    fn involved() -> InvolvedObject {
+        InvolvedObject {
+            kind: KIND.into(),
+            namespace: "apps".into(),
+            name: "app".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_service_account_the_login_is_the_controller_s() {
+        let login = cloud_login(
+            &offline_client(),
+            "apps",
+            &spec(None),
+            Cloud::Aws,
+            None,
+            &CloudOptions::default(),
+            involved(),
+        )
+        .await
+        .expect("login");
+        assert!(matches!(login.identity, Identity::Controller));
+        assert_eq!(login.involved, Some(involved()));
+    }
+
+    #[tokio::test]
+    async fn a_service_account_or_the_default_one_needs_the_feature_gate() {
+        for (sa, default, field) in [
+            (Some("puller"), None, "spec.serviceAccountName"),
+            (None, Some("tenant"), "--default-service-account"),
+        ] {
+            let e = cloud_login(
+                &offline_client(),
+                "apps",
+                &spec(sa),
+                Cloud::Gcp,
+                default,
+                &CloudOptions::default(),
+                involved(),
+            )
+            .await
+            .unwrap_err();
+            let message = e.to_string();
+            assert!(
+                message.starts_with(field)
+                    && message.contains("--feature-gates=ObjectLevelWorkloadIdentity=true")
+                    && message.contains("gcp registry"),
+                "{message}"
+            );
+            assert!(e.is_configuration(), "AuthenticationFailed, not Failure");
+        }
+    }
 }

@@ -423,9 +423,11 @@ async fn fetch_digest(
         &ctx.client,
         &ctx.secrets,
         repo_ns,
+        &repo.name_any(),
         &repo.spec,
         image,
         ctx.options.default_service_account.as_deref(),
+        &ctx.options.cloud,
         timeout,
     )
     .await

@@ -94,6 +94,12 @@ async fn cleanup(
         .await
         .map_err(|e| ReconcileError::Join(e.to_string()))??;
     ctx.metrics.forget_repository(&key.namespace, &key.name);
+    ctx.scanner
+        .forget_object(&crate::scanner::cloud::InvolvedObject {
+            kind: KIND.to_string(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+        });
     info!(repository = %key, removed, "ImageRepository deleted; its tags left the store");
     Ok(Action::await_change())
 }
@@ -331,9 +337,11 @@ async fn scan(
         &ctx.client,
         &ctx.secrets,
         &namespace,
+        &key.name,
         &obj.spec,
         image,
         ctx.options.default_service_account.as_deref(),
+        &ctx.options.cloud,
         timeout,
     )
     .await;

@@ -48,6 +48,7 @@ use crate::api::{ImagePolicy, ImageRepository};
 use crate::scanner::Scanner;
 use crate::store::{ObjectKey, TagStore};
 
+pub use credentials::CloudOptions;
 pub use metrics::Metrics;
 pub use view::CacheView;
 
@@ -62,8 +63,11 @@ pub struct ControllerOptions {
     pub concurrency: u16,
     /// Requeues are delayed by up to this share of the interval (`--interval-jitter-percentage`).
     pub interval_jitter_percentage: u8,
-    /// Service account whose pull secrets apply when an ImageRepository names none.
+    /// Service account whose pull secrets apply when an ImageRepository names none, and
+    /// whose identity cloud logins use when it names no `serviceAccountName`.
     pub default_service_account: Option<String>,
+    /// Cloud registry logins: autologin flags, object-level workload identity.
+    pub cloud: CloudOptions,
     /// Refuse every cross-namespace ImagePolicy reference (`--no-cross-namespace-refs`).
     pub no_cross_namespace_refs: bool,
     /// How long an ImagePolicy waits before looking again at a repository without tags.
@@ -88,6 +92,7 @@ impl Default for ControllerOptions {
             concurrency: 4,
             interval_jitter_percentage: 5,
             default_service_account: None,
+            cloud: CloudOptions::default(),
             no_cross_namespace_refs: false,
             requeue_dependency: Duration::from_secs(30),
             min_retry_backoff: Duration::from_millis(750),

@@ -22,19 +22,53 @@ use tokio::time::Instant;
 
 impl Scanner {
     /// The credential a scan sends to its registry and token realm: the one place a
-    /// credential for a registry host is obtained. Today it comes from the request's
-    /// [`Credentials`](super::Credentials) (a Secret's Docker config or username and
-    /// password, or the command line's flags). A cloud provider's token source (ECR, ACR,
-    /// GAR: a short-lived token for the host, obtained with the workload's identity)
-    /// belongs here, behind this signature: it may wait (it runs within the scan's
-    /// timeout) and fail with a classified error, and what it returns flows into the
-    /// token exchange and the token cache unchanged (the cache keys on a hash of the
-    /// credential, so a renewed cloud token gets Bearer tokens of its own).
+    /// credential for a registry host is obtained. Without a cloud login it comes from
+    /// the request's [`Credentials`](super::Credentials) (a Secret's Docker config or
+    /// username and password, or the command line's flags). With one (`spec.provider`,
+    /// an autologin flag, `scan --provider`), it is the cloud's registry credential for
+    /// the host (`cloud/`): obtained within the scan's timeout, with requests of its own
+    /// (through the scan's proxy; the registry's own exchange also with its CA), cached
+    /// per identity and registry, and a failure is an authentication failure naming the
+    /// cloud and the step. What it returns flows into the token exchange and the token
+    /// cache unchanged (the cache keys on a hash of the credential, so a renewed cloud
+    /// token gets Bearer tokens of its own).
     pub(super) async fn registry_credential(
         &self,
         req: &ScanRequest,
+        client: &reqwest::Client,
     ) -> Result<Option<RegistryCredential>, ScanError> {
-        Ok(req.credentials.for_registry(req.image.registry()))
+        let Some(login) = &req.cloud else {
+            return Ok(req.credentials.for_registry(req.image.registry()));
+        };
+        let cloud_client = self.inner.clients.cloud(&self.inner.config, req)?;
+        let scheme = if req.insecure { "http" } else { "https" };
+        let base =
+            url::Url::parse(&format!("{scheme}://{}/", req.image.api_host())).map_err(|e| {
+                super::scan_error(
+                    req,
+                    ScanErrorKind::InvalidConfig,
+                    format!("cannot form the registry URL: {e}"),
+                )
+            })?;
+        let clients = super::cloud::LoginClients {
+            cloud: &cloud_client,
+            registry: client,
+            registry_base: &base,
+        };
+        // Boxed: the login's future is large, and scans are awaited deep in callers.
+        let login = Box::pin(self.inner.cloud.registry_credential(
+            login,
+            req.image.registry(),
+            clients,
+        ));
+        match login.await {
+            Ok((username, password)) => Ok(Some(RegistryCredential::Basic { username, password })),
+            Err(e) => Err(super::scan_error(
+                req,
+                ScanErrorKind::AuthenticationFailed,
+                e.to_string(),
+            )),
+        }
     }
 
     /// The `Authorization` value for requests to the registry, fetching a Bearer token

@@ -49,8 +49,20 @@ impl Clients {
         req: &ScanRequest,
     ) -> Result<(reqwest::Client, TransportKey), ScanError> {
         let key = transport_key(&req.tls, req.proxy.as_ref());
-        let client = cached(&self.http, key, || build_http(config, req))?;
+        let client = cached(&self.http, key, || build_http(config, req, &req.tls))?;
         Ok((client, key))
+    }
+
+    /// The pooled reqwest client for the request's cloud logins: its proxy, the system
+    /// roots only (a registry's CA is not a cloud token service's).
+    pub(super) fn cloud(
+        &self,
+        config: &ScannerConfig,
+        req: &ScanRequest,
+    ) -> Result<reqwest::Client, ScanError> {
+        let tls = TlsMaterial::default();
+        let key = transport_key(&tls, req.proxy.as_ref());
+        cached(&self.http, key, || build_http(config, req, &tls))
     }
 
     /// The oci-client client for this transport (CA bundle, proxy) and scheme, built once.
@@ -66,15 +78,20 @@ impl Clients {
     }
 }
 
-/// A reqwest client for the scan's CA bundle, client certificate and proxy.
-fn build_http(config: &ScannerConfig, req: &ScanRequest) -> Result<reqwest::Client, ScanError> {
+/// A reqwest client for `tls` (the scan's CA bundle and client certificate) and the
+/// scan's proxy.
+fn build_http(
+    config: &ScannerConfig,
+    req: &ScanRequest,
+    tls: &TlsMaterial,
+) -> Result<reqwest::Client, ScanError> {
     let bad = |detail: String| scan_error(req, ScanErrorKind::InvalidConfig, detail);
     let mut b = reqwest::Client::builder()
         .user_agent(config.user_agent.clone())
         .connect_timeout(config.connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
         .redirect(reqwest::redirect::Policy::limited(5));
-    if let Some(ca) = &req.tls.ca_pem {
+    if let Some(ca) = &tls.ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(ca)
             .map_err(|e| bad(format!("the CA certificate is not valid PEM: {e}")))?;
         if certs.is_empty() {
@@ -82,7 +99,7 @@ fn build_http(config: &ScannerConfig, req: &ScanRequest) -> Result<reqwest::Clie
         }
         b = b.tls_certs_merge(certs);
     }
-    match (&req.tls.client_cert_pem, &req.tls.client_key_pem) {
+    match (&tls.client_cert_pem, &tls.client_key_pem) {
         (Some(cert), Some(key)) => {
             let mut pem = cert.clone();
             pem.push(b'\n');

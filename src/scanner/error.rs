@@ -313,7 +313,12 @@ pub(super) async fn status_error(
     let (kind, detail) = match status.as_u16() {
         401 => (
             ScanErrorKind::AuthenticationFailed,
-            if ctx.credential.is_some() {
+            if let Some(login) = &ctx.req.cloud {
+                format!(
+                    "{doing}: the registry refused the credentials of the {} login (HTTP 401{code_text}); they are dropped and the next attempt logs in again",
+                    login.cloud.as_str()
+                )
+            } else if ctx.credential.is_some() {
                 format!("{doing}: the registry refused the credentials (HTTP 401{code_text})")
             } else {
                 format!(

@@ -22,6 +22,7 @@
 //! | `digest.rs` | manifest digests |
 //! | `error.rs` | [`ScanError`] and the classification of failures |
 //! | `metrics.rs` | registry request metrics |
+//! | `cloud/` | cloud registry logins (ECR, ACR, GAR/GCR) and their token cache, behind `auth.rs`'s `Scanner::registry_credential` |
 //!
 //! A scan: a `ScanContext` (the client for the transport, the credential for the
 //! registry), the endpoint probe, the `tags/list` pages (each request with its
@@ -61,6 +62,7 @@
 
 mod auth;
 mod client;
+pub mod cloud;
 mod credentials;
 mod digest;
 mod endpoint;
@@ -117,6 +119,8 @@ pub struct ScannerConfig {
     /// Used when a [`ScanRequest`] has a zero timeout.
     pub default_timeout: Duration,
     pub user_agent: String,
+    /// The cloud token cache's bounds.
+    pub cloud: cloud::CloudConfig,
 }
 
 impl Default for ScannerConfig {
@@ -134,6 +138,7 @@ impl Default for ScannerConfig {
             connect_timeout: Duration::from_secs(10),
             default_timeout: Duration::from_secs(60),
             user_agent: concat!("image-reflector/", env!("CARGO_PKG_VERSION")).to_string(),
+            cloud: cloud::CloudConfig::default(),
         }
     }
 }
@@ -151,6 +156,9 @@ pub struct ScanRequest {
     pub proxy: Option<ProxyConfig>,
     /// The whole scan's deadline (`spec.timeout`); zero means the scanner's default.
     pub timeout: Duration,
+    /// A cloud login (`spec.provider`, or an autologin flag): its registry credential
+    /// replaces `credentials`.
+    pub cloud: Option<cloud::CloudLogin>,
 }
 
 impl ScanRequest {
@@ -165,6 +173,7 @@ impl ScanRequest {
             tls: TlsMaterial::default(),
             proxy: None,
             timeout: Duration::from_secs(60),
+            cloud: None,
         }
     }
 }
@@ -190,6 +199,7 @@ struct Inner {
     clients: Clients,
     endpoints: EndpointCache,
     tokens: TokenCache,
+    cloud: cloud::CloudAuth,
 }
 
 /// The shared registry client. Clone freely: clones share pools, caches and limits.
@@ -228,7 +238,17 @@ fn scan_error(req: &ScanRequest, kind: ScanErrorKind, detail: impl Into<String>)
 }
 
 impl Scanner {
+    /// A scanner whose cloud logins read the process environment as it is now.
     pub fn new(config: ScannerConfig) -> Result<Scanner, ScanError> {
+        Scanner::with_cloud_env(config, cloud::CloudEnv::from_process())
+    }
+
+    /// A scanner whose cloud logins read `env` instead of the process environment (the
+    /// AWS SDK reads the process environment in either case).
+    pub fn with_cloud_env(
+        config: ScannerConfig,
+        env: cloud::CloudEnv,
+    ) -> Result<Scanner, ScanError> {
         if config.max_tags == 0 {
             return Err(ScanError::config("max_tags must be at least 1"));
         }
@@ -236,8 +256,10 @@ impl Scanner {
             config.per_host_concurrency,
             config.per_host_requests_per_second,
         );
+        let cloud = cloud::CloudAuth::new(&config.cloud, env, &config.user_agent);
         Ok(Scanner {
             inner: Arc::new(Inner {
+                cloud,
                 config,
                 limits,
                 metrics: ScannerMetrics::default(),
@@ -252,10 +274,17 @@ impl Scanner {
         &self.inner.config
     }
 
-    /// Registers `image_reflector_registry_requests` (by host and status code) and
-    /// `image_reflector_registry_rate_limited` (429s by host).
+    /// Registers `image_reflector_registry_requests` (by host and status code),
+    /// `image_reflector_registry_rate_limited` (429s by host), and the cloud logins'
+    /// token cache and exchange metrics.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.inner.metrics.register(registry);
+        self.inner.cloud.register_metrics(registry);
+    }
+
+    /// Drops the per-object metrics of a deleted object.
+    pub fn forget_object(&self, o: &cloud::InvolvedObject) {
+        self.inner.cloud.forget_object(o);
     }
 
     /// Lists every tag of the repository, applies the exclusions and sorts.
@@ -276,13 +305,17 @@ impl Scanner {
             let ctx = self.context(req).await?;
             self.list_all_tags(&ctx, progress).await
         };
-        let all = tokio::time::timeout(timeout, list).await.map_err(|_| {
-            scan_error(
-                req,
-                ScanErrorKind::TimedOut,
-                format!("the scan did not finish within {}", humanize(timeout)),
-            )
-        })??;
+        let all = tokio::time::timeout(timeout, list)
+            .await
+            .map_err(|_| {
+                scan_error(
+                    req,
+                    ScanErrorKind::TimedOut,
+                    format!("the scan did not finish within {}", humanize(timeout)),
+                )
+            })
+            .and_then(|r| r)
+            .inspect_err(|e| self.after_failure(req, e))?;
         Ok(finish(&req.image, all, &exclusions))
     }
 
@@ -303,16 +336,30 @@ impl Scanner {
             let ctx = self.context(req).await?;
             self.digest_inner(&ctx, tag).await
         };
-        tokio::time::timeout(timeout, lookup).await.map_err(|_| {
-            scan_error(
-                req,
-                ScanErrorKind::TimedOut,
-                format!(
-                    "resolving the digest of tag {tag:?} did not finish within {}",
-                    humanize(timeout)
-                ),
-            )
-        })?
+        tokio::time::timeout(timeout, lookup)
+            .await
+            .map_err(|_| {
+                scan_error(
+                    req,
+                    ScanErrorKind::TimedOut,
+                    format!(
+                        "resolving the digest of tag {tag:?} did not finish within {}",
+                        humanize(timeout)
+                    ),
+                )
+            })
+            .and_then(|r| r)
+            .inspect_err(|e| self.after_failure(req, e))
+    }
+
+    /// After an authentication failure, a cloud login's cached credentials go: the
+    /// registry may have refused them, and the next attempt logs in afresh.
+    fn after_failure(&self, req: &ScanRequest, e: &ScanError) {
+        if let Some(login) = &req.cloud
+            && e.kind() == ScanErrorKind::AuthenticationFailed
+        {
+            self.inner.cloud.forget(login, req.image.registry());
+        }
     }
 
     fn timeout_of(&self, req: &ScanRequest) -> Duration {
@@ -327,7 +374,7 @@ impl Scanner {
     /// within the scan's timeout (obtaining a credential may take requests of its own).
     async fn context<'a>(&self, req: &'a ScanRequest) -> Result<ScanContext<'a>, ScanError> {
         let (client, client_key) = self.inner.clients.http(&self.inner.config, req)?;
-        let credential = self.registry_credential(req).await?;
+        let credential = self.registry_credential(req, &client).await?;
         let credential_hash = credential_fingerprint(credential.as_ref());
         Ok(ScanContext {
             req,

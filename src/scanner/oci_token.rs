@@ -64,7 +64,7 @@ pub(crate) fn token_lifetime(token: &str, now: i64) -> Duration {
 }
 
 /// The `exp` claim of a compact JWS (`header.payload.signature`, base64url).
-fn jwt_expiry(token: &str) -> Option<i64> {
+pub(crate) fn jwt_expiry(token: &str) -> Option<i64> {
     let mut parts = token.split('.');
     let (_header, payload, _signature) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {

@@ -197,10 +197,17 @@ impl Cluster {
 
     /// `start_reflector` with extra flags for `serve`.
     pub async fn start_reflector_with(&mut self, extra: &[&str]) {
+        self.start_reflector_with_env(extra, &[]).await
+    }
+
+    /// `start_reflector` with extra flags for `serve` and extra environment variables
+    /// (a cloud's, as a pod would have them). Every `AWS_*`, `AZURE_*`, `GOOGLE_*` and
+    /// `GCE_*` variable of the test's own environment is removed first.
+    pub async fn start_reflector_with_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.reflector.is_none(), "image-reflector already runs");
         let webhook = format!("127.0.0.1:{}", self.webhook_port);
         let reflector = self
-            .spawn_reflector(&webhook, self.storage_path(), extra)
+            .spawn_reflector(&webhook, self.storage_path(), extra, env)
             .await;
         self.reflector = Some(reflector);
     }
@@ -211,7 +218,8 @@ impl Cluster {
     pub async fn start_replica_with(&self, name: &str, extra: &[&str]) -> Reflector {
         let storage = self.dir.path().join(format!("storage-{name}"));
         std::fs::create_dir_all(&storage).expect("replica storage dir");
-        self.spawn_reflector("127.0.0.1:0", storage, extra).await
+        self.spawn_reflector("127.0.0.1:0", storage, extra, &[])
+            .await
     }
 
     async fn spawn_reflector(
@@ -219,6 +227,7 @@ impl Cluster {
         webhook_addr: &str,
         storage: PathBuf,
         extra: &[&str],
+        env: &[(&str, &str)],
     ) -> Reflector {
         let mut cmd = tokio::process::Command::new(crate::image_reflector_bin());
         cmd.args(["serve", "--log-encoding", "json", "--log-level", "info"])
@@ -245,6 +254,15 @@ impl Cluster {
         ] {
             cmd.env_remove(proxy);
         }
+        for (k, _) in std::env::vars() {
+            if ["AWS_", "AZURE_", "GOOGLE_", "GCE_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+            {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env.iter().copied());
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())

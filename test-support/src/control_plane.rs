@@ -131,6 +131,16 @@ impl ControlPlane {
         format!("https://127.0.0.1:{}", self.apiserver_port)
     }
 
+    /// The issuer of ServiceAccount tokens (`--service-account-issuer`).
+    pub fn service_account_issuer(&self) -> &'static str {
+        "https://kubernetes.default.svc.cluster.local"
+    }
+
+    /// The PEM public key that verifies ServiceAccount tokens.
+    pub fn service_account_public_key(&self) -> std::path::PathBuf {
+        self.dir().join("pki/service-account.pub")
+    }
+
     /// The cluster CA (PEM), which signed the API server's certificate.
     pub fn ca_pem(&self) -> String {
         std::fs::read_to_string(self.dir().join("ca.crt")).expect("ca.crt")

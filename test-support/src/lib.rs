@@ -4,19 +4,24 @@
 //! docker-registry; registry 3 from `make control-plane`), the whole stack for end-to-end
 //! tests (`cluster`), and small stand-ins only for what nothing real plays: a registry
 //! with the quirks of Quay, Nexus and rate limiters (`fake_registry`), a registry token
-//! service (`token_server`). Everything a helper starts stops when its handle drops.
+//! service (`token_server`), Azure's and Google's token services (`cloud_standins`); and
+//! moto, the AWS emulator (`moto`), with an egress proxy that gives cloud host names to
+//! local servers (`egress`). Everything a helper starts stops when its handle drops.
 //! `compare` is the differential against Flux's own controller (`make compare-flux`).
 #![forbid(unsafe_code)]
 
 pub mod certs;
+pub mod cloud_standins;
 pub mod cluster;
 pub mod compare;
 pub mod control_plane;
 pub mod crd_facts;
+pub mod egress;
 pub mod fake_registry;
 pub mod flux;
 pub mod http_sink;
 pub mod kubectl;
+pub mod moto;
 pub mod proxy;
 pub mod registry;
 pub mod token_server;

@@ -88,12 +88,26 @@ pub fn require_tool(name: &str, package: &str) {
 
 impl Registry {
     pub fn start(options: RegistryOptions) -> Registry {
-        Self::start_notifying(options, None)
+        Registry::start_with(options, &[], None)
     }
 
     /// [`Registry::start`] that sends push notifications to `notifications`.
     pub fn start_notifying(
         options: RegistryOptions,
+        notifications: Option<RegistryNotifications>,
+    ) -> Registry {
+        Registry::start_with(options, &[], notifications)
+    }
+
+    /// [`Registry::start`] whose TLS certificate also carries these DNS names (a cloud
+    /// registry's host, reached through `Egress`).
+    pub fn start_named(options: RegistryOptions, names: &[&str]) -> Registry {
+        Registry::start_with(options, names, None)
+    }
+
+    fn start_with(
+        options: RegistryOptions,
+        names: &[&str],
         notifications: Option<RegistryNotifications>,
     ) -> Registry {
         require_tool("docker-registry", "docker-registry");
@@ -104,9 +118,9 @@ impl Registry {
         let (mut ca, mut client_leaf) = (None, None);
         if options.tls != RegistryTls::None {
             let test_ca = TestCa::new("registry test CA");
-            let (cert, key) = test_ca
-                .server(&["127.0.0.1", "localhost"])
-                .write(dir.path(), "server");
+            let mut sans = vec!["127.0.0.1", "localhost"];
+            sans.extend_from_slice(names);
+            let (cert, key) = test_ca.server(&sans).write(dir.path(), "server");
             config.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 cert.display(),

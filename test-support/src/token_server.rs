@@ -20,6 +20,8 @@ pub struct TokenSigner {
     key: aws_lc_rs::rsa::KeyPair,
     cert_der: Vec<u8>,
     pub cert_pem: String,
+    /// The public key (SubjectPublicKeyInfo PEM), to check tokens signed here.
+    pub public_key_pem: String,
 }
 
 impl Default for TokenSigner {
@@ -43,6 +45,7 @@ impl TokenSigner {
             key: signing,
             cert_der: cert.der().to_vec(),
             cert_pem: cert.pem(),
+            public_key_pem: key.public_key_pem(),
         }
     }
 
@@ -54,15 +57,8 @@ impl TokenSigner {
         actions: &[&str],
         lifetime_secs: i64,
     ) -> String {
-        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let std_b64 = base64::engine::general_purpose::STANDARD;
-        let header = serde_json::json!({
-            "typ": "JWT",
-            "alg": "RS256",
-            "x5c": [std_b64.encode(&self.cert_der)],
-        });
         let now = jiff::Timestamp::now().as_second();
-        let claims = serde_json::json!({
+        self.jwt(&serde_json::json!({
             "iss": TOKEN_ISSUER,
             "sub": subject,
             "aud": TOKEN_SERVICE,
@@ -71,6 +67,17 @@ impl TokenSigner {
             "iat": now,
             "jti": format!("{:x}", rand::random::<u64>()),
             "access": [{"type": "repository", "name": repository, "actions": actions}],
+        }))
+    }
+
+    /// An RS256 JWT of these claims, its header carrying the certificate in `x5c`.
+    pub fn jwt(&self, claims: &serde_json::Value) -> String {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let std_b64 = base64::engine::general_purpose::STANDARD;
+        let header = serde_json::json!({
+            "typ": "JWT",
+            "alg": "RS256",
+            "x5c": [std_b64.encode(&self.cert_der)],
         });
         let signing_input = format!(
             "{}.{}",

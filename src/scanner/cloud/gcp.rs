@@ -1,0 +1,777 @@
+//! GCP: Artifact Registry and Container Registry, with a Google access token as the
+//! password of the user `oauth2accesstoken`.
+//!
+//! - **The controller's identity**, in the order of Google's application default
+//!   credentials: the file `GOOGLE_APPLICATION_CREDENTIALS` names, else gcloud's
+//!   `application_default_credentials.json`, else the metadata server
+//!   (`GCE_METADATA_HOST` moves it). A file may hold workload identity federation
+//!   (`external_account`: the subject token from a file or URL, the STS exchange at its
+//!   `token_url`, then impersonation at its `service_account_impersonation_url` when it
+//!   has one), a user's refresh token (`authorized_user`) or a service account key
+//!   (`service_account`: a signed JWT assertion).
+//! - **A ServiceAccount's identity**: its TokenRequest token exchanged at Google's STS
+//!   for a federated token, then, with the `iam.gke.io/gcp-service-account`
+//!   annotation, for that service account's token (IAM Credentials
+//!   `generateAccessToken`). The audience is the workload identity provider of the
+//!   `gcp.auth.fluxcd.io/workload-identity-provider` annotation (outside GKE), or GKE's
+//!   workload identity pool and cluster, read from the metadata server (Flux's rules).
+
+use super::env::CloudEnv;
+use super::http::{Call, host_of, secure_endpoint};
+use super::metrics::CloudMetrics;
+use super::{Cloud, CloudError, Step};
+use base64::Engine as _;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+pub const SERVICE_ACCOUNT_ANNOTATION: &str = "iam.gke.io/gcp-service-account";
+pub const PROVIDER_ANNOTATION: &str = "gcp.auth.fluxcd.io/workload-identity-provider";
+/// The user name GAR and GCR expect with an access token.
+pub const USERNAME: &str = "oauth2accesstoken";
+pub const SCOPES: [&str; 2] = [
+    "https://www.googleapis.com/auth/cloud-platform",
+    "https://www.googleapis.com/auth/userinfo.email",
+];
+const STS_URL: &str = "https://sts.googleapis.com/v1/token";
+const IAM_CREDENTIALS: &str =
+    "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/";
+const OAUTH2_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+const METADATA: &str = "169.254.169.254";
+const METADATA_TIMEOUT: Duration = Duration::from_secs(3);
+
+static EMAIL: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"^[a-zA-Z0-9-]{1,100}@[a-zA-Z0-9-]{1,100}\.iam\.gserviceaccount\.com$")
+        .expect("static regex")
+});
+static PROVIDER: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(
+        r"^projects/\d{1,30}/locations/global/workloadIdentityPools/[^/]{1,100}/providers/[^/]{1,100}$",
+    )
+    .expect("static regex")
+});
+
+/// A ServiceAccount's Google identity: the service account to impersonate (if any) and
+/// the STS audience of its workload identity provider (if outside GKE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SaIdentity {
+    pub email: Option<String>,
+    pub provider_audience: Option<String>,
+}
+
+impl SaIdentity {
+    pub(super) fn key(&self) -> String {
+        format!(
+            "{}|{}",
+            self.email.as_deref().unwrap_or(""),
+            self.provider_audience.as_deref().unwrap_or("")
+        )
+    }
+}
+
+pub(super) fn identity(
+    namespace: &str,
+    name: &str,
+    annotations: &BTreeMap<String, String>,
+) -> Result<SaIdentity, CloudError> {
+    let get = |k: &str| {
+        annotations
+            .get(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let bad = |k: &str, v: &str, shape: &str| {
+        CloudError::new(
+            Cloud::Gcp,
+            Step::NoIdentity,
+            format!("service account {namespace}/{name}: the {k} annotation {v:?} is not {shape}"),
+        )
+    };
+    let email = match get(SERVICE_ACCOUNT_ANNOTATION) {
+        Some(e) if EMAIL.is_match(&e) => Some(e),
+        Some(e) => {
+            return Err(bad(
+                SERVICE_ACCOUNT_ANNOTATION,
+                &e,
+                "a service account e-mail (NAME@PROJECT.iam.gserviceaccount.com)",
+            ));
+        }
+        None => None,
+    };
+    let provider_audience = match get(PROVIDER_ANNOTATION) {
+        Some(p) if PROVIDER.is_match(&p) => Some(format!("//iam.googleapis.com/{p}")),
+        Some(p) => {
+            return Err(bad(
+                PROVIDER_ANNOTATION,
+                &p,
+                "a workload identity provider (projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER)",
+            ));
+        }
+        None => None,
+    };
+    Ok(SaIdentity {
+        email,
+        provider_audience,
+    })
+}
+
+/// GKE's project, location and cluster name, read from the metadata server once.
+#[derive(Default)]
+pub(super) struct Gke {
+    cluster: Mutex<Option<(String, String, String)>>,
+}
+
+impl Gke {
+    async fn cluster(
+        &self,
+        metrics: &CloudMetrics,
+        env: &CloudEnv,
+    ) -> Result<(String, String, String), CloudError> {
+        if let Some(c) = self
+            .cluster
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(c);
+        }
+        let get = |path: &'static str| metadata_get(metrics, env, path, Step::NoIdentity);
+        let project = get("project/project-id").await?;
+        let location = get("instance/attributes/cluster-location").await?;
+        let name = get("instance/attributes/cluster-name").await?;
+        let c = (project, location, name);
+        *self.cluster.lock().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    /// The audiences of the ServiceAccount token, before it is requested.
+    pub(super) async fn audiences(
+        &self,
+        metrics: &CloudMetrics,
+        env: &CloudEnv,
+        id: &SaIdentity,
+    ) -> Result<Vec<String>, CloudError> {
+        if let Some(a) = &id.provider_audience {
+            return Ok(vec![a.clone()]);
+        }
+        let (project, _, _) = self.cluster(metrics, env).await?;
+        Ok(vec![format!("{project}.svc.id.goog")])
+    }
+
+    /// The STS audience.
+    async fn sts_audience(
+        &self,
+        metrics: &CloudMetrics,
+        env: &CloudEnv,
+        id: &SaIdentity,
+    ) -> Result<String, CloudError> {
+        if let Some(a) = &id.provider_audience {
+            return Ok(a.clone());
+        }
+        let (project, location, name) = self.cluster(metrics, env).await?;
+        Ok(format!(
+            "identitynamespace:{project}.svc.id.goog:https://container.googleapis.com/v1/projects/{project}/locations/{location}/clusters/{name}"
+        ))
+    }
+
+    /// A ServiceAccount's Google access token.
+    pub(super) async fn service_account_token(
+        &self,
+        metrics: &CloudMetrics,
+        http: &reqwest::Client,
+        env: &CloudEnv,
+        id: &SaIdentity,
+        subject_token: &str,
+    ) -> Result<(String, Option<i64>), CloudError> {
+        let audience = self.sts_audience(metrics, env, id).await?;
+        let (federated, expiry) = sts_exchange(
+            metrics,
+            http,
+            STS_URL,
+            &audience,
+            "urn:ietf:params:oauth:token-type:jwt",
+            subject_token,
+        )
+        .await?;
+        match &id.email {
+            Some(email) => {
+                let url = format!("{IAM_CREDENTIALS}{email}:generateAccessToken");
+                impersonate(metrics, http, &url, &federated, None).await
+            }
+            None => Ok((federated, expiry)),
+        }
+    }
+}
+
+/// `GET http://METADATA/computeMetadata/v1/PATH` (never through a proxy).
+async fn metadata_get(
+    metrics: &CloudMetrics,
+    env: &CloudEnv,
+    path: &str,
+    step: Step,
+) -> Result<String, CloudError> {
+    let body = metadata(metrics, env, path, step).await?;
+    Ok(String::from_utf8_lossy(&body).trim().to_string())
+}
+
+async fn metadata(
+    metrics: &CloudMetrics,
+    env: &CloudEnv,
+    path: &str,
+    step: Step,
+) -> Result<Vec<u8>, CloudError> {
+    let host = env.get("GCE_METADATA_HOST").unwrap_or(METADATA);
+    let service = format!("the GCP metadata server at {host}");
+    let call = Call {
+        cloud: Cloud::Gcp,
+        step,
+        service: &service,
+        secrets: &[],
+    };
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(METADATA_TIMEOUT)
+        .timeout(METADATA_TIMEOUT * 3)
+        .build()
+        .map_err(|e| call.err(format!("cannot build the metadata client: {e}")))?;
+    let rb = http
+        .get(format!("http://{host}/computeMetadata/v1/{path}"))
+        .header("Metadata-Flavor", "Google");
+    call.send(metrics, rb).await
+}
+
+#[derive(serde::Deserialize)]
+struct OAuthToken {
+    access_token: String,
+    #[serde(default)]
+    expires_in: Option<i64>,
+}
+
+/// Google STS's token exchange (RFC 8693).
+async fn sts_exchange(
+    metrics: &CloudMetrics,
+    http: &reqwest::Client,
+    url: &str,
+    audience: &str,
+    subject_token_type: &str,
+    subject_token: &str,
+) -> Result<(String, Option<i64>), CloudError> {
+    let scope = SCOPES[0];
+    let form = [
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("audience", audience),
+        ("scope", scope),
+        (
+            "requested_token_type",
+            "urn:ietf:params:oauth:token-type:access_token",
+        ),
+        ("subject_token", subject_token),
+        ("subject_token_type", subject_token_type),
+    ];
+    oauth2_token(metrics, http, "GCP STS", url, &form, &[subject_token]).await
+}
+
+/// IAM Credentials `generateAccessToken` for a service account, with a federated token.
+async fn impersonate(
+    metrics: &CloudMetrics,
+    http: &reqwest::Client,
+    url: &str,
+    federated: &str,
+    lifetime_secs: Option<u64>,
+) -> Result<(String, Option<i64>), CloudError> {
+    let who = url
+        .rsplit('/')
+        .next()
+        .and_then(|s| s.strip_suffix(":generateAccessToken"))
+        .unwrap_or(url);
+    let service = format!("IAM Credentials at {} (impersonating {who})", host_of(url));
+    let call = Call {
+        cloud: Cloud::Gcp,
+        step: Step::Impersonation,
+        service: &service,
+        secrets: &[federated],
+    };
+    let body = serde_json::json!({
+        "scope": SCOPES,
+        "lifetime": format!("{}s", lifetime_secs.unwrap_or(3600)),
+    });
+    let rb = http.post(url).bearer_auth(federated).json(&body);
+    let answer = call.send(metrics, rb).await?;
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Answer {
+        access_token: String,
+        #[serde(default)]
+        expire_time: Option<String>,
+    }
+    let a: Answer = call.parse(&answer, "an access token")?;
+    let expiry = a
+        .expire_time
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(|t| t.as_second());
+    Ok((a.access_token, expiry))
+}
+
+/// An application default credentials file.
+#[derive(serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum CredentialsFile {
+    ExternalAccount {
+        audience: String,
+        subject_token_type: String,
+        token_url: String,
+        #[serde(default)]
+        service_account_impersonation_url: Option<String>,
+        #[serde(default)]
+        service_account_impersonation: Option<Impersonation>,
+        credential_source: CredentialSource,
+    },
+    AuthorizedUser {
+        client_id: String,
+        client_secret: String,
+        refresh_token: String,
+        #[serde(default)]
+        token_uri: Option<String>,
+    },
+    ServiceAccount {
+        client_email: String,
+        private_key: String,
+        #[serde(default)]
+        private_key_id: Option<String>,
+        #[serde(default)]
+        token_uri: Option<String>,
+    },
+}
+
+#[derive(serde::Deserialize)]
+struct Impersonation {
+    #[serde(default)]
+    token_lifetime_seconds: Option<u64>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct CredentialSource {
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    format: Option<SourceFormat>,
+}
+
+#[derive(serde::Deserialize)]
+struct SourceFormat {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    subject_token_field_name: Option<String>,
+}
+
+/// The application default credentials file in use: `GOOGLE_APPLICATION_CREDENTIALS`,
+/// else gcloud's well-known file when it exists.
+fn credentials_file(env: &CloudEnv) -> Option<PathBuf> {
+    if let Some(p) = env.path("GOOGLE_APPLICATION_CREDENTIALS") {
+        return Some(p);
+    }
+    let well_known = env
+        .path("CLOUDSDK_CONFIG")
+        .map(|d| d.join("application_default_credentials.json"))
+        .or_else(|| env.home_path(".config/gcloud/application_default_credentials.json"))?;
+    well_known.is_file().then_some(well_known)
+}
+
+/// The controller's Google access token.
+pub(super) async fn controller_token(
+    metrics: &CloudMetrics,
+    http: &reqwest::Client,
+    env: &CloudEnv,
+) -> Result<(String, Option<i64>), CloudError> {
+    let Some(path) = credentials_file(env) else {
+        return metadata_token(metrics, env).await;
+    };
+    let no_identity = |why: String| {
+        CloudError::new(
+            Cloud::Gcp,
+            Step::NoIdentity,
+            format!("the credentials file {}: {why}", path.display()),
+        )
+    };
+    let text = std::fs::read(&path).map_err(|e| no_identity(e.to_string()))?;
+    let file: CredentialsFile = serde_json::from_slice(&text).map_err(|e| {
+        // serde_json's message names the field, never its value.
+        no_identity(format!(
+            "not an external_account, authorized_user or service_account credentials file ({})",
+            e.to_string().split(" at line").next().unwrap_or_default()
+        ))
+    })?;
+    match file {
+        CredentialsFile::ExternalAccount {
+            audience,
+            subject_token_type,
+            token_url,
+            service_account_impersonation_url,
+            service_account_impersonation,
+            credential_source,
+        } => {
+            let subject = subject_token(metrics, http, &credential_source)
+                .await
+                .map_err(&no_identity)?;
+            secure_endpoint(&token_url).map_err(&no_identity)?;
+            let (federated, expiry) = sts_exchange(
+                metrics,
+                http,
+                &token_url,
+                &audience,
+                &subject_token_type,
+                &subject,
+            )
+            .await?;
+            match service_account_impersonation_url {
+                Some(url) => {
+                    secure_endpoint(&url).map_err(&no_identity)?;
+                    let lifetime =
+                        service_account_impersonation.and_then(|i| i.token_lifetime_seconds);
+                    impersonate(metrics, http, &url, &federated, lifetime).await
+                }
+                None => Ok((federated, expiry)),
+            }
+        }
+        CredentialsFile::AuthorizedUser {
+            client_id,
+            client_secret,
+            refresh_token,
+            token_uri,
+        } => {
+            let url = token_uri.unwrap_or_else(|| OAUTH2_TOKEN_URL.to_string());
+            secure_endpoint(&url).map_err(&no_identity)?;
+            let form = [
+                ("grant_type", "refresh_token"),
+                ("client_id", client_id.as_str()),
+                ("client_secret", client_secret.as_str()),
+                ("refresh_token", refresh_token.as_str()),
+            ];
+            oauth2_token(
+                metrics,
+                http,
+                GOOGLE_OAUTH2,
+                &url,
+                &form,
+                &[&client_secret, &refresh_token],
+            )
+            .await
+        }
+        CredentialsFile::ServiceAccount {
+            client_email,
+            private_key,
+            private_key_id,
+            token_uri,
+        } => {
+            let url = token_uri.unwrap_or_else(|| OAUTH2_TOKEN_URL.to_string());
+            secure_endpoint(&url).map_err(&no_identity)?;
+            let assertion =
+                signed_assertion(&client_email, private_key_id.as_deref(), &private_key, &url)
+                    .map_err(no_identity)?;
+            let form = [
+                ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                ("assertion", assertion.as_str()),
+            ];
+            oauth2_token(metrics, http, GOOGLE_OAUTH2, &url, &form, &[&assertion]).await
+        }
+    }
+}
+
+const GOOGLE_OAUTH2: &str = "Google's OAuth2 token endpoint";
+
+/// A form POST to an OAuth2 token endpoint (`kind`, for messages: `GCP STS`), and the
+/// access token it answers with.
+async fn oauth2_token(
+    metrics: &CloudMetrics,
+    http: &reqwest::Client,
+    kind: &str,
+    url: &str,
+    form: &[(&str, &str)],
+    secrets: &[&str],
+) -> Result<(String, Option<i64>), CloudError> {
+    let service = format!("{kind} at {}", host_of(url));
+    let call = Call {
+        cloud: Cloud::Gcp,
+        step: Step::TokenService,
+        service: &service,
+        secrets,
+    };
+    let body = call.send(metrics, http.post(url).form(form)).await?;
+    let t: OAuthToken = call.parse(&body, "an access token")?;
+    let now = jiff::Timestamp::now().as_second();
+    Ok((t.access_token, t.expires_in.map(|s| now + s)))
+}
+
+/// The subject token of an `external_account` credential source: a file or a URL, as
+/// text or as a JSON field.
+async fn subject_token(
+    metrics: &CloudMetrics,
+    http: &reqwest::Client,
+    source: &CredentialSource,
+) -> Result<String, String> {
+    let raw = match (&source.file, &source.url) {
+        (Some(file), _) => std::fs::read_to_string(file)
+            .map_err(|e| format!("credential_source.file {file}: {e}"))?,
+        (None, Some(url)) => {
+            let service = format!("the credential source at {}", host_of(url));
+            let call = Call {
+                cloud: Cloud::Gcp,
+                step: Step::NoIdentity,
+                service: &service,
+                secrets: &[],
+            };
+            let mut rb = http.get(url);
+            for (k, v) in &source.headers {
+                rb = rb.header(k, v);
+            }
+            let body = call
+                .send(metrics, rb)
+                .await
+                .map_err(|e| e.detail().to_string())?;
+            String::from_utf8_lossy(&body).into_owned()
+        }
+        (None, None) => {
+            return Err("credential_source has neither \"file\" nor \"url\" (executable and AWS sources are not supported)".into());
+        }
+    };
+    match &source.format {
+        Some(f) if f.kind == "json" => {
+            let field = f
+                .subject_token_field_name
+                .as_deref()
+                .unwrap_or("access_token");
+            let v: serde_json::Value = serde_json::from_str(&raw)
+                .map_err(|_| "the subject token source is not JSON".to_string())?;
+            v[field]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("the subject token source has no string field {field:?}"))
+        }
+        _ => Ok(raw.trim().to_string()),
+    }
+}
+
+/// A service account key's JWT assertion (RS256) for Google's token endpoint.
+fn signed_assertion(
+    email: &str,
+    key_id: Option<&str>,
+    private_key_pem: &str,
+    audience: &str,
+) -> Result<String, String> {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let der: String = private_key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(der.trim())
+        .map_err(|_| "private_key is not a PEM key".to_string())?;
+    let key = aws_lc_rs::rsa::KeyPair::from_pkcs8(&der)
+        .map_err(|_| "private_key is not an RSA PKCS#8 key".to_string())?;
+    let mut header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
+    if let Some(kid) = key_id {
+        header["kid"] = kid.into();
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let claims = serde_json::json!({
+        "iss": email,
+        "scope": SCOPES.join(" "),
+        "aud": audience,
+        "iat": now,
+        "exp": now + 3600,
+    });
+    let input = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let mut signature = vec![0u8; key.public_modulus_len()];
+    key.sign(
+        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+        &aws_lc_rs::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut signature,
+    )
+    .map_err(|_| "signing with private_key failed".to_string())?;
+    Ok(format!("{input}.{}", b64.encode(signature)))
+}
+
+/// The default service account's token from the metadata server.
+async fn metadata_token(
+    metrics: &CloudMetrics,
+    env: &CloudEnv,
+) -> Result<(String, Option<i64>), CloudError> {
+    let path = format!(
+        "instance/service-accounts/default/token?scopes={}",
+        SCOPES.join(",")
+    );
+    let body = metadata(metrics, env, &path, Step::TokenService).await.map_err(|e| {
+        if e.detail().starts_with("cannot reach") {
+            CloudError::new(
+                Cloud::Gcp,
+                Step::NoIdentity,
+                format!(
+                    "no GCP identity: no GOOGLE_APPLICATION_CREDENTIALS, no application default credentials file, and {}",
+                    e.detail()
+                ),
+            )
+        } else {
+            e
+        }
+    })?;
+    let t: OAuthToken = serde_json::from_slice(&body).map_err(|_| {
+        CloudError::new(
+            Cloud::Gcp,
+            Step::TokenService,
+            "the GCP metadata server answered without an access token",
+        )
+    })?;
+    let now = jiff::Timestamp::now().as_second();
+    Ok((t.access_token, t.expires_in.map(|s| now + s)))
+}
+
+/// Which source the controller's Google identity would come from, for `scan --dry-run`.
+pub(super) fn describe(env: &CloudEnv) -> String {
+    match credentials_file(env) {
+        Some(path) => {
+            let kind = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["type"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "unreadable".to_string());
+            let what = match kind.as_str() {
+                "external_account" => "workload identity federation",
+                "authorized_user" => "a user's refresh token",
+                "service_account" => "a service account key",
+                _ => "an unknown kind of credentials",
+            };
+            format!(
+                "{what} from the credentials file {} (type {kind})",
+                path.display()
+            )
+        }
+        None => format!(
+            "the default service account of the metadata server at {}",
+            env.get("GCE_METADATA_HOST").unwrap_or(METADATA)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn service_account_annotations_give_the_impersonated_account_and_the_provider() {
+        let id = identity(
+            "apps",
+            "puller",
+            &annotations(&[
+                (
+                    SERVICE_ACCOUNT_ANNOTATION,
+                    "reader@my-project.iam.gserviceaccount.com",
+                ),
+                (
+                    PROVIDER_ANNOTATION,
+                    "projects/123/locations/global/workloadIdentityPools/pool/providers/k8s",
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            id.email.as_deref(),
+            Some("reader@my-project.iam.gserviceaccount.com")
+        );
+        assert_eq!(
+            id.provider_audience.as_deref(),
+            Some(
+                "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/pool/providers/k8s"
+            )
+        );
+        assert_eq!(identity("a", "b", &BTreeMap::new()).unwrap().key(), "|");
+        let e = identity(
+            "apps",
+            "puller",
+            &annotations(&[(SERVICE_ACCOUNT_ANNOTATION, "reader")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.step, Step::NoIdentity);
+        assert!(
+            e.to_string().contains("is not a service account e-mail"),
+            "{e}"
+        );
+        assert!(identity("a", "b", &annotations(&[(PROVIDER_ANNOTATION, "pool")])).is_err());
+    }
+
+    #[tokio::test]
+    async fn subject_tokens_come_from_files_as_text_or_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("t");
+        std::fs::write(&text, "jwt-text\n").unwrap();
+        let json = dir.path().join("j");
+        std::fs::write(&json, r#"{"id_token":"jwt-json"}"#).unwrap();
+        let m = CloudMetrics::default();
+        let http = reqwest::Client::new();
+        let source = |file: &std::path::Path, format: Option<SourceFormat>| CredentialSource {
+            file: Some(file.display().to_string()),
+            format,
+            ..Default::default()
+        };
+        assert_eq!(
+            subject_token(&m, &http, &source(&text, None))
+                .await
+                .unwrap(),
+            "jwt-text"
+        );
+        let f = SourceFormat {
+            kind: "json".into(),
+            subject_token_field_name: Some("id_token".into()),
+        };
+        assert_eq!(
+            subject_token(&m, &http, &source(&json, Some(f)))
+                .await
+                .unwrap(),
+            "jwt-json"
+        );
+    }
+
+    #[test]
+    fn service_account_keys_sign_rs256_assertions() {
+        let key =
+            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+                .unwrap();
+        let jwt = signed_assertion(
+            "sa@p.iam.gserviceaccount.com",
+            Some("kid1"),
+            &key.serialize_pem(),
+            OAUTH2_TOKEN_URL,
+        )
+        .unwrap();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(parts[1])
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["aud"], OAUTH2_TOKEN_URL);
+        assert!(signed_assertion("x", None, "not a key", OAUTH2_TOKEN_URL).is_err());
+    }
+}
