@@ -116,7 +116,6 @@ start_component() { # name
         --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
         --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
         --initial-cluster "default=http://127.0.0.1:$ETCD_PEER_PORT" \
-        --listen-metrics-urls "http://127.0.0.1:$ETCD_METRICS_PORT" \
         --unsafe-no-fsync --log-level warn >>"$log" 2>&1 &
       ;;
     kube-apiserver)
@@ -146,8 +145,7 @@ start_component() { # name
         --kubeconfig "$dir/controller-manager.kubeconfig" \
         --authentication-kubeconfig "$dir/controller-manager.kubeconfig" \
         --authorization-kubeconfig "$dir/controller-manager.kubeconfig" \
-        --bind-address 127.0.0.1 --secure-port "$CONTROLLER_MANAGER_PORT" \
-        --cert-dir "$pki/controller-manager-serving" \
+        --secure-port 0 \
         --leader-elect=false \
         --controllers namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller \
         --service-account-private-key-file "$pki/service-account.key" \
@@ -173,6 +171,9 @@ wait_ready() { # seconds [supervise]
       local pid
       pid="$(cat "$dir/$name.pid" 2>/dev/null || true)"
       if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null && [ ! -e "$dir/restart-$name" ] && [ ! -e "$dir/stopped-$name" ]; then
+        # Another process took a port between free_port and the bind: the caller
+        # picks new ports and starts again.
+        grep -q "address already in use" "$dir/logs/$name.log" 2>/dev/null && return 2
         failed "$name"
       fi
     done
@@ -226,21 +227,7 @@ up() {
     die "a control plane already runs in $dir (pid $(cat "$dir/supervisor.pid"))"
   fi
   make_pki "$dir/pki"
-  if [ ! -f "$dir/ports.env" ]; then
-    {
-      echo "ETCD_PORT=$(free_port)"
-      echo "ETCD_PEER_PORT=$(free_port)"
-      echo "ETCD_METRICS_PORT=$(free_port)"
-      echo "APISERVER_PORT=$(free_port)"
-      echo "CONTROLLER_MANAGER_PORT=$(free_port)"
-    } >"$dir/ports.env"
-  fi
-  # shellcheck disable=SC1091
-  source "$dir/ports.env"
   cp "$dir/pki/ca.crt" "$dir/ca.crt"
-  write_kubeconfig "$dir/kubeconfig" admin "$dir/pki/admin.crt" "$dir/pki/admin.key"
-  write_kubeconfig "$dir/controller-manager.kubeconfig" kube-controller-manager \
-    "$dir/pki/controller-manager.crt" "$dir/pki/controller-manager.key"
   echo $$ >"$dir/supervisor.pid"
 
   trap 'stop_all; exit 0' TERM INT
@@ -251,9 +238,32 @@ up() {
     ( cat <&3 >/dev/null || true; kill -TERM $$ 2>/dev/null ) &
   fi
 
-  start_component etcd
-  start_component kube-apiserver
-  wait_ready 120 supervise
+  local attempt
+  for attempt in 1 2 3; do
+    if [ ! -f "$dir/ports.env" ]; then
+      {
+        echo "ETCD_PORT=$(free_port)"
+        echo "ETCD_PEER_PORT=$(free_port)"
+        echo "APISERVER_PORT=$(free_port)"
+      } >"$dir/ports.env"
+    fi
+    # shellcheck disable=SC1091
+    source "$dir/ports.env"
+    write_kubeconfig "$dir/kubeconfig" admin "$dir/pki/admin.crt" "$dir/pki/admin.key"
+    write_kubeconfig "$dir/controller-manager.kubeconfig" kube-controller-manager \
+      "$dir/pki/controller-manager.crt" "$dir/pki/controller-manager.key"
+    start_component etcd
+    start_component kube-apiserver
+    local ready=0
+    wait_ready 120 supervise || ready=$?
+    [ "$ready" = 0 ] && break
+    echo "control-plane: a port was taken by another process; trying new ports ($attempt of 3)" >&2
+    stop_all
+    echo $$ >"$dir/supervisor.pid"
+    rm -rf "$dir/ports.env" "$dir/etcd"
+    mkdir -p "$dir/etcd"
+    [ "$attempt" -lt 3 ] || die "no free ports after 3 attempts"
+  done
   start_component kube-controller-manager
   echo "kubeconfig $dir/kubeconfig"
 
