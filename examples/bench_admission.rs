@@ -7,7 +7,9 @@
 //! Without BODY_JSON it uses bench/review.json, the ImageRepository CREATE that
 //! bench/webhook.sh sends.
 
-use image_reflector::admission::{Admission, Endpoint, handle};
+#![forbid(unsafe_code)]
+
+use image_reflector::admission::{Admission, Webhook, handle};
 use std::time::Instant;
 
 const BODY: &str = include_str!("../bench/review.json");
@@ -23,12 +25,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => 200_000,
     };
     let admission = Admission::default();
-    for (name, endpoint) in [
-        ("validate", Endpoint::Validate),
-        ("mutate", Endpoint::Mutate),
-    ] {
+    for (name, endpoint) in [("validate", Webhook::Validate), ("mutate", Webhook::Mutate)] {
         let first = handle(&body, endpoint, &admission)?;
-        // Warm-up (regex verdict cache, allocator).
+        // Warm-up (allocator, caches).
         for _ in 0..iterations / 10 {
             std::hint::black_box(handle(std::hint::black_box(&body), endpoint, &admission)?);
         }

@@ -6,6 +6,8 @@
 //!
 //! Usage: bench_policy [TAGS] [RUNS]
 
+#![forbid(unsafe_code)]
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

@@ -10,6 +10,8 @@
 //! `make bench-webhook` uses it to show what a given handler cost does to the ratio on the
 //! machine at hand.
 
+#![forbid(unsafe_code)]
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::header;

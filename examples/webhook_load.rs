@@ -14,6 +14,8 @@
 //! Output (one line):
 //! `rate=R ok=N errors=E p50_ms=.. p90_ms=.. p99_ms=.. max_ms=.. pacer_p99_ms=..`
 
+#![forbid(unsafe_code)]
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,10 @@
 //! image-reflector: Flux's ImageRepository and ImagePolicy, reimplemented in Rust.
 //!
-//! The pure parts (`reference`, `policy`, `admission::rules`) know nothing of HTTP or
-//! Kubernetes clients; the rest wires them to the API server, registries and HTTPS.
+//! The pure parts (`reference`, `policy`, the admission rules in `admission::validate`)
+//! know nothing of HTTP or Kubernetes clients; the rest wires them to the API server,
+//! registries and HTTPS.
+
+#![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod api;

@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use image_reflector::cli::{Cli, run};
 use std::process::ExitCode;

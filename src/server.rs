@@ -12,7 +12,7 @@
 //! with a public certificate (as Flux's notification-controller receiver is), and may be
 //! exposed or firewalled on its own.
 
-use crate::admission::{self, Admission, Endpoint};
+use crate::admission::{self, Admission, Webhook};
 use crate::metrics::{AdmissionLabels, AdmissionMetrics};
 use axum::Router;
 use axum::body::Bytes;
@@ -308,14 +308,14 @@ fn webhook_router(state: Arc<AppState>) -> Router {
 
 async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Response {
     match read_body(request).await {
-        Ok(body) => answer(&state, Endpoint::Mutate, &body),
+        Ok(body) => answer(&state, Webhook::Mutate, &body),
         Err(response) => refuse_body(&state, "mutate", response),
     }
 }
 
 async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Response {
     match read_body(request).await {
-        Ok(body) => answer(&state, Endpoint::Validate, &body),
+        Ok(body) => answer(&state, Webhook::Validate, &body),
         Err(response) => refuse_body(&state, "validate", response),
     }
 }
@@ -408,21 +408,24 @@ fn refuse_body(
     (status, message).into_response()
 }
 
-fn answer(state: &AppState, endpoint: Endpoint, body: &[u8]) -> Response {
+fn answer(state: &AppState, hook: Webhook, body: &[u8]) -> Response {
     let start = Instant::now();
-    let webhook = match endpoint {
-        Endpoint::Mutate => "mutate",
-        Endpoint::Validate => "validate",
-    };
-    match admission::handle(body, endpoint, &state.admission) {
+    let webhook = hook.as_str();
+    match admission::handle(body, hook, &state.admission) {
         Ok(outcome) => {
             let kind = outcome.kind.map(|k| k.as_str()).unwrap_or("unknown");
-            debug!(webhook, kind, operation = %outcome.operation, result = outcome.result, "admission request answered");
+            debug!(
+                webhook,
+                kind,
+                operation = outcome.operation,
+                result = outcome.result,
+                "admission request answered"
+            );
             state.metrics.observe(
                 AdmissionLabels {
                     webhook,
                     kind,
-                    operation: admission::known_operation(&outcome.operation).unwrap_or("other"),
+                    operation: outcome.operation,
                     result: outcome.result,
                 },
                 start.elapsed(),

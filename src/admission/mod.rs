@@ -1,21 +1,38 @@
-//! Admission: the pure defaulting and validation rules ([`rules`]) and the AdmissionReview
-//! glue ([`review`]) that the HTTPS server calls for `/mutate` and `/validate`.
+//! Admission: the defaulting and validation webhooks of ImageRepository and ImagePolicy.
+//!
+//! [`review`] reads an AdmissionReview with kube's admission types and answers it; the
+//! object's spec is read into the typed API structs (`spec`, serde with field paths);
+//! [`validate`] holds one [`Validate`] per kind, checking meaning; [`defaults`] is the
+//! mutating webhook's patch. The offline `validate` command runs the same functions.
 
-pub mod json;
+pub mod defaults;
 pub mod names;
-mod reader;
+mod report;
 pub mod review;
-pub mod rules;
+mod spec;
+pub mod validate;
 
-pub use review::{Admission, BadRequest, Endpoint, OPERATIONS, Outcome, handle, known_operation};
-pub use rules::{Context, FieldError, Kind, Verdict, defaults, validate};
+pub use crate::api::Kind;
+pub use report::{FieldError, Problem, Verdict};
+pub use review::{BadRequest, Outcome, Webhook, handle};
+pub use validate::{Validate, verdict};
 
 use crate::api::ImageRepository;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// What the validating webhook may read of the cluster: the controllers' caches. With
-/// `--webhook-only` there is none and checks that need cluster state are skipped.
+/// What the admission webhooks share: the cluster view (when controllers run) and flags.
+#[derive(Clone, Default)]
+pub struct Admission {
+    /// The controllers' caches; None with `--webhook-only` (checks that need cluster
+    /// state are then skipped).
+    pub cluster: Option<Arc<dyn ClusterView>>,
+    /// `--no-cross-namespace-refs`: ImagePolicies may only use repositories in their own
+    /// namespace.
+    pub no_cross_namespace_refs: bool,
+}
+
+/// What the validating webhook may read of the cluster: the controllers' caches.
 pub trait ClusterView: Send + Sync {
     /// The ImageRepository `namespace/name`, if the cache holds it.
     fn image_repository(&self, namespace: &str, name: &str) -> Option<Arc<ImageRepository>>;

@@ -1,15 +1,13 @@
 //! Kubernetes name and label syntax (apimachinery's validation rules), returning the
 //! reason a string fails so that admission messages can say how to fix it.
-//!
-//! The checks work on bytes (every allowed character is ASCII) rather than through `str`
-//! pattern searches: they run on every admission review, and the searchers' generic code
-//! is several times larger than these loops.
 
-/// The first character of `s` that `ok` refuses. `ok` accepts only ASCII bytes, so the
-/// first byte it refuses begins a character.
-fn refused_char(s: &str, ok: impl Fn(u8) -> bool) -> Option<char> {
-    let i = s.bytes().position(|b| !ok(b))?;
-    s.get(i..)?.chars().next()
+/// The first character of `s` that `allowed` refuses.
+fn refused_char(s: &str, allowed: impl Fn(char) -> bool) -> Option<char> {
+    s.chars().find(|&c| !allowed(c))
+}
+
+fn lower_alnum(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit()
 }
 
 /// DNS-1123 label: at most 63 lower-case alphanumerics or `-`, starting and ending
@@ -24,13 +22,12 @@ pub fn dns1123_label(s: &str) -> Result<(), String> {
             s.len()
         ));
     }
-    let ok_byte = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
-    if let Some(c) = refused_char(s, ok_byte) {
+    if let Some(c) = refused_char(s, |c| lower_alnum(c) || c == '-') {
         return Err(format!(
             "contains {c:?}; use only lower-case letters, digits and '-'"
         ));
     }
-    if s.as_bytes().first() == Some(&b'-') || s.as_bytes().last() == Some(&b'-') {
+    if s.starts_with('-') || s.ends_with('-') {
         return Err("must start and end with a lower-case letter or digit".into());
     }
     Ok(())
@@ -48,19 +45,17 @@ pub fn dns1123_subdomain(s: &str) -> Result<(), String> {
             s.len()
         ));
     }
-    let ok_byte = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.';
-    if let Some(c) = refused_char(s, ok_byte) {
+    if let Some(c) = refused_char(s, |c| lower_alnum(c) || c == '-' || c == '.') {
         return Err(format!(
             "contains {c:?}; use only lower-case letters, digits, '-' and '.'"
         ));
     }
-    for part in s.as_bytes().split(|&b| b == b'.') {
-        if part.first().is_none_or(|&b| b == b'-') || part.last() == Some(&b'-') {
-            return Err(
-                "each '.'-separated part must be non-empty and start and end with a lower-case letter or digit"
-                    .into(),
-            );
-        }
+    let bad_part = |part: &str| part.is_empty() || part.starts_with('-') || part.ends_with('-');
+    if s.split('.').any(bad_part) {
+        return Err(
+            "each '.'-separated part must be non-empty and start and end with a lower-case letter or digit"
+                .into(),
+        );
     }
     Ok(())
 }
@@ -75,14 +70,13 @@ fn label_name_part(s: &str, what: &str) -> Result<(), String> {
             s.len()
         ));
     }
-    let ok_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
-    if let Some(c) = refused_char(s, ok_byte) {
+    if let Some(c) = refused_char(s, |c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
         return Err(format!(
             "{what} contains {c:?}; use only letters, digits, '-', '_' and '.'"
         ));
     }
-    let alnum = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
-    if !alnum(s.as_bytes().first()) || !alnum(s.as_bytes().last()) {
+    let alnum_at = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if !alnum_at(s.chars().next()) || !alnum_at(s.chars().last()) {
         return Err(format!("{what} must start and end with a letter or digit"));
     }
     Ok(())
@@ -91,9 +85,8 @@ fn label_name_part(s: &str, what: &str) -> Result<(), String> {
 /// A label key: an optional DNS-subdomain prefix and `/`, then a name of at most 63
 /// characters (letters, digits, `-`, `_`, `.`; alphanumeric at both ends).
 pub fn label_key(s: &str) -> Result<(), String> {
-    match s.bytes().position(|b| b == b'/') {
-        Some(slash) => {
-            let (prefix, name) = (&s[..slash], &s[slash + 1..]);
+    match s.split_once('/') {
+        Some((prefix, name)) => {
             dns1123_subdomain(prefix).map_err(|e| format!("the prefix {prefix:?} {e}"))?;
             label_name_part(name, "the name after '/'")
         }

@@ -2,9 +2,9 @@
 //! served as `v1beta1`, `v1beta2` and `v1` (conversion `None`, `v1` stored), with the
 //! schema details schemars cannot express (patterns, defaults, CEL rules) added here.
 
+use super::defaults::schema_defaults;
 use super::{
-    DEFAULT_EXCLUSION_LIST, ImagePolicy, ImageRepository, MAX_EXCLUSION_LIST, SERVED_VERSIONS,
-    STORAGE_VERSION,
+    ImagePolicy, ImageRepository, Kind, MAX_EXCLUSION_LIST, SERVED_VERSIONS, STORAGE_VERSION,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -70,6 +70,21 @@ fn set_spec(root: &mut Value, field: &[&str], key: &str, value: Value) {
     set(root, &path, key, value);
 }
 
+/// The defaults of [`super::defaults`] as `default:` of the fields they fill.
+fn spec_defaults(schema: &mut Value, kind: Kind, version: &str) {
+    for default in schema_defaults(kind, version) {
+        // Each key below `spec` is one of the properties of the schema above it.
+        let mut field = Vec::new();
+        for key in default.path {
+            if !field.is_empty() {
+                field.push("properties");
+            }
+            field.push(*key);
+        }
+        set_spec(schema, &field, "default", (default.value)());
+    }
+}
+
 /// What both kinds' status has as Flux has it: `observedGeneration` defaulting to -1 and
 /// metav1's condition constraints.
 fn status_schema(schema: &mut Value) {
@@ -130,36 +145,13 @@ fn image_repository_schema(schema: &mut Value, version: &str) {
         json!(MAX_EXCLUSION_LIST),
     );
     set_spec(schema, &["serviceAccountName"], "maxLength", json!(253));
-    if version != "v1beta1" {
-        set_spec(
-            schema,
-            &["exclusionList"],
-            "default",
-            json!(DEFAULT_EXCLUSION_LIST),
-        );
-        set_spec(schema, &["provider"], "default", json!("generic"));
-    }
+    spec_defaults(schema, Kind::ImageRepository, version);
     status_schema(schema);
 }
 
 fn image_policy_schema(schema: &mut Value, version: &str) {
     set_spec(schema, &["interval"], "pattern", json!(INTERVAL_PATTERN));
-    if version != "v1beta1" {
-        set_spec(
-            schema,
-            &["digestReflectionPolicy"],
-            "default",
-            json!("Never"),
-        );
-        for kind in ["alphabetical", "numerical"] {
-            set_spec(
-                schema,
-                &["policy", "properties", kind, "properties", "order"],
-                "default",
-                json!("asc"),
-            );
-        }
-    }
+    spec_defaults(schema, Kind::ImagePolicy, version);
     set(
         schema,
         &["properties", "spec"],

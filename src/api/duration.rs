@@ -53,9 +53,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let mut total_nanos: u128 = 0;
     while i < bytes.len() {
         let start = i;
-        // The number is accumulated while it is scanned (None once it overflows, which is
-        // reported after the unit, as before); str::parse would scan it again with generic
-        // radix code, on every admission review.
+        // The number's value, None once it overflows (reported after the unit is read).
         let mut int: Option<u128> = Some(0);
         while i < bytes.len() && bytes[i].is_ascii_digit() {
             let digit = u128::from(bytes[i] - b'0');
@@ -118,11 +116,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         total_nanos = total_nanos
             .checked_add(part)
             .ok_or_else(|| DurationError::Overflow(s.to_string()))?;
-    }
-    // Under 584 years the nanoseconds fit a u64, whose division is one instruction (a
-    // u128 division is a library call).
-    if let Ok(nanos) = u64::try_from(total_nanos) {
-        return Ok(Duration::from_nanos(nanos));
     }
     let secs = u64::try_from(total_nanos / 1_000_000_000)
         .map_err(|_| DurationError::Overflow(s.to_string()))?;

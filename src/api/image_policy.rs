@@ -28,7 +28,10 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "an ImagePolicy spec: an object with imageRepositoryRef and policy"
+)]
 pub struct ImagePolicySpec {
     /// The ImageRepository whose tags are considered.
     pub image_repository_ref: NamespacedObjectReference,
@@ -57,6 +60,7 @@ impl ImagePolicySpec {
 
 /// A reference to an object by name, optionally in another namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(expecting = "an object naming the referent: {name: NAME}")]
 pub struct NamespacedObjectReference {
     /// Name of the referent.
     pub name: String,
@@ -67,6 +71,7 @@ pub struct NamespacedObjectReference {
 
 /// Exactly one of the three orderings.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(expecting = "an object with one of semver, alphabetical, numerical")]
 pub struct ImagePolicyChoice {
     /// Highest semantic version within a range.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +86,7 @@ pub struct ImagePolicyChoice {
 
 /// Semver ordering.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(expecting = "an object with a range, e.g. {range: \">=1.0.0\"}")]
 pub struct SemVerPolicy {
     /// A Masterminds/semver v3 constraint (`>=1.0.0 <2`, `^1.2`, `1.0.x`).
     pub range: String,
@@ -88,6 +94,7 @@ pub struct SemVerPolicy {
 
 /// Alphabetical ordering.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(expecting = "an object, with an optional order")]
 pub struct AlphabeticalPolicy {
     /// `asc` (default) selects the last tag in alphabetical order, `desc` the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,6 +103,7 @@ pub struct AlphabeticalPolicy {
 
 /// Numerical ordering.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(expecting = "an object, with an optional order")]
 pub struct NumericalPolicy {
     /// `asc` (default) selects the largest number, `desc` the smallest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,6 +146,7 @@ impl DigestReflectionPolicy {
 
 /// Tag filter: a regex, and optionally a template of its capture groups to compare.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(expecting = "an object with a pattern and an optional extract")]
 pub struct TagFilter {
     /// Regular expression tags must match.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -46,7 +46,10 @@ pub const MAX_EXCLUSION_LIST: usize = 25;
     printcolumn = r#"{"name":"Last scan","type":"string","priority":1,"jsonPath":".status.lastScanResult.scanTime"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "an ImageRepository spec: an object with image and interval"
+)]
 pub struct ImageRepositorySpec {
     /// The image repository to scan, without tag or digest (`alpine`, `ghcr.io/org/app`).
     pub image: String,
@@ -132,7 +135,10 @@ impl Provider {
 
 /// Access control list for cross-namespace references.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    expecting = "an object with namespaceSelectors"
+)]
 pub struct AccessFrom {
     /// Namespace selectors, ORed: a namespace matching any of them is admitted.
     pub namespace_selectors: Vec<NamespaceSelector>,
@@ -140,7 +146,7 @@ pub struct AccessFrom {
 
 /// Selects namespaces by their labels.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", expecting = "an object with matchLabels")]
 pub struct NamespaceSelector {
     /// Labels a namespace must all carry; empty selects every namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,7 +1,8 @@
 //! `image-reflector validate -f FILE...`: the webhooks' defaulting and validation, offline,
 //! on YAML or JSON files (multi-document; `-` reads stdin), for CI before `kubectl apply`.
 
-use crate::admission::{Context, Kind, defaults, validate};
+use crate::admission::{self, Admission, Kind};
+use crate::api::defaults::apply_schema_defaults;
 use serde::Deserialize;
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -142,13 +143,17 @@ fn check_object(location: String, obj: Value) -> Checked {
             skipped: false,
         };
     }
-    // As the API server does: defaulting first, then validation of the defaulted object.
+    // As the API server does: the schema's defaults, the mutating webhook's patch, then
+    // validation of the defaulted object.
     let mut defaulted = obj.clone();
-    let patch = defaults(kind, version, &obj);
-    if json_patch::patch(&mut defaulted, &patch.0).is_err() {
-        defaulted = obj.clone();
+    apply_schema_defaults(kind, version, &mut defaulted);
+    let patch = admission::defaults::patch(kind, defaulted.get("spec").cloned());
+    let mut patched = defaulted.clone();
+    if json_patch::patch(&mut patched, &patch.0).is_ok() {
+        defaulted = patched;
     }
-    let verdict = validate(kind, version, &namespace, &defaulted, Context::default());
+    let spec = defaulted.get("spec").cloned();
+    let verdict = admission::verdict(kind, &namespace, spec, &Admission::default());
     Checked {
         location,
         object,

@@ -109,7 +109,7 @@ impl FilterTags {
 
 /// The regex crate's error on one line: its complaint, and where in the pattern when the
 /// pattern is a single line (the crate draws carets under it, indented by 4).
-fn regex_problem(e: &regex::Error) -> String {
+pub(crate) fn regex_problem(e: &regex::Error) -> String {
     let text = e.to_string();
     let lines: Vec<&str> = text.lines().collect();
     let Some(problem) = lines.iter().rev().find_map(|l| l.strip_prefix("error: ")) else {

@@ -21,6 +21,7 @@ pub mod semver;
 
 pub use error::{INVALID_POLICY_REASON, PolicyError};
 pub use filter::FilterTags;
+pub(crate) use filter::regex_problem;
 pub use select::{
     Candidate, Counts, Evaluation, Order, Policy, Selection, Selector, Skip, parse_number,
 };

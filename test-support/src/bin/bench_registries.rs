@@ -4,6 +4,8 @@
 //! of 1000 (also when the client sends no `n`, as skopeo does). Prints one
 //! `NAME=127.0.0.1:PORT` line per server, then `READY`.
 
+#![forbid(unsafe_code)]
+
 use test_support::fake_registry::{StandIn, StandInOptions};
 use test_support::registry::{Registry, RegistryOptions};
 use tokio::io::AsyncReadExt as _;
