@@ -69,6 +69,16 @@ async fn post(client: &reqwest::Client, server: &Webhook, path: &str, body: &Val
     out["response"].clone()
 }
 
+/// The mutating webhook's patch for an object without annotations: the timeout, and the
+/// annotation that marks it as the webhook's (so that it follows the interval).
+fn defaulted_timeout(timeout: &str) -> Value {
+    json!([
+        {"op": "add", "path": "/spec/timeout", "value": timeout},
+        {"op": "add", "path": "/metadata/annotations", "value": {}},
+        {"op": "add", "path": "/metadata/annotations/image-reflector~1defaulted-timeout", "value": timeout},
+    ])
+}
+
 fn decode_patch(response: &Value) -> Value {
     assert_eq!(response["patchType"], "JSONPatch");
     let bytes = base64::engine::general_purpose::STANDARD
@@ -91,10 +101,7 @@ async fn defaults_the_seed_podinfo_example_and_echoes_the_uid() {
     .await;
     assert_eq!(r["uid"], "uid-1");
     assert_eq!(r["allowed"], true);
-    assert_eq!(
-        decode_patch(&r),
-        json!([{"op": "add", "path": "/spec/timeout", "value": "10m"}])
-    );
+    assert_eq!(decode_patch(&r), defaulted_timeout("10m"));
 
     let obj = podinfo("v1", json!({"interval": "2h", "image": PODINFO}));
     let r = post(
@@ -106,10 +113,7 @@ async fn defaults_the_seed_podinfo_example_and_echoes_the_uid() {
     .await;
     // Only the timeout: exclusionList and provider are the CRD schema's defaults, which the
     // API server applies before calling the webhook.
-    assert_eq!(
-        decode_patch(&r),
-        json!([{"op": "add", "path": "/spec/timeout", "value": "120m"}])
-    );
+    assert_eq!(decode_patch(&r), defaulted_timeout("120m"));
 }
 
 #[tokio::test]
@@ -289,10 +293,7 @@ async fn answers_dry_run_requests_like_any_other() {
     body["request"]["dryRun"] = json!(true);
     let r = post(&client, &server, "/mutate", &body).await;
     assert_eq!(r["uid"], "dry");
-    assert_eq!(
-        decode_patch(&r),
-        json!([{"op": "add", "path": "/spec/timeout", "value": "10m"}])
-    );
+    assert_eq!(decode_patch(&r), defaulted_timeout("10m"));
     body["request"]["object"]["spec"]["image"] = json!("https://ghcr.io/x");
     let r = post(&client, &server, "/validate", &body).await;
     assert_eq!(r["allowed"], false);

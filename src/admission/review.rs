@@ -104,7 +104,7 @@ pub fn handle(body: &[u8], webhook: Webhook, admission: &Admission) -> Result<Ou
 
     match webhook {
         Webhook::Mutate => {
-            let patch = defaults::patch(kind, spec);
+            let patch = defaults::patch(kind, &object.metadata, spec);
             if patch.0.is_empty() {
                 return Ok(outcome(Some(kind), Response::allowed(uid), "allowed"));
             }
@@ -310,7 +310,11 @@ mod tests {
         let patch: Value = serde_json::from_slice(&patch).unwrap();
         assert_eq!(
             patch,
-            json!([{"op": "add", "path": "/spec/timeout", "value": "5m"}])
+            json!([
+                {"op": "add", "path": "/spec/timeout", "value": "5m"},
+                {"op": "add", "path": "/metadata/annotations", "value": {}},
+                {"op": "add", "path": "/metadata/annotations/image-reflector~1defaulted-timeout", "value": "5m"},
+            ])
         );
     }
 

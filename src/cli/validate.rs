@@ -147,7 +147,11 @@ fn check_object(location: String, obj: Value) -> Checked {
     // validation of the defaulted object.
     let mut defaulted = obj.clone();
     apply_schema_defaults(kind, version, &mut defaulted);
-    let patch = admission::defaults::patch(kind, defaulted.get("spec").cloned());
+    let metadata = defaulted
+        .get("metadata")
+        .and_then(|m| serde_json::from_value(m.clone()).ok())
+        .unwrap_or_default();
+    let patch = admission::defaults::patch(kind, &metadata, defaulted.get("spec").cloned());
     let mut patched = defaulted.clone();
     if json_patch::patch(&mut patched, &patch.0).is_ok() {
         defaulted = patched;

@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn pick(policy: Policy, filter: Option<(&str, Option<&str>)>, tags: &[&str]) -> Option<String> {

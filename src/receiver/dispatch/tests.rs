@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::api::ImageRepositoryStatus;
 use kube::api::ObjectMeta;
