@@ -1882,77 +1882,43 @@ async fn stored_timeout(c: &Cluster, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_nobody_wrote_follows_the_interval_on_every_path_and_a_written_one_is_kept() {
     let c = Cluster::start(RegistryOptions::default()).await;
-
-    // Client-side apply.
-    for (interval, expected) in [("10m", "10m"), ("1h", "60m"), ("2m", "2m")] {
-        let ran = c
-            .apply_result(&timed_repository("csa", interval, None))
-            .await;
-        assert!(ran.success(), "{ran:?}");
-        assert!(!ran.stderr.contains("timeout"), "a warning: {}", ran.stderr);
-        assert_eq!(
-            stored_timeout(&c, "csa").await,
-            expected,
-            "interval {interval}"
-        );
+    // Client-side apply, then server-side apply (as "gitops", forcing: after the patch
+    // below, kubectl-patch owns the interval), through the same steps.
+    for (name, server_side) in [("csa", false), ("ssa", true)] {
+        let apply = async |interval: &str, timeout: Option<&str>| {
+            let yaml = timed_repository(name, interval, timeout);
+            let ran = if server_side {
+                apply_server_side(&c, "gitops", &yaml, true).await
+            } else {
+                c.apply_result(&yaml).await
+            };
+            assert!(ran.success(), "{name}: {ran:?}");
+            ran
+        };
+        for (interval, expected) in [("10m", "10m"), ("1h", "60m"), ("2m", "2m")] {
+            let ran = apply(interval, None).await;
+            assert!(
+                !ran.stderr.contains("timeout"),
+                "{name}: a warning: {}",
+                ran.stderr
+            );
+            assert_eq!(
+                stored_timeout(&c, name).await,
+                expected,
+                "{name}: {interval}"
+            );
+        }
+        // Another client changes the interval of the applied object: the default follows.
+        patch_repository(&c, name, "merge", r#"{"spec":{"interval":"6m"}}"#).await;
+        assert_eq!(stored_timeout(&c, name).await, "6m", "{name}");
+        // The user writes the default's own value, then changes the interval: theirs now.
+        apply("6m", Some("6m")).await;
+        apply("5m", Some("6m")).await;
+        assert_eq!(stored_timeout(&c, name).await, "6m", "{name}");
+        // Dropped from the configuration again: it goes, and the default follows.
+        apply("7m", None).await;
+        assert_eq!(stored_timeout(&c, name).await, "7m", "{name}");
     }
-    // The user writes the default's own value, then changes the interval: theirs now.
-    c.apply(&timed_repository("csa", "2m", Some("2m"))).await;
-    c.apply(&timed_repository("csa", "5m", Some("2m"))).await;
-    assert_eq!(stored_timeout(&c, "csa").await, "2m");
-    // Dropped from the manifest again: kubectl removes it, and the default follows.
-    c.apply(&timed_repository("csa", "7m", None)).await;
-    assert_eq!(stored_timeout(&c, "csa").await, "7m");
-
-    // Server-side apply.
-    for (interval, expected) in [("10m", "10m"), ("1h", "60m"), ("2m", "2m")] {
-        let ran = apply_server_side(
-            &c,
-            "gitops",
-            &timed_repository("ssa", interval, None),
-            false,
-        )
-        .await;
-        assert!(ran.success(), "{ran:?}");
-        assert!(!ran.stderr.contains("timeout"), "a warning: {}", ran.stderr);
-        assert_eq!(
-            stored_timeout(&c, "ssa").await,
-            expected,
-            "interval {interval}"
-        );
-    }
-    // Another client changes the interval of the applied object: the default follows.
-    c.kubectl_ok(&[
-        "patch",
-        "imagerepository",
-        "ssa",
-        "-n",
-        "flux-system",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"interval":"6m"}}"#,
-    ])
-    .await;
-    assert_eq!(stored_timeout(&c, "ssa").await, "6m");
-    // (kubectl-patch owns the interval now: the applier takes it back by force.)
-    let ran = apply_server_side(
-        &c,
-        "gitops",
-        &timed_repository("ssa", "2m", Some("2m")),
-        true,
-    )
-    .await;
-    assert!(ran.success(), "{ran:?}");
-    let ran = apply_server_side(
-        &c,
-        "gitops",
-        &timed_repository("ssa", "5m", Some("2m")),
-        false,
-    )
-    .await;
-    assert!(ran.success(), "{ran:?}");
-    assert_eq!(stored_timeout(&c, "ssa").await, "2m");
 
     // kubectl patch, merge and JSON, of an object made with kubectl create. (kubectl edit
     // is the same merge patch; run through its editor it was refused once in three runs
@@ -1963,42 +1929,36 @@ async fn a_timeout_nobody_wrote_follows_the_interval_on_every_path_and_a_written
     )
     .await;
     assert_eq!(stored_timeout(&c, "edited").await, "10m");
-
-    // kubectl patch, merge and JSON.
-    let patch = |body: &'static str, kind: &'static str| {
-        let c = &c;
-        async move {
-            c.kubectl_ok(&[
-                "patch",
-                "imagerepository",
-                "edited",
-                "-n",
-                "flux-system",
-                "--type",
-                kind,
-                "-p",
-                body,
-            ])
-            .await
-        }
-    };
-    patch(r#"{"spec":{"interval":"3m"}}"#, "merge").await;
+    patch_repository(&c, "edited", "merge", r#"{"spec":{"interval":"3m"}}"#).await;
     assert_eq!(stored_timeout(&c, "edited").await, "3m");
-    patch(
-        r#"[{"op":"replace","path":"/spec/interval","value":"4m"}]"#,
-        "json",
-    )
-    .await;
+    let replace = r#"[{"op":"replace","path":"/spec/interval","value":"4m"}]"#;
+    patch_repository(&c, "edited", "json", replace).await;
     assert_eq!(stored_timeout(&c, "edited").await, "4m");
     // A timeout of the user's own, by patch: kept through the next interval change.
-    patch(r#"{"spec":{"timeout":"30s"}}"#, "merge").await;
-    patch(r#"{"spec":{"interval":"9m"}}"#, "merge").await;
+    patch_repository(&c, "edited", "merge", r#"{"spec":{"timeout":"30s"}}"#).await;
+    patch_repository(&c, "edited", "merge", r#"{"spec":{"interval":"9m"}}"#).await;
     assert_eq!(stored_timeout(&c, "edited").await, "30s");
     let repo = c.repository("flux-system", "edited").await.expect("stored");
     assert!(
         repo["metadata"]["annotations"]["image-reflector/defaulted-timeout"].is_null(),
         "{repo}"
     );
+}
+
+/// `kubectl patch imagerepository NAME -n flux-system --type KIND -p BODY`, which must succeed.
+async fn patch_repository(c: &Cluster, name: &str, kind: &str, body: &str) {
+    c.kubectl_ok(&[
+        "patch",
+        "imagerepository",
+        name,
+        "-n",
+        "flux-system",
+        "--type",
+        kind,
+        "-p",
+        body,
+    ])
+    .await;
 }
 
 /// kube-apiserver takes a moment to see a webhook configuration that was just created.

@@ -55,7 +55,7 @@ fn image_repository(meta: &ObjectMeta, spec: &ImageRepositorySpec, ops: &mut Vec
             set_mark(meta, mark, following, ops);
         }
         (Some(timeout), following)
-            if mark == Some(timeout) && !configured_by_user(meta, "timeout") =>
+            if mark == Some(timeout) && !timeout_configured_by_user(meta) =>
         {
             // Ours: follow the interval (an invalid interval leaves it; validation says why).
             if let Some(following) = following
@@ -100,22 +100,21 @@ fn set_mark(
     ));
 }
 
-/// Whether the user's own configuration names `spec.FIELD`: kubectl's last-applied copy
-/// (client-side apply), or the field set of a server-side apply manager.
-fn configured_by_user(meta: &ObjectMeta, field: &str) -> bool {
+/// Whether the user's own configuration names `spec.timeout`: kubectl's last-applied
+/// copy (client-side apply), or the field set of a server-side apply manager.
+fn timeout_configured_by_user(meta: &ObjectMeta) -> bool {
     let last_applied = meta
         .annotations
         .as_ref()
         .and_then(|a| a.get(LAST_APPLIED_ANNOTATION))
         .and_then(|text| serde_json::from_str::<Value>(text).ok())
-        .is_some_and(|applied| applied.pointer(&format!("/spec/{field}")).is_some());
+        .is_some_and(|applied| applied.pointer("/spec/timeout").is_some());
     let applied_server_side = meta.managed_fields.iter().flatten().any(|entry| {
         entry.operation.as_deref() == Some("Apply")
             && entry
                 .fields_v1
                 .as_ref()
-                .and_then(|f| f.0.pointer(&format!("/f:spec/f:{field}")))
-                .is_some()
+                .is_some_and(|f| f.0.pointer("/f:spec/f:timeout").is_some())
     });
     last_applied || applied_server_side
 }

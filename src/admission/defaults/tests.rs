@@ -17,6 +17,23 @@ fn repository(interval: &str, timeout: Option<&str>, annotations: Value) -> Valu
     json!({"metadata": {"name": "r", "annotations": annotations}, "spec": spec})
 }
 
+/// A stored object of interval `1h` whose timeout `10m` the webhook wrote, as kubectl
+/// apply sends it when the manifest writes `manifest_timeout`.
+fn applied_client_side(manifest_timeout: Option<&str>) -> Value {
+    let mut manifest = json!({"spec": {"image": "a", "interval": "1h"}});
+    if let Some(timeout) = manifest_timeout {
+        manifest["spec"]["timeout"] = json!(timeout);
+    }
+    repository(
+        "1h",
+        Some("10m"),
+        json!({
+            DEFAULTED_TIMEOUT_ANNOTATION: "10m",
+            LAST_APPLIED_ANNOTATION: manifest.to_string(),
+        }),
+    )
+}
+
 fn mark(object: &Value) -> Option<&str> {
     object["metadata"]["annotations"][DEFAULTED_TIMEOUT_ANNOTATION].as_str()
 }
@@ -78,16 +95,7 @@ fn a_timeout_the_user_wrote_is_never_changed() {
 #[test]
 fn a_timeout_equal_to_the_default_is_the_users_when_their_configuration_names_it() {
     // Client-side apply of a manifest that now writes the same timeout as the default.
-    let last_applied = json!({"spec": {"image": "a", "interval": "1h", "timeout": "10m"}});
-    let object = repository(
-        "1h",
-        Some("10m"),
-        json!({
-            DEFAULTED_TIMEOUT_ANNOTATION: "10m",
-            LAST_APPLIED_ANNOTATION: last_applied.to_string(),
-        }),
-    );
-    let admitted = admit(object);
+    let admitted = admit(applied_client_side(Some("10m")));
     assert_eq!(
         (admitted["spec"]["timeout"].as_str(), mark(&admitted)),
         (Some("10m"), None)
@@ -109,16 +117,7 @@ fn a_timeout_equal_to_the_default_is_the_users_when_their_configuration_names_it
 
 #[test]
 fn a_last_applied_copy_without_a_timeout_leaves_it_following() {
-    let last_applied = json!({"spec": {"image": "a", "interval": "1h"}});
-    let object = repository(
-        "1h",
-        Some("10m"),
-        json!({
-            DEFAULTED_TIMEOUT_ANNOTATION: "10m",
-            LAST_APPLIED_ANNOTATION: last_applied.to_string(),
-        }),
-    );
-    assert_eq!(admit(object)["spec"]["timeout"], "60m");
+    assert_eq!(admit(applied_client_side(None))["spec"]["timeout"], "60m");
 }
 
 #[test]
