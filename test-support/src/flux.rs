@@ -8,6 +8,7 @@
 //! let flux = FluxController::start("image-reflector-controller", cp.kubeconfig(),
 //!     &["--watch-label-selector=sharding.fluxcd.io/key=flux"]).await;
 //! flux.metrics_text().await;
+//! flux.restart().await;       // SIGTERM, then the same flags, ports and storage
 //! ```
 
 use std::net::SocketAddr;
