@@ -1,10 +1,12 @@
 //! A real OCI registry for tests: Debian's `docker-registry` (distribution 2.8) started
 //! on 127.0.0.1:0 with a temporary config, optionally with TLS (a CA made at test time),
 //! mutual TLS, htpasswd Basic auth or token auth, and push notifications to an endpoint
-//! (distribution's `notifications.endpoints`). Killed on drop.
+//! (distribution's `notifications.endpoints`); or registry 3 (`Registry::start_v3`), which
+//! pages `tags/list` as 2.8 does not. Killed on drop.
 //!
 //! ```ignore
 //! let registry = Registry::start(RegistryOptions::default());
+//! let paging = Registry::start_v3();       // target/control-plane/bin/registry
 //! registry.push_tags("team/app", &["1.0", "1.1"]).await;
 //! registry.host();                      // "127.0.0.1:PORT"
 //! registry.requests_matching("/tags/list");
@@ -63,7 +65,17 @@ pub struct RegistryNotifications {
     pub headers: Vec<(String, String)>,
 }
 
-/// A running `docker-registry`.
+/// Which distribution serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Server {
+    /// Debian's `docker-registry` 2.8, in memory: one page whatever `n` asks.
+    Debian,
+    /// Registry 3 from `make control-plane`, on the filesystem: pages of `n` (at most
+    /// 1000) with a `Link` to the next.
+    V3,
+}
+
+/// A running `docker-registry` or registry 3.
 pub struct Registry {
     child: Child,
     dir: tempfile::TempDir,
@@ -91,6 +103,13 @@ impl Registry {
         Registry::start_with(options, &[], None)
     }
 
+    /// Registry 3 (distribution v3, `target/control-plane/bin/registry`), anonymous,
+    /// plain HTTP, filesystem storage: it pages `tags/list` with `n`, `last` and a `Link`
+    /// header, cuts `n` above 1000 to 1000, and returns every tag when no `n` is sent.
+    pub fn start_v3() -> Registry {
+        Registry::start_on(Server::V3, RegistryOptions::default(), &[], None)
+    }
+
     /// [`Registry::start`] that sends push notifications to `notifications`.
     pub fn start_notifying(
         options: RegistryOptions,
@@ -110,10 +129,32 @@ impl Registry {
         names: &[&str],
         notifications: Option<RegistryNotifications>,
     ) -> Registry {
-        require_tool("docker-registry", "docker-registry");
+        Registry::start_on(Server::Debian, options, names, notifications)
+    }
+
+    fn start_on(
+        server: Server,
+        options: RegistryOptions,
+        names: &[&str],
+        notifications: Option<RegistryNotifications>,
+    ) -> Registry {
+        let binary = match server {
+            Server::Debian => {
+                require_tool("docker-registry", "docker-registry");
+                PathBuf::from("docker-registry")
+            }
+            Server::V3 => crate::go_tool("registry"),
+        };
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = String::from(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  inmemory: {}\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:0\n  secret: image-reflector-test\n",
+        let storage = match server {
+            Server::Debian => "inmemory: {}".to_string(),
+            Server::V3 => format!(
+                "filesystem:\n    rootdirectory: {}",
+                dir.path().join("storage").display()
+            ),
+        };
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  {storage}\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:0\n  secret: image-reflector-test\n",
         );
         let (mut ca, mut client_leaf) = (None, None);
         if options.tls != RegistryTls::None {
@@ -174,14 +215,14 @@ impl Registry {
         std::fs::write(&config_path, &config).expect("write registry config");
         let log_path = dir.path().join("registry.log");
         let access_path = dir.path().join("access.log");
-        let child = Command::new("docker-registry")
+        let child = Command::new(&binary)
             .arg("serve")
             .arg(&config_path)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&access_path).expect("access log"))
             .stderr(std::fs::File::create(&log_path).expect("registry log"))
             .spawn()
-            .expect("start docker-registry");
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
         let addr = wait_for_listen(&log_path, Duration::from_secs(10));
 
         let mut http = reqwest::Client::builder().pool_max_idle_per_host(64);
@@ -372,7 +413,7 @@ fn wait_for_listen(log: &std::path::Path, timeout: Duration) -> SocketAddr {
         }
         assert!(
             start.elapsed() < timeout,
-            "docker-registry did not start within {timeout:?}; its log:\n{text}"
+            "the registry did not start within {timeout:?}; its log:\n{text}"
         );
         std::thread::sleep(Duration::from_millis(10));
     }
