@@ -41,6 +41,8 @@ pub struct StandInOptions {
     pub default_page_size: Option<usize>,
     /// Refuse `n` above this with the status (413 like Quay, 400 like distribution 3).
     pub max_page_size: Option<(usize, u16)>,
+    /// Answer at most this many tags per page, whatever `n` asks (as Docker Hub caps it).
+    pub page_size_cap: Option<usize>,
     pub link: LinkStyle,
     /// The first this many `tags/list` requests get 429 with `retry_after`.
     pub rate_limit_first: usize,
@@ -254,6 +256,11 @@ async fn v2(
         };
         return error(status, code, "page size too large");
     }
+    let n = match (n, opts.page_size_cap) {
+        (Some(n), Some(cap)) => Some(n.min(cap)),
+        (None, cap) => cap,
+        (n, None) => n,
+    };
     let ignore_last = matches!(
         opts.link,
         LinkStyle::RepeatSameUrl | LinkStyle::RepeatContent
