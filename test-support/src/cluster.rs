@@ -357,6 +357,11 @@ impl Cluster {
         self.kubectl.run(args, Some(stdin)).await
     }
 
+    /// `kubectl ARGS` with `sed -i -e SCRIPT` as the editor (`kubectl edit`).
+    pub async fn kubectl_editing(&self, args: &[&str], script: &str) -> Ran {
+        self.kubectl.editing(args, script).await
+    }
+
     /// kubectl that must succeed; returns its standard output.
     pub async fn kubectl_ok(&self, args: &[&str]) -> String {
         let ran = self.kubectl(args).await;
@@ -456,6 +461,25 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// A cluster-scoped object as `kubectl get -o json` shows it, without the fields the
+    /// API server sets, so that it can be created again after it is deleted.
+    pub async fn saved_object(&self, kind: &str, name: &str) -> Value {
+        let text = self.kubectl_ok(&["get", kind, name, "-o", "json"]).await;
+        let mut obj: Value = serde_json::from_str(&text).expect("object JSON");
+        if let Some(meta) = obj["metadata"].as_object_mut() {
+            for field in [
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "managedFields",
+            ] {
+                meta.remove(field);
+            }
+        }
+        obj
     }
 
     /// The write requests the API server has answered so far (see `WriteCounts`).
