@@ -34,9 +34,11 @@ compare-flux: test-deps control-plane ## Flux's image-reflector-controller and i
 	$(CARGO) build -p image-reflector -p test-support --bins
 	$(CARGO) run --quiet -p test-support --bin compare-flux -- --cases $(CASES) $(COMPARE_ARGS)
 
-lint: ## formatting and clippy, as CI expects
+lint: ## formatting, clippy and unused dependencies (cargo-machete, installed when missing), as CI expects
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	command -v cargo-machete >/dev/null || $(CARGO) install --locked cargo-machete
+	$(CARGO) machete
 
 fmt:
 	$(CARGO) fmt --all
