@@ -841,14 +841,20 @@ spec:
         ))
         .await;
     assert_eq!(ran.code, Some(1), "{ran:?}");
-    // kubectl prints a 422 with causes as "The KIND "NAME" is invalid: FIELD: ...".
+    // kubectl prints a 422 with causes as "The KIND "NAME" is invalid: FIELD: MESSAGE",
+    // the field named once (a cause's message does not repeat its field).
     for needle in [
         "The ImageRepository \"podinfo\" is invalid",
-        "spec.image",
+        "spec.image: Invalid value: \"",
         "6.0.0\" names a tag",
     ] {
         assert!(ran.stderr.contains(needle), "{needle:?} in {}", ran.stderr);
     }
+    assert!(
+        !ran.stderr.contains("spec.image: spec.image"),
+        "{}",
+        ran.stderr
+    );
     assert_eq!(
         c.admission_denials().await,
         denials + 1,
