@@ -33,9 +33,9 @@ else
   mapfile -t targets < <(cargo fuzz list)
 fi
 
-echo "fuzz: building ${#targets[@]} targets (release, AddressSanitizer)"
+echo "fuzz: building ${#targets[@]} targets (optimised, with debug assertions and AddressSanitizer)"
 build_start=$(date +%s)
-cargo fuzz build --release
+cargo fuzz build
 echo "fuzz: built in $(( $(date +%s) - build_start )) s"
 
 mkdir -p "$(dirname "$REPORT")" target/fuzz-logs
@@ -48,7 +48,7 @@ for t in "${targets[@]}"; do
   [ -d "fuzz/regressions/$t" ] && dirs+=("fuzz/regressions/$t")
   log="target/fuzz-logs/$t.log"
   # -malloc_limit_mb: no parser of a few KiB of input has any business allocating more.
-  if cargo fuzz run --release "$t" "${dirs[@]}" -- \
+  if cargo fuzz run "$t" "${dirs[@]}" -- \
       -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=256 \
       -print_final_stats=1 >"$log" 2>&1; then
     result=ok
@@ -56,7 +56,7 @@ for t in "${targets[@]}"; do
     result="CRASH (see $log, fuzz/artifacts/$t/)"
     failed+=("$t")
   fi
-  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n 1)
+  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -n 1 || true)
   runs=${runs:-0}
   total_runs=$((total_runs + runs))
   corpus=$(find "fuzz/corpus/$t" -type f | wc -l)

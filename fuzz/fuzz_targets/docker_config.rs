@@ -3,13 +3,12 @@
 //! parsed config's debug form repeats a secret value of the input.
 #![no_main]
 
-use image_reflector::scanner::{Credentials, DockerConfig};
+use image_reflector::scanner::{Credentials, CredentialsError, DockerConfig};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 
-/// String values of the credential fields anywhere in the input, long enough to be told
-/// apart from words of a message, and not also written where messages may quote them
-/// (object keys, which are registry hosts).
+/// String values of the credential fields anywhere in the input, and every object key
+/// (registry hosts, which messages may quote).
 fn secrets(v: &Value, keys: &mut Vec<String>, out: &mut Vec<String>) {
     match v {
         Value::Object(map) => {
@@ -33,7 +32,26 @@ fuzz_target!(|input: &[u8]| {
     if let Ok(v) = serde_json::from_slice::<Value>(input) {
         secrets(&v, &mut keys, &mut values);
     }
-    values.retain(|s| s.len() >= 6 && !keys.iter().any(|k| k.contains(s.as_str())));
+    // Hosts are lower-cased when read: compare without case. A value that is a word of the
+    // messages themselves ("password", "base64") says nothing either.
+    let wording: String = [
+        CredentialsError::NoAuths,
+        CredentialsError::BadAuthField {
+            host: String::new(),
+        },
+        CredentialsError::EmptyEntry {
+            host: String::new(),
+        },
+    ]
+    .iter()
+    .map(|e| e.to_string().to_ascii_lowercase())
+    .collect();
+    values.retain(|s| {
+        let s = s.to_ascii_lowercase();
+        s.len() >= 6
+            && !wording.contains(&s)
+            && !keys.iter().any(|k| k.to_ascii_lowercase().contains(&s))
+    });
     let said = match DockerConfig::from_json(input) {
         Ok(config) => {
             let hosts: Vec<String> = config.hosts().map(str::to_string).collect();

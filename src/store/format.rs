@@ -366,8 +366,10 @@ fn decode_tags(
     expected_count: u64,
 ) -> Result<Vec<String>, Corruption> {
     let raw = if prefix.deflated {
-        // raw_len is bounded by MAX_RAW_LEN; read one byte more to notice a longer stream.
-        let mut raw = Vec::with_capacity(usize::try_from(prefix.raw_len).unwrap_or(0));
+        // raw_len is only what the file claims (up to MAX_RAW_LEN): reserve no more than the
+        // stored bytes can plausibly inflate to, and let the vector grow past that. Read one
+        // byte more than promised to notice a longer stream.
+        let mut raw = Vec::with_capacity(inflate_reservation(prefix.raw_len, stored.len()));
         DeflateDecoder::new(stored.as_slice())
             .take(prefix.raw_len + 1)
             .read_to_end(&mut raw)
@@ -397,6 +399,15 @@ fn decode_tags(
         });
     }
     Ok(tags)
+}
+
+/// The bytes reserved before inflating `stored_len` bytes that claim to inflate to
+/// `raw_len`: the claim, but at most eight times the stored size (tag lists deflate about
+/// 5:1), so a forged length costs no memory the payload cannot fill.
+pub(super) fn inflate_reservation(raw_len: u64, stored_len: usize) -> usize {
+    usize::try_from(raw_len)
+        .unwrap_or(usize::MAX)
+        .min(stored_len.saturating_mul(8))
 }
 
 /// Reads the flags field of an encoded file (tests: was it compressed?).
