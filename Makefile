@@ -3,7 +3,8 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: help build release test test-deps control-plane lint fmt demo certs manifests \
-        bench bench-webhook bench-scan bench-scale bench-policy bench-push e2e compare-flux
+        bench bench-webhook bench-scan bench-scale bench-policy bench-push e2e compare-flux \
+        fuzz fuzz-smoke robustness
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,9 +21,22 @@ test-deps: ## install what the tests need (apt packages), idempotently
 control-plane: ## build kube-apiserver, kube-controller-manager, kubectl, etcd, Flux's controllers, crane and registry 3 from Go modules into target/control-plane/bin (cached)
 	./scripts/build-control-plane.sh
 
-test: test-deps control-plane ## install test dependencies, then run every test (unit, integration, end to end)
+test: test-deps control-plane fuzz-smoke ## install test dependencies, then run every test (the short fuzz pass, unit, integration, end to end)
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
+
+# Fuzzing (fuzz/README.md): FUZZ_SECONDS a target, FUZZ_TARGETS to pick some.
+FUZZ_SECONDS ?= 60
+fuzz: ## every fuzz target (cargo-fuzz, libFuzzer) for FUZZ_SECONDS (60) each; prints executions and crashes; installs cargo-fuzz if missing
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh $(FUZZ_TARGETS)
+
+fuzz-smoke: ## the short fuzz pass `make test` runs: every target builds and runs 3 s (its seeds and past crashes first)
+	FUZZ_SECONDS=3 FUZZ_REPORT=target/fuzz-smoke-report.md ./scripts/fuzz.sh
+
+robustness: test-deps control-plane ## the README's Robustness tables: fuzzing (FUZZ_SECONDS each), hostile registries, the secret scan and the RBAC listing
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh
+	$(CARGO) test --test scanner hostile -- --nocapture --test-threads 1
+	$(CARGO) test --test e2e secrets -- --nocapture --test-threads 1
 
 e2e: test-deps control-plane ## only the end-to-end tests (real control plane + registry + image-reflector + kubectl; part of `make test`)
 	$(CARGO) test --test e2e

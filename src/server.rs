@@ -299,7 +299,7 @@ impl CertReloader {
 // ---------------------------------------------------------------------------------------
 // Handlers
 
-fn webhook_router(state: Arc<AppState>) -> Router {
+pub(crate) fn webhook_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         .route("/validate", post(validate))

@@ -4,7 +4,9 @@
 //! with a CA made at test time, called by kube-apiserver's admission chain; controllers;
 //! tag store) and the real `kubectl`. See `test_support::cluster`. The ImageRepository controller (issue 5) and ImagePolicy with
 //! cross-namespace access and digest reflection (issue 6), as a user sees them; cloud
-//! registry logins (issue 16) in `e2e/cloud.rs`.
+//! registry logins (issue 16) in `e2e/cloud.rs`; secrets kept out of logs, Events,
+//! statuses, metrics and the store, and the ServiceAccount's exact permissions, in
+//! `e2e/secrets.rs`.
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -14,6 +16,8 @@ use test_support::registry::{RegistryAuth, RegistryOptions, RegistryTls};
 
 #[path = "e2e/cloud.rs"]
 mod cloud;
+#[path = "e2e/secrets.rs"]
+mod secrets;
 
 const REPO_STATUS: &str = "imagerepositories.image.toolkit.fluxcd.io/status";
 const POLICY_STATUS: &str = "imagepolicies.image.toolkit.fluxcd.io/status";

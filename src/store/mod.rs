@@ -32,7 +32,7 @@
 //! One process per root directory: two processes writing the same root would not
 //! corrupt entries (each write is atomic), but their indexes would drift apart.
 
-mod format;
+pub(crate) mod format;
 #[cfg(test)]
 mod tests;
 
@@ -379,24 +379,8 @@ impl TagStore {
             Err(e) => return Err(io_err("open", &path)(e)),
         };
         let stat = file.metadata().map_err(io_err("stat", &path))?;
-        let read = format::read_verified(&mut io::BufReader::new(&mut file), stat.len(), true)
-            .and_then(|(header, prefix, payload)| {
-                if header.key != *key {
-                    return Err(Corruption::WrongKey {
-                        file_is_for: header.key.to_string(),
-                    }
-                    .into());
-                }
-                let tags = format::decode_tags(
-                    prefix,
-                    payload.unwrap_or_default(),
-                    header.meta.tag_count,
-                )?;
-                Ok(Entry {
-                    meta: header.meta,
-                    tags,
-                })
-            });
+        let read = format::read_entry(&mut io::BufReader::new(&mut file), stat.len(), Some(key))
+            .map(|(_, entry)| entry);
         match read {
             Ok(entry) => Ok(ReadOnce::Found(entry)),
             Err(ReadFailure::Io(e)) => Err(io_err("read", &path)(e)),

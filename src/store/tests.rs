@@ -444,6 +444,24 @@ fn set_version_and_reseal(b: &mut [u8]) {
     format::reseal(b);
 }
 
+/// 2,000 numbered tags, deflated; their file then claims 1 GiB of raw tags, resealed so
+/// that only the length lies. Reading it used to reserve the whole claimed gigabyte
+/// before inflating a few kilobytes: the fuzz target `tag_store` reports that as an
+/// out-of-memory crash on `fuzz/regressions/tag_store/forged-raw-length`.
+#[test]
+fn a_forged_raw_length_is_refused_without_reserving_it() {
+    survives_damage_while_running(
+        |b| {
+            assert!(format::is_deflated(b));
+            b[20..28].copy_from_slice(&(1u64 << 30).to_le_bytes());
+            format::reseal(b);
+        },
+        "the header promises 1073741824",
+    );
+    assert_eq!(format::inflate_reservation(1 << 30, 4_000), 32_000);
+    assert_eq!(format::inflate_reservation(10_000, 4_000), 10_000);
+}
+
 #[test]
 fn detects_a_flipped_payload_byte_at_open() {
     survives_damage_at_open(|b| flip_payload_byte(b), "checksum mismatch");

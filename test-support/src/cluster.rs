@@ -283,11 +283,11 @@ impl Cluster {
 
         let started = Instant::now();
         let listening = loop {
-            let found = log.lock().expect("log lock").iter().find_map(|l| {
-                serde_json::from_str::<Value>(l)
-                    .ok()
-                    .filter(|v| v["message"] == "listening")
-            });
+            let found = log
+                .lock()
+                .expect("log lock")
+                .iter()
+                .find_map(|l| listening_line(l));
             if let Some(v) = found {
                 break v;
             }
@@ -643,6 +643,24 @@ impl Drop for Cluster {
             let _ = r.child.start_kill();
         }
     }
+}
+
+/// The fields of the `listening` line, in either log encoding: a JSON line as it is, a
+/// console line's `key=value` fields (colours stripped) as a JSON object.
+fn listening_line(line: &str) -> Option<Value> {
+    if let Ok(v) = serde_json::from_str::<Value>(line) {
+        return (v["message"] == "listening").then_some(v);
+    }
+    let plain = regex::Regex::new("\x1b\\[[0-9;]*m")
+        .ok()?
+        .replace_all(line, "");
+    let (_, fields) = plain.split_once(" listening ")?;
+    let fields: serde_json::Map<String, Value> = fields
+        .split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect();
+    Some(Value::Object(fields))
 }
 
 /// The webhook Service, routed to this machine's loopback (see the module docs).
