@@ -30,8 +30,8 @@ FUZZ_SECONDS ?= 60
 fuzz: ## every fuzz target (cargo-fuzz, libFuzzer) for FUZZ_SECONDS (60) each; prints executions and crashes; installs cargo-fuzz if missing
 	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh $(FUZZ_TARGETS)
 
-fuzz-smoke: ## the short fuzz pass `make test` runs: every target builds and runs 3 s (its seeds and past crashes first)
-	FUZZ_SECONDS=3 FUZZ_REPORT=target/fuzz-smoke-report.md ./scripts/fuzz.sh
+fuzz-smoke: ## the short fuzz pass `make test` runs: every target builds (unoptimised) and runs 3 s (its seeds and past crashes first)
+	FUZZ_BUILD=smoke FUZZ_SECONDS=3 FUZZ_REPORT=target/fuzz-smoke-report.md ./scripts/fuzz.sh
 
 robustness: test-deps control-plane ## the README's Robustness tables: fuzzing (FUZZ_SECONDS each), hostile registries, the secret scan and the RBAC listing
 	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh
