@@ -136,6 +136,7 @@ pub struct AppState {
     metrics: AdmissionMetrics,
     registry: Registry,
     receiver: Option<Router>,
+    body_budget: routes::BodyBudget,
 }
 
 impl AppState {
@@ -149,6 +150,7 @@ impl AppState {
             metrics,
             registry,
             receiver: None,
+            body_budget: routes::BodyBudget::new(),
         }
     }
 
