@@ -726,5 +726,8 @@ fn a_failing_write_names_the_entry_so_every_retry_fails_with_the_same_message() 
     let message = first.to_string();
     assert!(message.contains(&k.file_name()), "{message}");
     // Not the temporary file's name (`.<entry>.<pid>.<sequence>.tmp`).
-    assert!(!message.contains(&format!("{}.", k.file_name())), "{message}");
+    assert!(
+        !message.contains(&format!("{}.", k.file_name())),
+        "{message}"
+    );
 }

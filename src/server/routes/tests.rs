@@ -40,7 +40,11 @@ async fn a_bodys_buffer_grows_with_what_arrives_not_with_what_is_declared() {
     assert_eq!(body.len(), 2048);
     assert!(share.kib <= 4, "{} KiB held for 2 KiB", share.kib);
     drop(share);
-    assert_eq!(budget.0.available_permits(), 1024, "the share is given back");
+    assert_eq!(
+        budget.0.available_permits(),
+        1024,
+        "the share is given back"
+    );
 }
 
 #[tokio::test]
