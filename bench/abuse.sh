@@ -70,3 +70,7 @@ echo "abuse: machine $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadav
 # shellcheck disable=SC2086 # CASES is a list
 "$target/examples/webhook_abuse" "https://$addr/validate" "$tmp/ca.crt" "$tmp/body.json" \
   "$server" "$RATE" "$CASE_SECONDS" $CASES
+
+echo
+echo "abuse: the server's warnings, by message:"
+grep '"level":"WARN"' "$tmp/server.log" | sed -E 's/.*"message":"([^"]*)".*/\1/' | sort | uniq -c | sort -rn || true

@@ -136,7 +136,7 @@ impl Tally {
         let median = closed.get(closed.len() / 2).copied().unwrap_or_default();
         let max = closed.last().copied().unwrap_or_default();
         let mut s = format!(
-            "{} closed by the server after a median {:.1} s (max {:.1} s), {} still open at the end",
+            "{} closed by the server after a median {:.1} s (max {:.1} s), {} still connected when the case ended (served, or waiting in the backlog)",
             closed.len(),
             median.as_secs_f64(),
             max.as_secs_f64(),

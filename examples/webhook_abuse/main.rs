@@ -3,8 +3,9 @@
 //! connection (as kube-apiserver sends them), and prints the legitimate reviews' latency
 //! (from each one's scheduled start, `common/paced_load.rs`), the server's peak resident
 //! memory during the case (VmRSS sampled every 50 ms; VmHWM at the end) and what the
-//! server did to the abuser. A first window without abuse is the baseline of the same
-//! run.
+//! server did to the abuser. Each case follows a window without abuse, its baseline: the
+//! two see the same machine. The generator's own lateness (pacer p99) is printed too: on
+//! a loaded machine it is part of every latency.
 //!
 //!     cargo run --release --example webhook_abuse -- URL CA_PEM BODY_FILE SERVER_PID RATE SECONDS [CASE...]
 //!
@@ -69,6 +70,8 @@ struct Row {
     p50: f64,
     p99: f64,
     max: f64,
+    /// How late the generator itself dispatched (p99): the machine's share of the latency.
+    pacer_p99: f64,
     ok: usize,
     errors: u64,
     rss_mib: f64,
@@ -124,8 +127,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
 
     let rss = RssPeak::start(pid);
-    let mut rows = Vec::new();
-    for case in std::iter::once("none").chain(cases.iter().copied()) {
+    let window = |case: &str| -> Result<Row, Box<dyn std::error::Error>> {
         rss.take_mib();
         let abuser = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -146,6 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             p50: percentile_ms(&measured.latencies, 0.50),
             p99: percentile_ms(&measured.latencies, 0.99),
             max: percentile_ms(&measured.latencies, 1.0),
+            pacer_p99: percentile_ms(&measured.pacer_lateness, 0.99),
             ok: measured.latencies.len(),
             errors: measured.errors,
             rss_mib: rss.take_mib(),
@@ -159,28 +162,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             row.rss_mib,
             row.server_did
         );
-        rows.push(row);
-        // Let the server close what the abuser left before the next case.
+        // Let the server close what the abuser left before the next window.
         std::thread::sleep(Duration::from_secs(2));
+        Ok(row)
+    };
+    // Each case right after a window without abuse: the pair sees the same machine, whose
+    // load moves from one minute to the next.
+    let mut pairs = Vec::new();
+    for case in &cases {
+        let baseline = window("none")?;
+        pairs.push((baseline, window(case)?));
     }
     let hwm = status_kib(pid, "VmHWM").unwrap_or(0) as f64 / 1024.0;
-    let baseline = rows.first().map(|r| r.p99).unwrap_or(f64::NAN);
     println!();
     println!(
-        "legitimate reviews at {rate}/s over one HTTP/2 connection, {seconds} s per case; server VmHWM at the end {hwm:.1} MiB"
+        "legitimate reviews at {rate}/s over one HTTP/2 connection, {seconds} s per window; server VmHWM at the end {hwm:.1} MiB"
     );
     println!(
-        "| abuse | legit p50 / p99 / max ms | p99 / baseline | legit answered (errors) | server RSS peak MiB | what the server did |"
+        "| abuse | legit p50 / p99 / max ms | p99 without abuse just before | pacer p99 ms (abuse / none) | answered (errors) | server RSS peak MiB (none: {:.1}) | what the server did |",
+        pairs.iter().map(|(b, _)| b.rss_mib).fold(0.0, f64::max)
     );
-    println!("|---|---|---|---|---|---|");
-    for r in &rows {
+    println!("|---|---|---|---|---|---|---|");
+    for (b, r) in &pairs {
         println!(
-            "| {} | {:.2} / {:.2} / {:.1} | {:.1} | {} ({}) | {:.1} | {} |",
+            "| {} | {:.2} / {:.2} / {:.1} | {:.2} | {:.2} / {:.2} | {} ({}) | {:.1} | {} |",
             r.case,
             r.p50,
             r.p99,
             r.max,
-            r.p99 / baseline,
+            b.p99,
+            r.pacer_p99,
+            b.pacer_p99,
             r.ok,
             r.errors,
             r.rss_mib,

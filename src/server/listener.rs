@@ -43,30 +43,30 @@ use tracing::{debug, warn};
 
 /// Connections served at once. kube-apiserver keeps a handful per replica; the cap
 /// bounds what many idle or slow clients can hold (see README, Robustness).
-pub(super) const MAX_CONNECTIONS: usize = 512;
+const MAX_CONNECTIONS: usize = 512;
 /// Time allowed for a TLS handshake.
-pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/1.1: time allowed for a request's head, from when the connection waits for it.
-pub(super) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head (HTTP/1.1: request line and headers; HTTP/2: the decoded header
 /// list); larger ones get 431.
-pub(super) const MAX_HEADER_BYTES: usize = 16 * 1024;
+const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Time a connection may stay open without the client sending a byte.
-pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// HTTP/2 streams open at once per connection.
-pub(super) const H2_MAX_STREAMS: u32 = 32;
+const H2_MAX_STREAMS: u32 = 32;
 /// HTTP/2 flow-control window of a stream: request bytes the client may send ahead.
-pub(super) const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
 /// HTTP/2 flow-control window of a connection.
-pub(super) const H2_CONNECTION_WINDOW: u32 = 128 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 128 * 1024;
 /// Request bodies the client of one connection may abandon (an HTTP/2 stream reset after
 /// the server accepted it) before the connection is closed. kube-apiserver abandons a
 /// review only when the webhook takes longer than its timeout.
-pub(super) const MAX_ABANDONED: usize = 100;
+const MAX_ABANDONED: usize = 100;
 /// Time in-flight requests get to finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 /// Time an idle connection gets to close after it was told to.
-pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(5);
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 fn builders() -> (auto::Builder<TokioExecutor>, auto::Builder<TokioExecutor>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());

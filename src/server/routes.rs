@@ -47,10 +47,10 @@ async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Respo
 const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 /// Time an AdmissionReview body may take to arrive once its head has (kube-apiserver
 /// gives a webhook 10 s by default); a body still incomplete then gets 408.
-pub(super) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Memory for request bodies being read, across all requests at once; a body that would
 /// go over waits for others to finish (within [`BODY_TIMEOUT`]).
-pub(super) const BODY_BUDGET: usize = 64 * 1024 * 1024;
+const BODY_BUDGET: usize = 64 * 1024 * 1024;
 
 /// The memory of the bodies being read, in KiB, shared by all requests.
 #[derive(Clone, Debug)]
