@@ -4,7 +4,8 @@ CARGO ?= cargo
 
 .PHONY: help build release test test-deps control-plane lint fmt demo certs manifests \
         bench bench-webhook bench-scan bench-scale bench-policy bench-push e2e compare-flux \
-        fuzz fuzz-smoke robustness
+        fuzz fuzz-smoke robustness \
+        chaos abuse
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -65,6 +66,13 @@ certs: ## development CA + webhook serving certificate in certs/out, and webhook
 
 demo: ## the main job with no cluster: registry + API stand-in + image-reflector + kubectl apply
 	./scripts/demo.sh
+
+# Robustness (README, "Robustness"): figures printed, never asserted.
+chaos: test-deps control-plane ## kill -9 image-reflector 50 times among 200 ImageRepositories on the real control plane, restart kube-apiserver and etcd, stop the registry, fill the disk under --storage-path (a tmpfs: needs root); prints kills survived and recovery times (about 10 min)
+	$(CARGO) test --test e2e chaos_200_repositories_50_kills -- --ignored --nocapture
+
+abuse: ## the webhook under abuse (slow-loris, 10,000 idle TLS connections, 10,000 stalled handshakes, oversized heads, HTTP/2 rapid reset, stalled bodies): legitimate p99 beside the p99 without abuse, server RSS (release build)
+	CARGO=$(CARGO) ./bench/abuse.sh
 
 bench-policy: ## tag selection over 100,000 tags per policy kind, with and without filterTags (release build)
 	CARGO=$(CARGO) ./bench/policy.sh

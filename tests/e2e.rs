@@ -14,6 +14,12 @@ use test_support::cluster::{Cluster, WAIT, condition, ready_is};
 use test_support::control_plane::WriteCounts;
 use test_support::registry::{RegistryAuth, RegistryOptions, RegistryTls};
 
+#[path = "e2e/chaos.rs"]
+mod chaos;
+#[path = "e2e/chaos_disk.rs"]
+mod chaos_disk;
+#[path = "e2e/chaos_report.rs"]
+mod chaos_report;
 #[path = "e2e/cloud.rs"]
 mod cloud;
 #[path = "e2e/secrets.rs"]

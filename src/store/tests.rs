@@ -511,3 +511,21 @@ fn keeps_the_pull_secrets_a_scan_read_across_a_reopen_and_finds_their_users() {
     let users = store.keys_where(|_, meta| meta.pull_secrets.iter().any(|p| p.name == "regcred"));
     assert_eq!(users, vec![a]);
 }
+
+#[test]
+fn a_failing_write_names_the_entry_so_every_retry_fails_with_the_same_message() {
+    let (dir, store) = fresh();
+    let k = key("team", "app");
+    // The directory vanishes under the store: every write fails, as on a full disk.
+    fs::remove_dir_all(dir.path()).unwrap();
+    let first = store.put(&k, &entry("u1", vec!["1.0".into()])).unwrap_err();
+    let again = store.put(&k, &entry("u1", vec!["1.0".into()])).unwrap_err();
+    assert_eq!(first.to_string(), again.to_string());
+    let message = first.to_string();
+    assert!(message.contains(&k.file_name()), "{message}");
+    // Not the temporary file's name (`.<entry>.<pid>.<sequence>.tmp`).
+    assert!(
+        !message.contains(&format!("{}.", k.file_name())),
+        "{message}"
+    );
+}

@@ -88,8 +88,17 @@ impl Cluster {
         registry: RegistryOptions,
         notifications: Option<RegistryNotifications>,
     ) -> Cluster {
+        Self::install_with_registry(move || Registry::start_notifying(registry, notifications))
+            .await
+    }
+
+    /// Like `install`, with the registry `start_registry` starts (e.g.
+    /// [`Registry::start_on_disk`], which can be stopped and started again).
+    pub async fn install_with_registry(
+        start_registry: impl FnOnce() -> Registry + Send + 'static,
+    ) -> Cluster {
         let (control_plane, registry) = tokio::join!(ControlPlane::start(), async move {
-            tokio::task::spawn_blocking(move || Registry::start_notifying(registry, notifications))
+            tokio::task::spawn_blocking(start_registry)
                 .await
                 .expect("registry start")
         });
@@ -338,6 +347,12 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         reflector
+    }
+
+    /// How image-reflector exited, if it did (a crash), without waiting; None while it
+    /// runs (or when it was not started).
+    pub fn reflector_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.reflector.as_mut()?.child.try_wait().ok().flatten()
     }
 
     /// Kills image-reflector (SIGKILL: no chance to flush anything) and waits for it.

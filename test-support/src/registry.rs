@@ -9,6 +9,10 @@
 //! registry.host();                      // "127.0.0.1:PORT"
 //! registry.requests_matching("/tags/list");
 //! ```
+//!
+//! [`Registry::start_on_disk`] keeps the images in files, so that [`Registry::stop`] and
+//! [`Registry::start_again`] (same port, same images) play a registry going away and
+//! coming back.
 
 use crate::certs::{Leaf, TestCa};
 use crate::token_server::{TOKEN_ISSUER, TOKEN_SERVICE, TokenSigner};
@@ -65,8 +69,11 @@ pub struct RegistryNotifications {
 
 /// A running `docker-registry`.
 pub struct Registry {
-    child: Child,
+    /// None while stopped.
+    child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Whether the images live in files under `dir` (and so survive a restart).
+    on_disk: bool,
     addr: SocketAddr,
     options: RegistryOptions,
     ca: Option<TestCa>,
@@ -91,6 +98,12 @@ impl Registry {
         Registry::start_with(options, &[], None)
     }
 
+    /// [`Registry::start`] with the images in files instead of memory, so that they
+    /// survive [`Registry::stop`] and [`Registry::start_again`].
+    pub fn start_on_disk(options: RegistryOptions) -> Registry {
+        Registry::start_storing(options, &[], None, true)
+    }
+
     /// [`Registry::start`] that sends push notifications to `notifications`.
     pub fn start_notifying(
         options: RegistryOptions,
@@ -110,10 +123,27 @@ impl Registry {
         names: &[&str],
         notifications: Option<RegistryNotifications>,
     ) -> Registry {
+        Registry::start_storing(options, names, notifications, false)
+    }
+
+    fn start_storing(
+        options: RegistryOptions,
+        names: &[&str],
+        notifications: Option<RegistryNotifications>,
+        on_disk: bool,
+    ) -> Registry {
         require_tool("docker-registry", "docker-registry");
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = String::from(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  inmemory: {}\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:0\n  secret: image-reflector-test\n",
+        let storage = if on_disk {
+            format!(
+                "  filesystem:\n    rootdirectory: {}\n",
+                dir.path().join("data").display()
+            )
+        } else {
+            "  inmemory: {}\n".to_string()
+        };
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n{storage}  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:0\n  secret: image-reflector-test\n",
         );
         let (mut ca, mut client_leaf) = (None, None);
         if options.tls != RegistryTls::None {
@@ -170,19 +200,8 @@ impl Registry {
                 }
             }
         }
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, &config).expect("write registry config");
-        let log_path = dir.path().join("registry.log");
-        let access_path = dir.path().join("access.log");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&access_path).expect("access log"))
-            .stderr(std::fs::File::create(&log_path).expect("registry log"))
-            .spawn()
-            .expect("start docker-registry");
-        let addr = wait_for_listen(&log_path, Duration::from_secs(10));
+        std::fs::write(dir.path().join("config.yml"), &config).expect("write registry config");
+        let (child, addr) = spawn_registry(dir.path());
 
         let mut http = reqwest::Client::builder().pool_max_idle_per_host(64);
         if let Some(ca) = &ca {
@@ -195,8 +214,9 @@ impl Registry {
             http = http.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
         }
         Registry {
-            child,
+            child: Some(child),
             dir,
+            on_disk,
             addr,
             options,
             ca,
@@ -236,6 +256,55 @@ impl Registry {
 
     pub fn dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
+    }
+
+    /// Stops the registry (SIGKILL); connections are refused until
+    /// [`Registry::start_again`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a stopped registry again on the same address, with the same images (a
+    /// registry of [`Registry::start_on_disk`] only) and the same access log.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.on_disk,
+            "only a registry started with Registry::start_on_disk keeps its images across a restart"
+        );
+        assert!(self.child.is_none(), "the registry is running");
+        let path = self.dir.path().join("config.yml");
+        let config = std::fs::read_to_string(&path).expect("read registry config");
+        let config = config.replace("addr: 127.0.0.1:0\n", &format!("addr: {}\n", self.addr));
+        std::fs::write(&path, config).expect("write registry config");
+        let (child, addr) = spawn_registry(self.dir.path());
+        assert_eq!(addr, self.addr, "the registry came back on another address");
+        self.child = Some(child);
+    }
+
+    /// The repository's tags, as the registry lists them (`GET /v2/REPO/tags/list`;
+    /// docker-registry 2.8 answers them all in one page), sorted.
+    pub async fn tags(&self, repo: &str) -> Vec<String> {
+        let url = format!("{}/v2/{repo}/tags/list", self.base_url());
+        let mut request = self.http.get(url);
+        if let Some(auth) = self.auth_header(repo) {
+            request = request.header("authorization", auth);
+        }
+        let resp = request.send().await.expect("GET tags/list");
+        assert_eq!(resp.status().as_u16(), 200, "tags/list of {repo}");
+        let body: serde_json::Value = resp.json().await.expect("tags/list JSON");
+        let mut tags: Vec<String> = body["tags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        tags.sort();
+        tags
     }
 
     /// Access-log lines containing `needle` (e.g. `"GET /v2/team/app/tags/list"`).
@@ -356,6 +425,26 @@ impl Registry {
     }
 }
 
+/// Starts `docker-registry serve DIR/config.yml`, appending to `DIR/access.log` and
+/// logging to a fresh `DIR/registry.log`; returns once it listens.
+fn spawn_registry(dir: &std::path::Path) -> (Child, SocketAddr) {
+    let log_path = dir.join("registry.log");
+    let access = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("access.log"))
+        .expect("access log");
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdin(Stdio::null())
+        .stdout(access)
+        .stderr(std::fs::File::create(&log_path).expect("registry log"))
+        .spawn()
+        .expect("start docker-registry");
+    (child, wait_for_listen(&log_path, Duration::from_secs(10)))
+}
+
 fn wait_for_listen(log: &std::path::Path, timeout: Duration) -> SocketAddr {
     let start = Instant::now();
     loop {
@@ -380,7 +469,6 @@ fn wait_for_listen(log: &std::path::Path, timeout: Duration) -> SocketAddr {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
