@@ -29,7 +29,9 @@ impl ClusterView for Cluster {
 }
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    // Timers: the routes bound how long a body may take to arrive.
     tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("runtime")
 });
