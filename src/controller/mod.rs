@@ -52,7 +52,7 @@ pub use credentials::CloudOptions;
 pub use metrics::Metrics;
 pub use view::CacheView;
 pub use watches::{Caches, Changes, Drivers, start_watches};
-use watches::{changes_of, unit_stream};
+use watches::{changes_of, own_changes, unit_stream};
 
 /// `changes` with each object counted as queued in `queue` (see [`runtime_metrics`]).
 fn queued<K>(
@@ -151,8 +151,8 @@ pub async fn run_controllers(
         .metrics
         .runtime
         .queue("imagepolicy", options.concurrency);
-    let repos_for_repos = queued(repos_for_repos, repo_queue.clone());
-    let policies = queued(policies, policy_queue.clone());
+    let repos_for_repos = queued(own_changes(repos_for_repos), repo_queue.clone());
+    let policies = queued(own_changes(policies), policy_queue.clone());
 
     // ImageRepository: reconcile on its own changes and on changes of the Secrets it
     // uses: those its spec names, and the pull secrets its last scan read through a

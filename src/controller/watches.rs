@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::Api;
 use kube::core::PartialObjectMeta as PartialObjectMetadata;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource};
 use tokio::sync::{broadcast, mpsc};
 use tracing::warn;
@@ -213,4 +213,90 @@ fn strip_metadata<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.annotations = None;
     meta.managed_fields = None;
+}
+
+/// `changes` without the changes a reconcile of the object itself has nothing to act on:
+/// only a new generation (the spec), annotations (`reconcile.fluxcd.io/requestedAt`),
+/// finalizers (kube's finalizer helper waits for its own patch), labels (an object
+/// leaving and re-entering a `--watch-label-selector` shard) or a deletion pass.
+/// Status writes, nearly all of them our own, are left out: reconciling on them woke an
+/// object at once after a failed attempt wrote a new message, bypassing the retry
+/// backoff (a scan that failed with a different message each time rescanned in a loop).
+pub(super) fn own_changes<K>(
+    changes: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource + Send + 'static,
+{
+    let deletion = |obj: &K| {
+        obj.meta().deletion_timestamp.as_ref().map(|t| {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            t.0.as_second().hash(&mut hasher);
+            hasher.finish()
+        })
+    };
+    changes.predicate_filter(
+        predicates::generation
+            .combine(predicates::annotations)
+            .combine(predicates::finalizers)
+            .combine(predicates::labels)
+            .combine(deletion),
+        PredicateConfig::default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use serde_json::json;
+
+    fn repository(generation: i64, status_message: &str, requested_at: &str) -> ImageRepository {
+        serde_json::from_value(json!({
+            "apiVersion": "image.toolkit.fluxcd.io/v1",
+            "kind": "ImageRepository",
+            "metadata": {
+                "name": "app", "namespace": "default", "uid": "u1",
+                "generation": generation,
+                "annotations": {"reconcile.fluxcd.io/requestedAt": requested_at},
+            },
+            "spec": {"image": "ghcr.io/org/app", "interval": "5m"},
+            "status": {"conditions": [{
+                "type": "Ready", "status": "False", "reason": "Failure",
+                "message": status_message, "lastTransitionTime": "2026-12-07T00:00:00Z",
+            }]},
+        }))
+        .expect("a valid ImageRepository")
+    }
+
+    #[tokio::test]
+    async fn a_status_write_alone_does_not_reconcile_the_object_again() {
+        let seen = [
+            repository(1, "first failure", "a"),
+            repository(1, "second failure, another message", "a"),
+            repository(2, "second failure, another message", "a"),
+            repository(2, "third failure", "b"),
+            repository(2, "fourth failure", "b"),
+        ];
+        let passed: Vec<(Option<i64>, String)> = own_changes(futures::stream::iter(seen.map(Ok)))
+            .filter_map(|r| async move { r.ok() })
+            .map(|r| {
+                let message = r.status.and_then(|s| s.conditions.into_iter().next());
+                (
+                    r.metadata.generation,
+                    message.map(|c| c.message).unwrap_or_default(),
+                )
+            })
+            .collect()
+            .await;
+        assert_eq!(
+            passed,
+            [
+                (Some(1), "first failure".to_string()),
+                (Some(2), "second failure, another message".to_string()),
+                (Some(2), "third failure".to_string()),
+            ]
+        );
+    }
 }
