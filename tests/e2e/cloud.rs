@@ -158,15 +158,9 @@ fn assert_log_free_of(c: &Cluster, secrets: &[&str]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_seeds_aws_autologin_for_ecr_scans_ecr_with_the_controllers_web_identity() {
-    let mut c = Cluster::install(RegistryOptions::default()).await;
-    let Ecr {
-        moto,
-        egress,
-        registry,
-    } = ecr(&c, &[(ROLE, &[CONTROLLER])], &["1.0.0", "1.1.0", "2.0.0"]).await;
-    // IRSA: EKS projects a token of the controller's ServiceAccount for STS into the pod.
+/// IRSA as EKS plays it: a token of the controller's ServiceAccount for STS, written to
+/// the file `AWS_WEB_IDENTITY_TOKEN_FILE` names. Returns the token and the file.
+pub(super) async fn irsa_token_file(c: &Cluster) -> (String, std::path::PathBuf) {
     let token = c
         .kubectl_ok(&[
             "create",
@@ -182,8 +176,20 @@ async fn the_seeds_aws_autologin_for_ecr_scans_ecr_with_the_controllers_web_iden
         .await
         .trim()
         .to_string();
-    let token_file = c.dir().join("irsa-token");
-    std::fs::write(&token_file, &token).expect("token file");
+    let file = c.dir().join("irsa-token");
+    std::fs::write(&file, &token).expect("token file");
+    (token, file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_aws_autologin_for_ecr_scans_ecr_with_the_controllers_web_identity() {
+    let mut c = Cluster::install(RegistryOptions::default()).await;
+    let Ecr {
+        moto,
+        egress,
+        registry,
+    } = ecr(&c, &[(ROLE, &[CONTROLLER])], &["1.0.0", "1.1.0", "2.0.0"]).await;
+    let (token, token_file) = irsa_token_file(&c).await;
     let bundle = ca_bundle(c.dir(), &[registry.ca_pem().expect("CA")]);
     let (endpoint, token_path, bundle_path) = (
         moto.endpoint(),

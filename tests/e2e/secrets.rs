@@ -8,7 +8,9 @@
 //! `/metrics` line and tag store entry is searched for each of them and its base64: zero
 //! hits. And the ServiceAccount may do exactly what `manifests/rbac/rbac.yaml` grants.
 
-use super::cloud::{CONTROLLER, Ecr, apps_with_egress, ca_bundle, ecr, ready_with_tags};
+use super::cloud::{
+    CONTROLLER, Ecr, apps_with_egress, ca_bundle, ecr, irsa_token_file, ready_with_tags,
+};
 use super::{create_docker_registry_secret, post, receiver_secret};
 use base64::Engine as _;
 use serde_json::Value;
@@ -268,21 +270,7 @@ async fn no_credential_reaches_a_log_event_status_metric_or_the_tag_store_in_eit
         egress,
         registry: ecr_registry,
     } = ecr(&c, &[(ROLE, &[CONTROLLER])], &["1.0.0"]).await;
-    let web_identity = c
-        .kubectl_ok(&[
-            "create",
-            "token",
-            "image-reflector-controller",
-            "-n",
-            "flux-system",
-            "--audience",
-            "sts.amazonaws.com",
-        ])
-        .await
-        .trim()
-        .to_string();
-    let token_file = c.dir().join("irsa-token");
-    std::fs::write(&token_file, &web_identity).expect("token file");
+    let (web_identity, token_file) = irsa_token_file(&c).await;
     let bundle = ca_bundle(c.dir(), &[ecr_registry.ca_pem().expect("ECR CA")]);
     let env = [
         ("AWS_ROLE_ARN", ROLE.to_string()),
