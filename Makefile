@@ -3,7 +3,9 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: help build release test test-deps control-plane lint fmt demo certs manifests \
-        bench bench-webhook bench-scan bench-scale bench-policy bench-push e2e compare-flux
+        bench bench-webhook bench-scan bench-scale bench-policy bench-push e2e compare-flux \
+        fuzz fuzz-smoke robustness \
+        chaos abuse
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -20,9 +22,22 @@ test-deps: ## install what the tests need (apt packages), idempotently
 control-plane: ## build kube-apiserver, kube-controller-manager, kubectl, etcd, Flux's controllers, crane and registry 3 from Go modules into target/control-plane/bin (cached)
 	./scripts/build-control-plane.sh
 
-test: test-deps control-plane ## install test dependencies, then run every test (unit, integration, end to end)
+test: test-deps control-plane fuzz-smoke ## install test dependencies, then run every test (the short fuzz pass, unit, integration, end to end)
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace --no-fail-fast
+
+# Fuzzing (fuzz/README.md): FUZZ_SECONDS a target, FUZZ_TARGETS to pick some.
+FUZZ_SECONDS ?= 60
+fuzz: ## every fuzz target (cargo-fuzz, libFuzzer) for FUZZ_SECONDS (60) each; prints executions and crashes; installs cargo-fuzz if missing
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh $(FUZZ_TARGETS)
+
+fuzz-smoke: ## the short fuzz pass `make test` runs: every target builds (unoptimised) and runs 3 s (its seeds and past crashes first)
+	FUZZ_BUILD=smoke FUZZ_SECONDS=3 FUZZ_REPORT=target/fuzz-smoke-report.md ./scripts/fuzz.sh
+
+robustness: test-deps control-plane ## the README's Robustness tables: fuzzing (FUZZ_SECONDS each), hostile registries, the secret scan and the RBAC listing
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh
+	$(CARGO) test --test scanner hostile -- --nocapture --test-threads 1
+	$(CARGO) test --test e2e secrets -- --nocapture --test-threads 1
 
 e2e: test-deps control-plane ## only the end-to-end tests (real control plane + registry + image-reflector + kubectl; part of `make test`)
 	$(CARGO) test --test e2e
@@ -34,9 +49,11 @@ compare-flux: test-deps control-plane ## Flux's image-reflector-controller and i
 	$(CARGO) build -p image-reflector -p test-support --bins
 	$(CARGO) run --quiet -p test-support --bin compare-flux -- --cases $(CASES) $(COMPARE_ARGS)
 
-lint: ## formatting and clippy, as CI expects
+lint: ## formatting, clippy and unused dependencies (cargo-machete, installed when missing), as CI expects
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	command -v cargo-machete >/dev/null || $(CARGO) install --locked cargo-machete
+	$(CARGO) machete
 
 fmt:
 	$(CARGO) fmt --all
@@ -50,13 +67,20 @@ certs: ## development CA + webhook serving certificate in certs/out, and webhook
 demo: ## the main job with no cluster: registry + API stand-in + image-reflector + kubectl apply
 	./scripts/demo.sh
 
+# Robustness (README, "Robustness"): figures printed, never asserted.
+chaos: test-deps control-plane ## kill -9 image-reflector 50 times among 200 ImageRepositories on the real control plane, restart kube-apiserver and etcd, stop the registry, fill the disk under --storage-path (a tmpfs: needs root); prints kills survived and recovery times (about 10 min)
+	$(CARGO) test --test e2e chaos_200_repositories_50_kills -- --ignored --nocapture
+
+abuse: ## the webhook under abuse (slow-loris, 10,000 idle TLS connections, 10,000 stalled handshakes, oversized heads, HTTP/2 rapid reset, stalled bodies): legitimate p99 beside the p99 without abuse, server RSS (release build)
+	CARGO=$(CARGO) ./bench/abuse.sh
+
 bench-policy: ## tag selection over 100,000 tags per policy kind, with and without filterTags (release build)
 	CARGO=$(CARGO) ./bench/policy.sh
 
 bench-scan: test-deps control-plane ## tag listing: ours vs crane ls and skopeo list-tags (10,000 tags; 100,000 in pages of 100 and 1000): wall time, peak RSS, ratios
 	CARGO=$(CARGO) ./bench/scan.sh
 
-bench-webhook: ## webhook throughput and latency vs a bare axum+rustls baseline (wrk, fixed-rate load)
+bench-webhook: test-deps control-plane ## webhook throughput and latency vs a bare axum+rustls baseline (wrk, fixed-rate load), and the latency the webhooks add to a create through the real API server
 	CARGO=$(CARGO) ./bench/webhook.sh
 
 bench-push: test-deps control-plane ## push receiver: push-to-latestRef latency over 20 pushes (p50, max) and registry requests of a burst of 50 pushes

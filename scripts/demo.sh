@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the main job end to end on a real Kubernetes control plane. Installs what it
 # needs (Debian packages; kube-apiserver, etcd, kube-controller-manager and kubectl built
-# from their Go modules by `make control-plane`, about 10 minutes the first time, cached
+# from their Go modules by `make control-plane`, 12-25 minutes the first time, cached
 # after), then starts a real OCI registry (Debian's docker-registry) holding a few tagged
 # images, the control plane on 127.0.0.1, and `image-reflector serve` as its
 # ServiceAccount (webhooks over HTTPS with a CA made now, controllers, tag store); installs
@@ -15,7 +15,7 @@ root=$(pwd)
 
 ./scripts/install-test-deps.sh
 if [ ! -x target/control-plane/bin/kube-apiserver ]; then
-  echo "== first run: building the control plane from Go modules (about 10 minutes on 2 cores; cached after)"
+  echo "== first run: building the control plane from Go modules (12-25 minutes on 2 cores; cached after)"
 fi
 ./scripts/build-control-plane.sh kubernetes etcd
 for tool in docker-registry openssl curl python3; do

@@ -10,6 +10,8 @@ pub mod admission;
 pub mod api;
 pub mod cli;
 pub mod controller;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod policy;
 pub mod process_metrics;

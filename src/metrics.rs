@@ -17,7 +17,7 @@ pub struct AdmissionLabels {
     pub kind: &'static str,
     /// `CREATE`, `UPDATE`, `DELETE`, `CONNECT`, or `none` for a bad request.
     pub operation: &'static str,
-    /// `allowed`, `patched`, `denied`, `bad_request` or `too_large`.
+    /// `allowed`, `patched`, `denied`, `bad_request`, `too_large` or `timeout`.
     pub result: &'static str,
 }
 

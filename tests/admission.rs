@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use test_support::webhook::{Webhook, binary};
 
+#[path = "admission/limits.rs"]
+mod limits;
+
 const PODINFO: &str = "ghcr.io/stefanprodan/podinfo";
 
 fn review(uid: &str, version: &str, kind: &str, operation: &str, object: Value) -> Value {

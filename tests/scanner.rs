@@ -2,7 +2,8 @@
 //! htpasswd, token auth, TLS, mutual TLS, plain HTTP), registry 3 (real pages and `Link`),
 //! tinyproxy, microsocks, and the paginating stand-in for what no real registry here plays
 //! (refused page sizes, port-less and foreign links, 429, loops, malformed JSON, stalls).
-//! Cloud registry logins are in `scanner/cloud.rs`.
+//! Cloud registry logins are in `scanner/cloud.rs`; hostile registries (endless links,
+//! gigantic or slow pages, gzip bombs, redirects) in `scanner/hostile.rs`.
 
 use image_reflector::reference::ImageRef;
 use image_reflector::scanner::{
@@ -17,6 +18,8 @@ use test_support::token_server::TokenServer;
 
 #[path = "scanner/cloud.rs"]
 mod cloud;
+#[path = "scanner/hostile.rs"]
+mod hostile;
 
 fn scanner() -> Scanner {
     Scanner::new(ScannerConfig {

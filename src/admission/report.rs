@@ -42,16 +42,24 @@ impl FieldError {
     }
 }
 
+impl FieldError {
+    /// What is wrong, without the field path: the message of a `StatusCause`, whose
+    /// `field` holds the path (the API server's own causes are written so, and kubectl
+    /// prints them as `* FIELD: MESSAGE`).
+    pub fn body(&self) -> String {
+        match &self.problem {
+            Problem::Required(what) if what.is_empty() => "Required value".to_string(),
+            Problem::Required(what) => format!("Required value: {what}"),
+            Problem::Invalid { value, why } => format!("Invalid value: {value}: {why}"),
+            Problem::InvalidQuoted(text) => format!("Invalid value: {text}"),
+            Problem::WrongType(text) => text.clone(),
+        }
+    }
+}
+
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = &self.path;
-        match &self.problem {
-            Problem::Required(what) if what.is_empty() => write!(f, "{path}: Required value"),
-            Problem::Required(what) => write!(f, "{path}: Required value: {what}"),
-            Problem::Invalid { value, why } => write!(f, "{path}: Invalid value: {value}: {why}"),
-            Problem::InvalidQuoted(text) => write!(f, "{path}: Invalid value: {text}"),
-            Problem::WrongType(text) => write!(f, "{path}: {text}"),
-        }
+        write!(f, "{}: {}", self.path, self.body())
     }
 }
 

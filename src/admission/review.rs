@@ -225,7 +225,7 @@ impl<'a> Response<'a> {
                     .iter()
                     .map(|e| StatusCause {
                         reason: e.cause_reason().into(),
-                        message: e.to_string(),
+                        message: e.body(),
                         field: e.path.clone(),
                     })
                     .collect(),
@@ -345,9 +345,9 @@ mod tests {
             status["details"]["causes"],
             json!([
                 {"reason": "FieldValueInvalid", "field": "spec.image",
-                 "message": "spec.image: Invalid value: \"Alpine\" has upper-case letters in the repository path; use \"alpine\""},
+                 "message": "Invalid value: \"Alpine\" has upper-case letters in the repository path; use \"alpine\""},
                 {"reason": "FieldValueInvalid", "field": "spec.interval",
-                 "message": "spec.interval: Invalid value: \"0s\": must be greater than zero, e.g. \"5m\""},
+                 "message": "Invalid value: \"0s\": must be greater than zero, e.g. \"5m\""},
             ])
         );
         assert_eq!(
@@ -364,7 +364,7 @@ mod tests {
         assert_eq!(
             causes,
             &json!([{"reason": "FieldValueTypeInvalid", "field": "spec.interval",
-                     "message": "spec.interval: invalid type: integer 5, expected a string"}])
+                     "message": "invalid type: integer 5, expected a string"}])
         );
     }
 

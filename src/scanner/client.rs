@@ -28,6 +28,9 @@ use std::time::Duration;
 const MAX_CLIENTS: usize = 256;
 /// oci-client's read timeout in the token exchange (the scan's timeout bounds it too).
 const TOKEN_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Redirects followed for one request; credentials never follow one to another origin
+/// (reqwest drops `Authorization` when the scheme, host or port changes).
+pub(super) const MAX_REDIRECTS: usize = 5;
 
 /// A hash of a transport: CA bundle, client certificate and key, proxy and its
 /// credentials.
@@ -90,7 +93,7 @@ fn build_http(
         .user_agent(config.user_agent.clone())
         .connect_timeout(config.connect_timeout)
         .pool_idle_timeout(Duration::from_secs(90))
-        .redirect(reqwest::redirect::Policy::limited(5));
+        .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS));
     if let Some(ca) = &tls.ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(ca)
             .map_err(|e| bad(format!("the CA certificate is not valid PEM: {e}")))?;

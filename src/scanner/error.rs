@@ -8,6 +8,7 @@
 //! 429 after the retries, other statuses).
 
 use super::ScanContext;
+use super::client::MAX_REDIRECTS;
 use super::request::read_limited;
 use std::fmt;
 
@@ -278,6 +279,17 @@ pub(super) fn classify_transport(
             false,
         );
     }
+    if e.is_redirect() {
+        return (
+            ctx.err(
+                ScanErrorKind::Malformed,
+                format!(
+                    "{host} redirected the request more than {MAX_REDIRECTS} times (a redirect loop?)"
+                ),
+            ),
+            false,
+        );
+    }
     let detail = without_url(e);
     if e.is_connect() || io_kind.is_some() {
         let refused = io_kind == Some(std::io::ErrorKind::ConnectionRefused);
@@ -367,7 +379,7 @@ struct ErrorEntry {
 }
 
 /// The first distribution error code of an error body (`NAME_UNKNOWN`, ...).
-fn error_code(body: &[u8]) -> Option<String> {
+pub(crate) fn error_code(body: &[u8]) -> Option<String> {
     let parsed: ErrorBody = serde_json::from_slice(body).ok()?;
     parsed.errors.into_iter().map(|e| e.code).find(|c| {
         !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')

@@ -60,19 +60,19 @@
 //!   - a transport with a client certificate (mutual TLS): `ClientConfig` has no client
 //!     identity, so oci-client cannot even reach the registry.
 
-mod auth;
+pub(crate) mod auth;
 mod client;
 pub mod cloud;
 mod credentials;
 mod digest;
 mod endpoint;
-mod error;
+pub(crate) mod error;
 mod limits;
 mod metrics;
-mod oci_token;
-mod paging;
+pub(crate) mod oci_token;
+pub(crate) mod paging;
 mod request;
-mod token;
+pub(crate) mod token;
 mod transport;
 
 pub use credentials::{Credentials, CredentialsError, DockerConfig, RegistryCredential};

@@ -8,7 +8,10 @@ use super::request::read_limited;
 use super::{ScanContext, ScanError, ScanErrorKind, Scanner};
 use reqwest::header::{HeaderMap, LINK};
 use reqwest::{Method, StatusCode};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::cell::Cell;
 use std::collections::HashSet;
+use std::fmt;
 use url::Url;
 
 impl Scanner {
@@ -38,7 +41,7 @@ impl Scanner {
         }
         let mut tags: Vec<String> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
-        let mut previous_page: Option<(String, String, usize)> = None;
+        let mut pages_seen: HashSet<(String, String, usize)> = HashSet::new();
         let mut empty_pages = 0;
         loop {
             if !seen.insert(url.as_str().to_string()) {
@@ -75,21 +78,26 @@ impl Scanner {
             }
             let next = next_link(resp.headers());
             let body = read_limited(ctx, resp, cfg.max_page_bytes).await?;
-            let page = parse_page(&body).map_err(|e| {
-                ctx.err(
-                    ScanErrorKind::Malformed,
-                    format!("the tags list is not valid JSON ({e})"),
-                )
-            })?;
+            let page = match parse_page(&body, cfg.max_tags.saturating_sub(tags.len())) {
+                Ok(page) => page,
+                Err(PageError::TooMany) => return Err(too_many_tags(ctx, cfg.max_tags)),
+                Err(PageError::Json(e)) => {
+                    return Err(ctx.err(
+                        ScanErrorKind::Malformed,
+                        format!("the tags list is not valid JSON ({e})"),
+                    ));
+                }
+            };
             if let (Some(first), Some(last)) = (page.first(), page.last()) {
+                // Pages are disjoint ranges of the sorted tags: one seen before (under
+                // whatever URL) means the links go round in a circle.
                 let signature = (first.clone(), last.clone(), page.len());
-                if next.is_some() && previous_page.as_ref() == Some(&signature) {
+                if !pages_seen.insert(signature) && next.is_some() {
                     return Err(ctx.err(
                         ScanErrorKind::Malformed,
                         "the registry returned the same page twice (a pagination loop)",
                     ));
                 }
-                previous_page = Some(signature);
                 empty_pages = 0;
             } else {
                 empty_pages += 1;
@@ -101,13 +109,7 @@ impl Scanner {
                 }
             }
             if tags.len() + page.len() > cfg.max_tags {
-                return Err(ctx.err(
-                    ScanErrorKind::TooManyTags,
-                    format!(
-                        "the repository has more than {} tags, the scanner's cap; raise the cap (--max-tags) or scan a repository with fewer tags",
-                        cfg.max_tags
-                    ),
-                ));
+                return Err(too_many_tags(ctx, cfg.max_tags));
             }
             tags.extend(page);
             progress(tags.len());
@@ -123,6 +125,15 @@ impl Scanner {
     }
 }
 
+fn too_many_tags(ctx: &ScanContext<'_>, max_tags: usize) -> ScanError {
+    ctx.err(
+        ScanErrorKind::TooManyTags,
+        format!(
+            "the repository has more than {max_tags} tags, the scanner's cap; raise the cap (--max-tags) or scan a repository with fewer tags"
+        ),
+    )
+}
+
 /// The page size asked for after a registry refuses a larger one (Quay's maximum).
 const FALLBACK_PAGE_SIZE: usize = 100;
 
@@ -136,7 +147,7 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
 }
 
 /// `<url>; rel="next", <url2>; rel="prev"` -> `url`.
-fn parse_next(value: &str) -> Option<String> {
+pub(crate) fn parse_next(value: &str) -> Option<String> {
     let mut rest = value;
     loop {
         let start = rest.find('<')?;
@@ -166,7 +177,7 @@ fn parse_next(value: &str) -> Option<String> {
 /// Resolves a next link against the current page and checks it stays on the registry:
 /// another host is refused; a link that lost the registry's port (Nexus) or scheme
 /// (a TLS-terminating proxy) is repaired.
-fn resolve_next(base: &Url, current: &Url, link: &str) -> Result<Url, String> {
+pub(crate) fn resolve_next(base: &Url, current: &Url, link: &str) -> Result<Url, String> {
     let mut next = current
         .join(link)
         .map_err(|e| format!("the next-page link is not a URL ({e})"))?;
@@ -223,16 +234,113 @@ fn with_smaller_page(url: &Url, size: usize) -> Option<Url> {
     Some(smaller)
 }
 
-#[derive(serde::Deserialize)]
-struct Page {
-    #[serde(default)]
-    tags: Option<Vec<String>>,
+/// Why a page's tags could not be read.
+#[derive(Debug)]
+pub(crate) enum PageError {
+    Json(serde_json::Error),
+    /// More tags than the cap given.
+    TooMany,
 }
 
-/// The tags of one page (`"tags": null` is an empty page).
-fn parse_page(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
-    let page: Page = serde_json::from_slice(body)?;
-    Ok(page.tags.unwrap_or_default())
+/// The tags of one page (`"tags": null` is an empty page), refusing more than `cap` as
+/// soon as the cap is passed: a gigantic page costs no more memory than the scan may keep
+/// (32 MiB of one-character tags would otherwise become 8 million strings).
+pub(crate) fn parse_page(body: &[u8], cap: usize) -> Result<Vec<String>, PageError> {
+    let over = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = PageSeed { cap, over: &over }
+        .deserialize(&mut de)
+        .and_then(|tags| de.end().map(|()| tags));
+    match parsed {
+        Ok(tags) => Ok(tags),
+        Err(_) if over.get() => Err(PageError::TooMany),
+        Err(e) => Err(PageError::Json(e)),
+    }
+}
+
+/// `{"name": ..., "tags": [...] | null}`; other fields are skipped.
+struct PageSeed<'c> {
+    cap: usize,
+    over: &'c Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for PageSeed<'_> {
+    type Value = Vec<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<String>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PageSeed<'_> {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a tags list object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Vec<String>, A::Error> {
+        let mut tags: Option<Vec<String>> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key != "tags" {
+                map.next_value::<IgnoredAny>()?;
+            } else if tags.is_some() {
+                return Err(de::Error::duplicate_field("tags"));
+            } else {
+                tags = Some(map.next_value_seed(TagsSeed {
+                    cap: self.cap,
+                    over: self.over,
+                })?);
+            }
+        }
+        Ok(tags.unwrap_or_default())
+    }
+}
+
+/// The `tags` array (or null), at most `cap` strings.
+struct TagsSeed<'c> {
+    cap: usize,
+    over: &'c Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for TagsSeed<'_> {
+    type Value = Vec<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<String>, D::Error> {
+        d.deserialize_option(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TagsSeed<'_> {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of tags or null")
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Vec<String>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Vec<String>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Vec<String>, D::Error> {
+        d.deserialize_seq(self)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        let mut tags = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(self.cap).min(4096));
+        while let Some(tag) = seq.next_element::<String>()? {
+            if tags.len() == self.cap {
+                self.over.set(true);
+                return Err(de::Error::custom("more tags than the cap"));
+            }
+            tags.push(tag);
+        }
+        Ok(tags)
+    }
 }
 
 fn path_and_query(url: &Url) -> String {
@@ -325,14 +433,37 @@ mod tests {
     #[test]
     fn pages_parse_with_null_tags() {
         assert_eq!(
-            parse_page(br#"{"name":"a","tags":["1","2"]}"#).unwrap(),
+            parse_page(br#"{"name":"a","tags":["1","2"]}"#, 10).unwrap(),
             vec!["1", "2"]
         );
         assert!(
-            parse_page(br#"{"name":"a","tags":null}"#)
+            parse_page(br#"{"name":"a","tags":null}"#, 10)
                 .unwrap()
                 .is_empty()
         );
-        assert!(parse_page(b"<html>").is_err());
+        assert!(parse_page(br#"{"name":"a"}"#, 10).unwrap().is_empty());
+        assert!(matches!(parse_page(b"<html>", 10), Err(PageError::Json(_))));
+        assert!(matches!(
+            parse_page(br#"{"tags":["a"]} trailing"#, 10),
+            Err(PageError::Json(_))
+        ));
+        assert!(matches!(
+            parse_page(br#"{"tags":["a"],"tags":["b"]}"#, 10),
+            Err(PageError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn a_page_is_read_no_further_than_the_tag_cap() {
+        assert_eq!(parse_page(br#"{"tags":["a","b"]}"#, 2).unwrap().len(), 2);
+        assert!(matches!(
+            parse_page(br#"{"tags":["a","b","c"]}"#, 2),
+            Err(PageError::TooMany)
+        ));
+        // The cap is met before the rest of the body is even looked at.
+        assert!(matches!(
+            parse_page(br#"{"tags":["a","b","c", not json"#, 2),
+            Err(PageError::TooMany)
+        ));
     }
 }

@@ -312,19 +312,28 @@ impl Scanner {
             ));
         }
         let body = read_limited(ctx, resp, 1 << 20).await?;
-        let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-            ctx.err(
-                ScanErrorKind::Malformed,
-                format!("the token service at {realm_host} sent invalid JSON: {e}"),
-            )
-        })?;
-        parsed.into_token().ok_or_else(|| {
-            ctx.err(
-                ScanErrorKind::Malformed,
-                format!("the token service at {realm_host} sent no token"),
-            )
-        })
+        parse_token_answer(&body)
+            .map_err(|e| {
+                ctx.err(
+                    ScanErrorKind::Malformed,
+                    format!("the token service at {realm_host} sent invalid JSON: {e}"),
+                )
+            })?
+            .ok_or_else(|| {
+                ctx.err(
+                    ScanErrorKind::Malformed,
+                    format!("the token service at {realm_host} sent no token"),
+                )
+            })
     }
+}
+
+/// A token service's answer: the token and how long it may be used, or `None` when it
+/// holds none.
+pub(crate) fn parse_token_answer(
+    body: &[u8],
+) -> Result<Option<(String, Duration)>, serde_json::Error> {
+    serde_json::from_slice::<TokenResponse>(body).map(TokenResponse::into_token)
 }
 
 /// The distribution spec's token lifetime when the service does not say.

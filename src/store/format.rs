@@ -43,7 +43,7 @@ const MAX_RAW_LEN: u64 = 1 << 30;
 
 /// What an entry file says about itself before the tags.
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct Header {
+pub(crate) struct Header {
     pub key: ObjectKey,
     pub meta: EntryMeta,
 }
@@ -124,7 +124,7 @@ impl fmt::Display for Corruption {
 
 /// Reading an entry fails either because the file is bad or because the disk is.
 #[derive(Debug)]
-pub(super) enum ReadFailure {
+pub(crate) enum ReadFailure {
     Corrupt(Corruption),
     Io(io::Error),
 }
@@ -148,7 +148,7 @@ impl From<io::Error> for ReadFailure {
 
 /// The fixed-size start of a file, validated.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Prefix {
+pub(crate) struct Prefix {
     deflated: bool,
     header_len: u32,
     payload_len: u64,
@@ -157,7 +157,7 @@ pub(super) struct Prefix {
 
 /// Serialises an entry into the complete bytes of its file, refusing one this format
 /// (or a later read) would not accept.
-pub(super) fn encode(key: &ObjectKey, entry: &Entry) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode(key: &ObjectKey, entry: &Entry) -> Result<Vec<u8>, StoreError> {
     let header = serde_json::to_vec(&HeaderRef {
         key,
         meta: &entry.meta,
@@ -228,7 +228,7 @@ fn deflate(raw: &[u8]) -> Option<Vec<u8>> {
 /// Reads and verifies a whole file of `file_len` bytes from `r`: fixed prefix, header,
 /// payload, checksum. The stored payload is kept only when `keep_payload` (reading tags);
 /// otherwise it is streamed through the hash with a fixed buffer (opening the store).
-pub(super) fn read_verified(
+pub(crate) fn read_verified(
     r: &mut impl Read,
     file_len: u64,
     keep_payload: bool,
@@ -332,15 +332,44 @@ fn parse_prefix(fixed: &[u8; PREFIX_LEN]) -> Result<Prefix, Corruption> {
     })
 }
 
+/// Reads, verifies and decodes a whole file of `file_len` bytes: what
+/// [`TagStore::get`](super::TagStore::get) returns for it. With `key`, a file whose header
+/// names another object is refused before its tags are decoded.
+pub(crate) fn read_entry(
+    r: &mut impl Read,
+    file_len: u64,
+    key: Option<&ObjectKey>,
+) -> Result<(ObjectKey, Entry), ReadFailure> {
+    let (header, prefix, payload) = read_verified(r, file_len, true)?;
+    if let Some(key) = key
+        && header.key != *key
+    {
+        return Err(Corruption::WrongKey {
+            file_is_for: header.key.to_string(),
+        }
+        .into());
+    }
+    let tags = decode_tags(prefix, payload.unwrap_or_default(), header.meta.tag_count)?;
+    Ok((
+        header.key,
+        Entry {
+            meta: header.meta,
+            tags,
+        },
+    ))
+}
+
 /// Turns a verified stored payload back into tags, checking the counts agree.
-pub(super) fn decode_tags(
+fn decode_tags(
     prefix: Prefix,
     stored: Vec<u8>,
     expected_count: u64,
 ) -> Result<Vec<String>, Corruption> {
     let raw = if prefix.deflated {
-        // raw_len is bounded by MAX_RAW_LEN; read one byte more to notice a longer stream.
-        let mut raw = Vec::with_capacity(usize::try_from(prefix.raw_len).unwrap_or(0));
+        // raw_len is only what the file claims (up to MAX_RAW_LEN): reserve no more than the
+        // stored bytes can plausibly inflate to, and let the vector grow past that. Read one
+        // byte more than promised to notice a longer stream.
+        let mut raw = Vec::with_capacity(inflate_reservation(prefix.raw_len, stored.len()));
         DeflateDecoder::new(stored.as_slice())
             .take(prefix.raw_len + 1)
             .read_to_end(&mut raw)
@@ -372,16 +401,27 @@ pub(super) fn decode_tags(
     Ok(tags)
 }
 
+/// The bytes reserved before inflating `stored_len` bytes that claim to inflate to
+/// `raw_len`: the claim, but at most eight times the stored size (tag lists deflate about
+/// 5:1), so a forged length costs no memory the payload cannot fill.
+pub(super) fn inflate_reservation(raw_len: u64, stored_len: usize) -> usize {
+    usize::try_from(raw_len)
+        .unwrap_or(usize::MAX)
+        .min(stored_len.saturating_mul(8))
+}
+
 /// Reads the flags field of an encoded file (tests: was it compressed?).
 #[cfg(test)]
 pub(super) fn is_deflated(bytes: &[u8]) -> bool {
     bytes.len() >= 8 && u16::from_le_bytes([bytes[6], bytes[7]]) & FLAG_DEFLATE != 0
 }
 
-/// Recomputes the checksum of an encoded file in place (tests: forge a file whose only
-/// fault is the one under test).
-#[cfg(test)]
-pub(super) fn reseal(bytes: &mut [u8]) {
+/// Recomputes the checksum of an encoded file in place (tests and fuzzing: forge a file
+/// whose only fault is the one under test). Shorter than the fixed prefix: unchanged.
+pub(crate) fn reseal(bytes: &mut [u8]) {
+    if bytes.len() < PREFIX_LEN {
+        return;
+    }
     let mut hasher = Sha256::new();
     hasher.update(&bytes[..FIXED_LEN]);
     hasher.update(&bytes[PREFIX_LEN..]);

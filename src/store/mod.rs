@@ -32,7 +32,7 @@
 //! One process per root directory: two processes writing the same root would not
 //! corrupt entries (each write is atomic), but their indexes would drift apart.
 
-mod format;
+pub(crate) mod format;
 #[cfg(test)]
 mod tests;
 
@@ -324,7 +324,7 @@ impl TagStore {
             ".{file_name}.{}.{seq}{TEMP_SUFFIX}",
             std::process::id()
         ));
-        let ino = match write_synced(&temp, &bytes) {
+        let ino = match write_synced(&temp, &target, &bytes) {
             Ok(ino) => ino,
             Err(e) => {
                 let _ = fs::remove_file(&temp);
@@ -379,24 +379,8 @@ impl TagStore {
             Err(e) => return Err(io_err("open", &path)(e)),
         };
         let stat = file.metadata().map_err(io_err("stat", &path))?;
-        let read = format::read_verified(&mut io::BufReader::new(&mut file), stat.len(), true)
-            .and_then(|(header, prefix, payload)| {
-                if header.key != *key {
-                    return Err(Corruption::WrongKey {
-                        file_is_for: header.key.to_string(),
-                    }
-                    .into());
-                }
-                let tags = format::decode_tags(
-                    prefix,
-                    payload.unwrap_or_default(),
-                    header.meta.tag_count,
-                )?;
-                Ok(Entry {
-                    meta: header.meta,
-                    tags,
-                })
-            });
+        let read = format::read_entry(&mut io::BufReader::new(&mut file), stat.len(), Some(key))
+            .map(|(_, entry)| entry);
         match read {
             Ok(entry) => Ok(ReadOnce::Found(entry)),
             Err(ReadFailure::Io(e)) => Err(io_err("read", &path)(e)),
@@ -595,15 +579,18 @@ fn discard_file(path: &Path, key: Option<&ObjectKey>, problem: &Corruption) {
 }
 
 /// Creates `path` (which must not exist), writes `bytes`, fsyncs; returns the inode.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<u64, StoreError> {
+/// Errors name `entry`, the file `path` is to replace: a temporary file's name is new at
+/// every attempt, and a message that changed at every failed retry (it reaches the
+/// object's status) would make every retry a status write.
+fn write_synced(path: &Path, entry: &Path, bytes: &[u8]) -> Result<u64, StoreError> {
     let mut file = File::options()
         .write(true)
         .create_new(true)
         .open(path)
-        .map_err(io_err("create", path))?;
-    file.write_all(bytes).map_err(io_err("write", path))?;
-    file.sync_all().map_err(io_err("fsync", path))?;
-    let stat = file.metadata().map_err(io_err("stat", path))?;
+        .map_err(io_err("create a temporary file for", entry))?;
+    file.write_all(bytes).map_err(io_err("write", entry))?;
+    file.sync_all().map_err(io_err("fsync", entry))?;
+    let stat = file.metadata().map_err(io_err("stat", entry))?;
     Ok(stat.ino())
 }
 

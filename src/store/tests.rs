@@ -9,6 +9,8 @@ use prometheus_client::registry::Registry;
 
 use super::*;
 
+mod corruption;
+
 /// A store in a new temporary directory (deleted when the first value drops).
 fn fresh() -> (tempfile::TempDir, TagStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -349,210 +351,6 @@ fn concurrent_writers_of_one_key_leave_one_whole_entry() {
     assert_eq!(reopened.get(&k).unwrap(), Some(last));
 }
 
-/// Writes two entries, applies `damage` to the first one's file while the store is shut,
-/// reopens, and checks the damaged entry is gone (logged with its file and `problem`) and
-/// the other is intact.
-fn survives_damage_at_open(damage: impl FnOnce(&mut Vec<u8>), problem: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let victim = key("ns", "victim");
-    let bystander = key("ns", "bystander");
-    let path = {
-        let store = TagStore::open(dir.path()).unwrap();
-        store
-            .put(&victim, &entry("v", numbered_tags("v", 2_000)))
-            .unwrap();
-        store
-            .put(&bystander, &entry("b", numbered_tags("b", 10)))
-            .unwrap();
-        path_of(&store, &victim)
-    };
-    let mut bytes = fs::read(&path).unwrap();
-    damage(&mut bytes);
-    fs::write(&path, &bytes).unwrap();
-
-    let (store, logs) = with_logs(|| TagStore::open(dir.path()).unwrap());
-    assert_eq!(
-        store.meta(&victim),
-        None,
-        "a corrupt entry counts as never scanned"
-    );
-    assert_eq!(store.tags(&victim).unwrap(), None);
-    assert!(!path.exists(), "the corrupt file is removed");
-    assert_eq!(
-        store.tags(&bystander).unwrap(),
-        Some(numbered_tags("b", 10))
-    );
-    assert!(logs.contains(&path.display().to_string()), "{logs}");
-    assert!(logs.contains(problem), "expected {problem:?} in {logs}");
-    assert!(
-        metrics_text(&store).contains("image_reflector_store_corrupt_entries_total 1"),
-        "{}",
-        metrics_text(&store)
-    );
-    assert_eq!(
-        store.size_bytes(),
-        fs::metadata(path_of(&store, &bystander)).unwrap().len()
-    );
-}
-
-/// Like [`survives_damage_at_open`], but the damage happens while the store is open: the
-/// next read notices it.
-fn survives_damage_while_running(damage: impl FnOnce(&mut Vec<u8>), problem: &str) {
-    let (_dir, store) = fresh();
-    let victim = key("ns", "victim");
-    store
-        .put(&victim, &entry("v", numbered_tags("v", 2_000)))
-        .unwrap();
-    let path = path_of(&store, &victim);
-    let mut bytes = fs::read(&path).unwrap();
-    damage(&mut bytes);
-    fs::write(&path, &bytes).unwrap();
-
-    let (tags, logs) = with_logs(|| store.tags(&victim));
-    assert_eq!(tags.unwrap(), None);
-    assert_eq!(
-        store.meta(&victim),
-        None,
-        "the index forgets a corrupt entry"
-    );
-    assert!(!path.exists());
-    assert!(store.is_empty());
-    assert_eq!(store.size_bytes(), 0);
-    assert!(logs.contains(&path.display().to_string()), "{logs}");
-    assert!(logs.contains(problem), "expected {problem:?} in {logs}");
-}
-
-fn flip_payload_byte(b: &mut [u8]) {
-    let last = b.len() - 10;
-    b[last] ^= 0x40;
-}
-
-fn flip_header_byte(b: &mut [u8]) {
-    b[format::PREFIX_LEN + 5] ^= 0x01;
-}
-
-fn truncate(b: &mut Vec<u8>) {
-    b.truncate(b.len() - 100);
-}
-
-fn garbage(b: &mut Vec<u8>) {
-    *b = b"{\"this is\": \"not a tag store entry, but long enough to have a prefix\"}".to_vec();
-}
-
-fn set_version_and_reseal(b: &mut [u8]) {
-    b[4..6].copy_from_slice(&2u16.to_le_bytes());
-    format::reseal(b);
-}
-
-#[test]
-fn detects_a_flipped_payload_byte_at_open() {
-    survives_damage_at_open(|b| flip_payload_byte(b), "checksum mismatch");
-}
-
-#[test]
-fn detects_a_flipped_payload_byte_while_running() {
-    survives_damage_while_running(|b| flip_payload_byte(b), "checksum mismatch");
-}
-
-#[test]
-fn detects_a_flipped_header_byte() {
-    survives_damage_at_open(|b| flip_header_byte(b), "checksum mismatch");
-    survives_damage_while_running(|b| flip_header_byte(b), "checksum mismatch");
-}
-
-#[test]
-fn detects_a_flipped_checksum_byte() {
-    survives_damage_at_open(|b| b[40] ^= 0x80, "checksum mismatch");
-}
-
-#[test]
-fn detects_a_truncated_entry() {
-    survives_damage_at_open(truncate, "truncated");
-    survives_damage_while_running(truncate, "truncated");
-}
-
-#[test]
-fn detects_an_entry_cut_inside_its_fixed_header() {
-    survives_damage_at_open(|b| b.truncate(20), "shorter than the 60-byte fixed header");
-}
-
-#[test]
-fn detects_trailing_bytes() {
-    survives_damage_at_open(|b| b.extend_from_slice(b"xx"), "trailing bytes");
-}
-
-#[test]
-fn detects_garbage() {
-    survives_damage_at_open(garbage, "not a tag store entry");
-    survives_damage_while_running(garbage, "not a tag store entry");
-}
-
-#[test]
-fn detects_an_empty_file() {
-    survives_damage_at_open(Vec::clear, "the file is empty");
-    survives_damage_while_running(Vec::clear, "the file is empty");
-}
-
-#[test]
-fn detects_an_unknown_format_version() {
-    survives_damage_at_open(|b| set_version_and_reseal(b), "unknown format version 2");
-}
-
-#[test]
-fn detects_unknown_flags() {
-    survives_damage_at_open(
-        |b| {
-            b[6] |= 0x04;
-            format::reseal(b);
-        },
-        "unknown flags",
-    );
-}
-
-#[test]
-fn detects_implausible_lengths() {
-    survives_damage_at_open(
-        |b| {
-            b[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
-            format::reseal(b);
-        },
-        "implausible lengths",
-    );
-}
-
-#[test]
-fn detects_a_compressed_payload_that_does_not_inflate() {
-    // The checksum is valid, so only reading the tags can tell.
-    survives_damage_while_running(
-        |b| {
-            let start = b.len() - 200;
-            b[start..].fill(0xff);
-            format::reseal(b);
-        },
-        "unreadable tags",
-    );
-}
-
-#[test]
-fn detects_a_payload_whose_tag_count_disagrees_with_its_header() {
-    survives_damage_while_running(
-        |b| {
-            let mut forged = entry("v", numbered_tags("v", 3));
-            forged.meta.tag_count = 4;
-            *b = format::encode(&key("ns", "victim"), &forged).unwrap();
-        },
-        "the header counts 4 tags, the payload holds 3",
-    );
-}
-
-#[test]
-fn detects_a_file_copied_under_another_objects_name() {
-    let other = key("ns", "other");
-    let forged = format::encode(&other, &entry("o", vec!["evil".into()])).unwrap();
-    survives_damage_at_open(|b| *b = forged.clone(), "its header says ns/other");
-    survives_damage_while_running(|b| *b = forged.clone(), "its header says ns/other");
-}
-
 #[test]
 fn removes_a_stray_temporary_file_left_by_a_crash_mid_write() {
     let dir = tempfile::tempdir().unwrap();
@@ -712,4 +510,22 @@ fn keeps_the_pull_secrets_a_scan_read_across_a_reopen_and_finds_their_users() {
     );
     let users = store.keys_where(|_, meta| meta.pull_secrets.iter().any(|p| p.name == "regcred"));
     assert_eq!(users, vec![a]);
+}
+
+#[test]
+fn a_failing_write_names_the_entry_so_every_retry_fails_with_the_same_message() {
+    let (dir, store) = fresh();
+    let k = key("team", "app");
+    // The directory vanishes under the store: every write fails, as on a full disk.
+    fs::remove_dir_all(dir.path()).unwrap();
+    let first = store.put(&k, &entry("u1", vec!["1.0".into()])).unwrap_err();
+    let again = store.put(&k, &entry("u1", vec!["1.0".into()])).unwrap_err();
+    assert_eq!(first.to_string(), again.to_string());
+    let message = first.to_string();
+    assert!(message.contains(&k.file_name()), "{message}");
+    // Not the temporary file's name (`.<entry>.<pid>.<sequence>.tmp`).
+    assert!(
+        !message.contains(&format!("{}.", k.file_name())),
+        "{message}"
+    );
 }

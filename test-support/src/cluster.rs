@@ -88,8 +88,17 @@ impl Cluster {
         registry: RegistryOptions,
         notifications: Option<RegistryNotifications>,
     ) -> Cluster {
+        Self::install_with_registry(move || Registry::start_notifying(registry, notifications))
+            .await
+    }
+
+    /// Like `install`, with the registry `start_registry` starts (e.g.
+    /// [`Registry::start_on_disk`], which can be stopped and started again).
+    pub async fn install_with_registry(
+        start_registry: impl FnOnce() -> Registry + Send + 'static,
+    ) -> Cluster {
         let (control_plane, registry) = tokio::join!(ControlPlane::start(), async move {
-            tokio::task::spawn_blocking(move || Registry::start_notifying(registry, notifications))
+            tokio::task::spawn_blocking(start_registry)
                 .await
                 .expect("registry start")
         });
@@ -283,11 +292,11 @@ impl Cluster {
 
         let started = Instant::now();
         let listening = loop {
-            let found = log.lock().expect("log lock").iter().find_map(|l| {
-                serde_json::from_str::<Value>(l)
-                    .ok()
-                    .filter(|v| v["message"] == "listening")
-            });
+            let found = log
+                .lock()
+                .expect("log lock")
+                .iter()
+                .find_map(|l| listening_line(l));
             if let Some(v) = found {
                 break v;
             }
@@ -347,6 +356,12 @@ impl Cluster {
         crate::stop_child(&mut r.child, Duration::from_secs(30)).await
     }
 
+    /// How image-reflector exited, if it did (a crash), without waiting; None while it
+    /// runs (or when it was not started).
+    pub fn reflector_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.reflector.as_mut()?.child.try_wait().ok().flatten()
+    }
+
     /// Kills image-reflector (SIGKILL: no chance to flush anything) and waits for it.
     pub async fn kill_reflector(&mut self) {
         if let Some(mut r) = self.reflector.take() {
@@ -362,6 +377,11 @@ impl Cluster {
     /// kubectl as the admin, with `stdin`.
     pub async fn kubectl_with_stdin(&self, args: &[&str], stdin: &str) -> Ran {
         self.kubectl.run(args, Some(stdin)).await
+    }
+
+    /// `kubectl ARGS` with `sed -i -e SCRIPT` as the editor (`kubectl edit`).
+    pub async fn kubectl_editing(&self, args: &[&str], script: &str) -> Ran {
+        self.kubectl.editing(args, script).await
     }
 
     /// kubectl that must succeed; returns its standard output.
@@ -463,6 +483,25 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// A cluster-scoped object as `kubectl get -o json` shows it, without the fields the
+    /// API server sets, so that it can be created again after it is deleted.
+    pub async fn saved_object(&self, kind: &str, name: &str) -> Value {
+        let text = self.kubectl_ok(&["get", kind, name, "-o", "json"]).await;
+        let mut obj: Value = serde_json::from_str(&text).expect("object JSON");
+        if let Some(meta) = obj["metadata"].as_object_mut() {
+            for field in [
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "managedFields",
+            ] {
+                meta.remove(field);
+            }
+        }
+        obj
     }
 
     /// The write requests the API server has answered so far (see `WriteCounts`).
@@ -631,6 +670,24 @@ impl Drop for Cluster {
             let _ = r.child.start_kill();
         }
     }
+}
+
+/// The fields of the `listening` line, in either log encoding: a JSON line as it is, a
+/// console line's `key=value` fields (colours stripped) as a JSON object.
+fn listening_line(line: &str) -> Option<Value> {
+    if let Ok(v) = serde_json::from_str::<Value>(line) {
+        return (v["message"] == "listening").then_some(v);
+    }
+    let plain = regex::Regex::new("\x1b\\[[0-9;]*m")
+        .ok()?
+        .replace_all(line, "");
+    let (_, fields) = plain.split_once(" listening ")?;
+    let fields: serde_json::Map<String, Value> = fields
+        .split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect();
+    Some(Value::Object(fields))
 }
 
 /// The webhook Service, routed to this machine's loopback (see the module docs).

@@ -1,9 +1,11 @@
 //! A registry stand-in that paginates `tags/list` like GHCR and Docker Hub (`Link` with
 //! `n` and `last`) and misbehaves on request: refuses large pages (Quay's 413, distribution
 //! 3's 400), sends a port-less `Link` (Nexus), answers 429 with `Retry-After` or 500,
-//! loops, sends malformed JSON, stalls, or points `Link` at another host. Debian's
-//! docker-registry (2.8) cannot paginate and registry 3 plays none of the quirks, hence
-//! this. `bench_registry` and `bench_registries` serve it as processes for the benchmarks.
+//! loops, sends malformed JSON, stalls, or points `Link` at another host; and, as a
+//! hostile registry would, sends endless `Link` chains, gigantic or slow pages, gzip
+//! bombs, or redirects elsewhere (`PageBody`, `redirect_to`). Debian's docker-registry
+//! (2.8) cannot paginate and registry 3 plays none of the quirks, hence this.
+//! `bench_registry` and `bench_registries` serve it as processes for the benchmarks.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -30,6 +32,28 @@ pub enum LinkStyle {
     RepeatSameUrl,
     /// Ignores `last` and adds a page counter, so the same page comes back under new URLs.
     RepeatContent,
+    /// The last page links back to the first under a new URL, so the pages come round.
+    Cycle,
+    /// Every page has new tags and a next link, forever (the repository's tags unused).
+    Endless,
+}
+
+/// How a `tags/list` page is sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PageBody {
+    /// The page's JSON.
+    #[default]
+    Json,
+    /// The page's JSON followed by spaces up to `bytes`; with `content_length` the size is
+    /// declared up front, else the body is streamed in 64 KiB chunks.
+    Padded { bytes: usize, content_length: bool },
+    /// One page of this many one-character tags, whatever the query (about 4 bytes each).
+    TinyTags(usize),
+    /// The page's JSON, one byte every interval.
+    Trickle(Duration),
+    /// `Content-Encoding: gzip` of the page's JSON padded with spaces to this many bytes
+    /// (a gzip bomb: about a thousandth of that on the wire).
+    GzipBomb(usize),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -55,6 +79,11 @@ pub struct StandInOptions {
     pub stall: Option<Duration>,
     /// Require these Basic credentials on every `/v2/` request.
     pub basic: Option<(String, String)>,
+    /// How pages are sent.
+    pub body: PageBody,
+    /// Answer `tags/list` with `307 Temporary Redirect` to this base (`http://HOST:PORT`),
+    /// same path and query: to another registry, or to itself for a redirect loop.
+    pub redirect_to: Option<String>,
 }
 
 struct Shared {
@@ -231,6 +260,10 @@ async fn v2(
     if nth < opts.rate_limit_first + opts.server_errors_first {
         return error(500, "UNKNOWN", "try again");
     }
+    if let Some(base) = &opts.redirect_to {
+        let location = format!("{base}{uri}");
+        return (StatusCode::TEMPORARY_REDIRECT, [("location", location)], "").into_response();
+    }
     if opts.malformed {
         return (
             StatusCode::OK,
@@ -261,6 +294,12 @@ async fn v2(
         (None, cap) => cap,
         (n, None) => n,
     };
+    if let PageBody::TinyTags(count) = opts.body {
+        return tiny_tags(name, count);
+    }
+    if opts.link == LinkStyle::Endless {
+        return endless_page(name, n.unwrap_or(10), nth);
+    }
     let ignore_last = matches!(
         opts.link,
         LinkStyle::RepeatSameUrl | LinkStyle::RepeatContent
@@ -275,14 +314,23 @@ async fn v2(
     };
     let page = &shared.tags[start..end];
     let body = serde_json::json!({"name": name, "tags": page}).to_string();
-    let mut resp = (StatusCode::OK, [("content-type", "application/json")], body).into_response();
+    let mut resp = page_response(body, &opts.body);
+    if opts.link == LinkStyle::Cycle && end == shared.tags.len() {
+        let target = format!("/v2/{name}/tags/list?round={nth}");
+        if let Some(n) = n
+            && let Ok(v) = format!("<{target}&n={n}>; rel=\"next\"").parse()
+        {
+            resp.headers_mut().insert("link", v);
+        }
+    }
     if end < shared.tags.len()
         && let (Some(n), Some(last)) = (n, page.last())
     {
         let path = format!("/v2/{name}/tags/list?n={n}&last={last}");
         let port = shared.addr.port();
         let target = match &opts.link {
-            LinkStyle::Relative | LinkStyle::RepeatSameUrl => path,
+            LinkStyle::Relative | LinkStyle::RepeatSameUrl | LinkStyle::Cycle => path,
+            LinkStyle::Endless => unreachable!("endless pages are answered above"),
             LinkStyle::Absolute => format!("http://127.0.0.1:{port}{path}"),
             LinkStyle::Portless => format!("http://127.0.0.1{path}"),
             LinkStyle::OtherHost(h) => format!("http://{h}{path}"),
@@ -293,4 +341,92 @@ async fn v2(
         }
     }
     resp
+}
+
+/// Page `nth` of an endless chain: `n` tags never sent before, and a link to the next.
+fn endless_page(name: &str, n: usize, nth: usize) -> Response {
+    let tags: Vec<String> = (0..n.max(1)).map(|i| format!("e{nth:08}-{i:04}")).collect();
+    let body = serde_json::json!({"name": name, "tags": tags}).to_string();
+    let mut resp = (StatusCode::OK, [("content-type", "application/json")], body).into_response();
+    let link = format!(
+        "</v2/{name}/tags/list?n={n}&page={}>; rel=\"next\"",
+        nth + 1
+    );
+    if let Ok(v) = link.parse() {
+        resp.headers_mut().insert("link", v);
+    }
+    resp
+}
+
+/// One page of `count` tags `"a"`, built without holding them as strings.
+fn tiny_tags(name: &str, count: usize) -> Response {
+    let mut body = format!(r#"{{"name":"{name}","tags":["#).into_bytes();
+    body.reserve(count * 4);
+    for i in 0..count {
+        body.extend_from_slice(if i == 0 { b"\"a\"" } else { b",\"a\"" });
+    }
+    body.extend_from_slice(b"]}");
+    (StatusCode::OK, [("content-type", "application/json")], body).into_response()
+}
+
+/// The page's JSON `body`, sent as `how` says.
+fn page_response(body: String, how: &PageBody) -> Response {
+    use axum::body::Body;
+    use futures::StreamExt as _;
+    let json = [("content-type", "application/json")];
+    match how {
+        PageBody::Json | PageBody::TinyTags(_) => (StatusCode::OK, json, body).into_response(),
+        PageBody::Padded {
+            bytes,
+            content_length: true,
+        } => {
+            let mut padded = body.into_bytes();
+            padded.resize((*bytes).max(padded.len()), b' ');
+            (StatusCode::OK, json, padded).into_response()
+        }
+        PageBody::Padded {
+            bytes,
+            content_length: false,
+        } => {
+            const CHUNK: usize = 64 << 10;
+            let padding = bytes.saturating_sub(body.len());
+            let head = futures::stream::iter([bytes::Bytes::from(body)]);
+            let spaces = futures::stream::iter(
+                (0..padding.div_ceil(CHUNK))
+                    .map(move |i| bytes::Bytes::from(vec![b' '; CHUNK.min(padding - i * CHUNK)])),
+            );
+            let stream = head.chain(spaces).map(Ok::<_, std::io::Error>);
+            (StatusCode::OK, json, Body::from_stream(stream)).into_response()
+        }
+        PageBody::Trickle(every) => {
+            let every = *every;
+            let stream = futures::stream::iter(body.into_bytes()).then(move |b| async move {
+                tokio::time::sleep(every).await;
+                Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b]))
+            });
+            (StatusCode::OK, json, Body::from_stream(stream)).into_response()
+        }
+        PageBody::GzipBomb(bytes) => {
+            use std::io::Write as _;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            let mut written = body.len();
+            let _ = gz.write_all(body.as_bytes());
+            let spaces = vec![b' '; 1 << 20];
+            while written < *bytes {
+                let take = spaces.len().min(bytes - written);
+                let _ = gz.write_all(&spaces[..take]);
+                written += take;
+            }
+            let compressed = gz.finish().unwrap_or_default();
+            (
+                StatusCode::OK,
+                [
+                    ("content-type", "application/json"),
+                    ("content-encoding", "gzip"),
+                ],
+                compressed,
+            )
+                .into_response()
+        }
+    }
 }

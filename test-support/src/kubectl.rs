@@ -41,8 +41,20 @@ impl Kubectl {
 
     /// Runs kubectl with `args` (and `stdin`, if any); fails the test after 60 s.
     pub async fn run(&self, args: &[&str], stdin: Option<&str>) -> Ran {
+        self.run_with_env(args, stdin, &[]).await
+    }
+
+    /// `kubectl ARGS` (e.g. `edit ...`) with `sed -i -e SCRIPT` as its editor.
+    pub async fn editing(&self, args: &[&str], script: &str) -> Ran {
+        let editor = format!("sed -i -e '{}'", script.replace('\'', "'\\''"));
+        self.run_with_env(args, None, &[("KUBE_EDITOR", &editor)])
+            .await
+    }
+
+    async fn run_with_env(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Ran {
         use tokio::io::AsyncWriteExt as _;
         let mut cmd = tokio::process::Command::new(crate::go_tool("kubectl"));
+        cmd.envs(env.iter().copied());
         cmd.arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .arg("--cache-dir")

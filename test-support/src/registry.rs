@@ -11,6 +11,10 @@
 //! registry.host();                      // "127.0.0.1:PORT"
 //! registry.requests_matching("/tags/list");
 //! ```
+//!
+//! [`Registry::start_on_disk`] keeps the images in files, so that [`Registry::stop`] and
+//! [`Registry::start_again`] (same port, same images) play a registry going away and
+//! coming back.
 
 use crate::certs::{Leaf, TestCa};
 use crate::token_server::{TOKEN_ISSUER, TOKEN_SERVICE, TokenSigner};
@@ -68,17 +72,21 @@ pub struct RegistryNotifications {
 /// Which distribution serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Server {
-    /// Debian's `docker-registry` 2.8, in memory: one page whatever `n` asks.
+    /// Debian's `docker-registry` 2.8: one page whatever `n` asks.
     Debian,
-    /// Registry 3 from `make control-plane`, on the filesystem: pages of `n` (at most
-    /// 1000) with a `Link` to the next.
+    /// Registry 3 from `make control-plane` (always on the filesystem): pages of `n` (at
+    /// most 1000) with a `Link` to the next.
     V3,
 }
 
 /// A running `docker-registry` or registry 3.
 pub struct Registry {
-    child: Child,
+    /// None while stopped.
+    child: Option<Child>,
+    server: Server,
     dir: tempfile::TempDir,
+    /// Whether the images live in files under `dir` (and so survive a restart).
+    on_disk: bool,
     addr: SocketAddr,
     options: RegistryOptions,
     ca: Option<TestCa>,
@@ -107,7 +115,13 @@ impl Registry {
     /// plain HTTP, filesystem storage: it pages `tags/list` with `n`, `last` and a `Link`
     /// header, cuts `n` above 1000 to 1000, and returns every tag when no `n` is sent.
     pub fn start_v3() -> Registry {
-        Registry::start_on(Server::V3, RegistryOptions::default(), &[], None)
+        Registry::start_storing(Server::V3, RegistryOptions::default(), &[], None, true)
+    }
+
+    /// [`Registry::start`] with the images in files instead of memory, so that they
+    /// survive [`Registry::stop`] and [`Registry::start_again`].
+    pub fn start_on_disk(options: RegistryOptions) -> Registry {
+        Registry::start_storing(Server::Debian, options, &[], None, true)
     }
 
     /// [`Registry::start`] that sends push notifications to `notifications`.
@@ -129,32 +143,30 @@ impl Registry {
         names: &[&str],
         notifications: Option<RegistryNotifications>,
     ) -> Registry {
-        Registry::start_on(Server::Debian, options, names, notifications)
+        Registry::start_storing(Server::Debian, options, names, notifications, false)
     }
 
-    fn start_on(
+    fn start_storing(
         server: Server,
         options: RegistryOptions,
         names: &[&str],
         notifications: Option<RegistryNotifications>,
+        on_disk: bool,
     ) -> Registry {
-        let binary = match server {
-            Server::Debian => {
-                require_tool("docker-registry", "docker-registry");
-                PathBuf::from("docker-registry")
-            }
-            Server::V3 => crate::go_tool("registry"),
-        };
+        if server == Server::Debian {
+            require_tool("docker-registry", "docker-registry");
+        }
         let dir = tempfile::tempdir().expect("temp dir");
-        let storage = match server {
-            Server::Debian => "inmemory: {}".to_string(),
-            Server::V3 => format!(
-                "filesystem:\n    rootdirectory: {}",
-                dir.path().join("storage").display()
-            ),
+        let storage = if on_disk {
+            format!(
+                "  filesystem:\n    rootdirectory: {}\n",
+                dir.path().join("data").display()
+            )
+        } else {
+            "  inmemory: {}\n".to_string()
         };
         let mut config = format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n  {storage}\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:0\n  secret: image-reflector-test\n",
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\nstorage:\n{storage}  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:0\n  secret: image-reflector-test\n",
         );
         let (mut ca, mut client_leaf) = (None, None);
         if options.tls != RegistryTls::None {
@@ -211,19 +223,8 @@ impl Registry {
                 }
             }
         }
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, &config).expect("write registry config");
-        let log_path = dir.path().join("registry.log");
-        let access_path = dir.path().join("access.log");
-        let child = Command::new(&binary)
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&access_path).expect("access log"))
-            .stderr(std::fs::File::create(&log_path).expect("registry log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
-        let addr = wait_for_listen(&log_path, Duration::from_secs(10));
+        std::fs::write(dir.path().join("config.yml"), &config).expect("write registry config");
+        let (child, addr) = spawn_registry(server, dir.path());
 
         let mut http = reqwest::Client::builder().pool_max_idle_per_host(64);
         if let Some(ca) = &ca {
@@ -236,8 +237,10 @@ impl Registry {
             http = http.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
         }
         Registry {
-            child,
+            child: Some(child),
+            server,
             dir,
+            on_disk,
             addr,
             options,
             ca,
@@ -277,6 +280,55 @@ impl Registry {
 
     pub fn dir(&self) -> PathBuf {
         self.dir.path().to_path_buf()
+    }
+
+    /// Stops the registry (SIGKILL); connections are refused until
+    /// [`Registry::start_again`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a stopped registry again on the same address, with the same images (a
+    /// registry of [`Registry::start_on_disk`] only) and the same access log.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.on_disk,
+            "only a registry started with Registry::start_on_disk keeps its images across a restart"
+        );
+        assert!(self.child.is_none(), "the registry is running");
+        let path = self.dir.path().join("config.yml");
+        let config = std::fs::read_to_string(&path).expect("read registry config");
+        let config = config.replace("addr: 127.0.0.1:0\n", &format!("addr: {}\n", self.addr));
+        std::fs::write(&path, config).expect("write registry config");
+        let (child, addr) = spawn_registry(self.server, self.dir.path());
+        assert_eq!(addr, self.addr, "the registry came back on another address");
+        self.child = Some(child);
+    }
+
+    /// The repository's tags, as the registry lists them (`GET /v2/REPO/tags/list`;
+    /// docker-registry 2.8 answers them all in one page), sorted.
+    pub async fn tags(&self, repo: &str) -> Vec<String> {
+        let url = format!("{}/v2/{repo}/tags/list", self.base_url());
+        let mut request = self.http.get(url);
+        if let Some(auth) = self.auth_header(repo) {
+            request = request.header("authorization", auth);
+        }
+        let resp = request.send().await.expect("GET tags/list");
+        assert_eq!(resp.status().as_u16(), 200, "tags/list of {repo}");
+        let body: serde_json::Value = resp.json().await.expect("tags/list JSON");
+        let mut tags: Vec<String> = body["tags"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        tags.sort();
+        tags
     }
 
     /// Access-log lines containing `needle` (e.g. `"GET /v2/team/app/tags/list"`).
@@ -397,6 +449,30 @@ impl Registry {
     }
 }
 
+/// Starts `docker-registry serve DIR/config.yml`, appending to `DIR/access.log` and
+/// logging to a fresh `DIR/registry.log`; returns once it listens.
+fn spawn_registry(server: Server, dir: &std::path::Path) -> (Child, SocketAddr) {
+    let binary = match server {
+        Server::Debian => PathBuf::from("docker-registry"),
+        Server::V3 => crate::go_tool("registry"),
+    };
+    let log_path = dir.join("registry.log");
+    let access = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("access.log"))
+        .expect("access log");
+    let child = Command::new(&binary)
+        .arg("serve")
+        .arg(dir.join("config.yml"))
+        .stdin(Stdio::null())
+        .stdout(access)
+        .stderr(std::fs::File::create(&log_path).expect("registry log"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+    (child, wait_for_listen(&log_path, Duration::from_secs(10)))
+}
+
 fn wait_for_listen(log: &std::path::Path, timeout: Duration) -> SocketAddr {
     let start = Instant::now();
     loop {
@@ -421,7 +497,6 @@ fn wait_for_listen(log: &std::path::Path, timeout: Duration) -> SocketAddr {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

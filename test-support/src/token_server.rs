@@ -107,6 +107,8 @@ struct TokenState {
     refused: AtomicUsize,
     /// An answer every token GET gets instead of a token, while set.
     answer_instead: std::sync::Mutex<Option<(StatusCode, String)>>,
+    /// Every token issued, for tests that look for them where they must not be.
+    tokens: std::sync::Mutex<Vec<String>>,
 }
 
 /// A running token service (stopped on drop).
@@ -129,6 +131,7 @@ impl TokenServer {
             requests: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
             answer_instead: std::sync::Mutex::new(None),
+            tokens: std::sync::Mutex::new(Vec::new()),
         });
         let app = axum::Router::new()
             .route("/token", axum::routing::get(issue).post(refresh))
@@ -190,6 +193,15 @@ impl TokenServer {
     pub fn refused(&self) -> usize {
         self.state.refused.load(Ordering::SeqCst)
     }
+
+    /// Every token issued so far (access tokens, from both grants).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.state
+            .tokens
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
+    }
 }
 
 impl Drop for TokenServer {
@@ -238,6 +250,9 @@ async fn issue(
         .signer
         .token(&subject, name, &actions, state.lifetime_secs);
     state.requests.fetch_add(1, Ordering::SeqCst);
+    if let Ok(mut issued) = state.tokens.lock() {
+        issued.push(token.clone());
+    }
     axum::Json(serde_json::json!({
         "token": token,
         "access_token": token,
@@ -274,6 +289,9 @@ async fn refresh(
         .signer
         .token("refresh-user", name, &actions, state.lifetime_secs);
     state.requests.fetch_add(1, Ordering::SeqCst);
+    if let Ok(mut issued) = state.tokens.lock() {
+        issued.push(token.clone());
+    }
     axum::Json(serde_json::json!({
         "access_token": token,
         "expires_in": state.lifetime_secs,

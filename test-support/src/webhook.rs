@@ -141,6 +141,31 @@ impl Webhook {
             .timeout(Duration::from_secs(10))
     }
 
+    /// A raw TLS connection to the webhook listener that offers `alpn` (`b"h2"`,
+    /// `b"http/1.1"`), for tests that speak HTTP by hand.
+    pub async fn tls(
+        &self,
+        alpn: &[u8],
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        use rustls_pki_types::pem::PemObject as _;
+        let mut roots = rustls::RootCertStore::empty();
+        let ca = rustls_pki_types::CertificateDer::from_pem_slice(self.ca.cert_pem.as_bytes())
+            .expect("CA PEM");
+        roots.add(ca).expect("CA certificate");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let tcp = tokio::net::TcpStream::connect(self.webhook).await?;
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("server name");
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+    }
+
     /// Replaces the serving certificate files (certificate first, then key, each atomically).
     pub fn rotate(&self, leaf: &Leaf) {
         write_atomically(&self.cert_file, &leaf.cert_pem);

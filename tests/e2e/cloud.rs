@@ -22,7 +22,7 @@ use test_support::moto::{ECR_HOST, Moto, MotoOptions, OidcTrust, ROLE, ecr_passw
 use test_support::registry::{Registry, RegistryOptions};
 
 const UNTRUSTING_ROLE: &str = "arn:aws:iam::123456789012:role/trusts-nobody";
-const CONTROLLER: &str = "system:serviceaccount:flux-system:image-reflector-controller";
+pub(super) const CONTROLLER: &str = "system:serviceaccount:flux-system:image-reflector-controller";
 const PULLER: &str = "system:serviceaccount:apps:puller";
 
 /// moto checking web identity tokens as an IAM OIDC provider for this control plane.
@@ -51,13 +51,13 @@ async fn moto_for(c: &Cluster, trust: &[(&str, &[&str])]) -> Moto {
 }
 
 /// moto, the egress proxy and the ECR registry (its password moto's token's).
-struct Ecr {
-    moto: Moto,
-    egress: Egress,
-    registry: Registry,
+pub(super) struct Ecr {
+    pub moto: Moto,
+    pub egress: Egress,
+    pub registry: Registry,
 }
 
-async fn ecr(c: &Cluster, trust: &[(&str, &[&str])], tags: &[&str]) -> Ecr {
+pub(super) async fn ecr(c: &Cluster, trust: &[(&str, &[&str])], tags: &[&str]) -> Ecr {
     let moto = moto_for(c, trust).await;
     let egress = Egress::start().await;
     egress.allow(moto.addr());
@@ -77,14 +77,14 @@ async fn ecr(c: &Cluster, trust: &[(&str, &[&str])], tags: &[&str]) -> Ecr {
 }
 
 /// A PEM bundle of these CAs, for `SSL_CERT_FILE`.
-fn ca_bundle(dir: &Path, pems: &[&str]) -> PathBuf {
+pub(super) fn ca_bundle(dir: &Path, pems: &[&str]) -> PathBuf {
     let path = dir.join("test-cas.pem");
     std::fs::write(&path, pems.join("\n")).expect("write CA bundle");
     path
 }
 
 /// The namespace `apps` and the Secret `egress` naming the egress proxy.
-async fn apps_with_egress(c: &Cluster, egress: &Egress) {
+pub(super) async fn apps_with_egress(c: &Cluster, egress: &Egress) {
     c.apply(&namespace("apps")).await;
     c.kubectl_ok(&[
         "create",
@@ -112,7 +112,7 @@ fn service_account(name: &str, annotations: &[(&str, &str)]) -> String {
 }
 
 /// An ImageRepository in `apps` through the egress proxy; `extra` lines go under spec.
-fn repository(name: &str, image: &str, extra: &str) -> String {
+pub(super) fn repository(name: &str, image: &str, extra: &str) -> String {
     format!(
         "apiVersion: image.toolkit.fluxcd.io/v1
 kind: ImageRepository
@@ -128,7 +128,7 @@ spec:
     )
 }
 
-async fn ready_with_tags(c: &Cluster, name: &str, tags: i64) {
+pub(super) async fn ready_with_tags(c: &Cluster, name: &str, tags: i64) {
     let repo = c
         .wait_for_repository("apps", name, "Ready=True", |o| ready_is(o, "True", None))
         .await;
@@ -158,15 +158,9 @@ fn assert_log_free_of(c: &Cluster, secrets: &[&str]) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_seeds_aws_autologin_for_ecr_scans_ecr_with_the_controllers_web_identity() {
-    let mut c = Cluster::install(RegistryOptions::default()).await;
-    let Ecr {
-        moto,
-        egress,
-        registry,
-    } = ecr(&c, &[(ROLE, &[CONTROLLER])], &["1.0.0", "1.1.0", "2.0.0"]).await;
-    // IRSA: EKS projects a token of the controller's ServiceAccount for STS into the pod.
+/// IRSA as EKS plays it: a token of the controller's ServiceAccount for STS, written to
+/// the file `AWS_WEB_IDENTITY_TOKEN_FILE` names. Returns the token and the file.
+pub(super) async fn irsa_token_file(c: &Cluster) -> (String, std::path::PathBuf) {
     let token = c
         .kubectl_ok(&[
             "create",
@@ -182,8 +176,20 @@ async fn the_seeds_aws_autologin_for_ecr_scans_ecr_with_the_controllers_web_iden
         .await
         .trim()
         .to_string();
-    let token_file = c.dir().join("irsa-token");
-    std::fs::write(&token_file, &token).expect("token file");
+    let file = c.dir().join("irsa-token");
+    std::fs::write(&file, &token).expect("token file");
+    (token, file)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_aws_autologin_for_ecr_scans_ecr_with_the_controllers_web_identity() {
+    let mut c = Cluster::install(RegistryOptions::default()).await;
+    let Ecr {
+        moto,
+        egress,
+        registry,
+    } = ecr(&c, &[(ROLE, &[CONTROLLER])], &["1.0.0", "1.1.0", "2.0.0"]).await;
+    let (token, token_file) = irsa_token_file(&c).await;
     let bundle = ca_bundle(c.dir(), &[registry.ca_pem().expect("CA")]);
     let (endpoint, token_path, bundle_path) = (
         moto.endpoint(),

@@ -1,5 +1,10 @@
 use super::*;
 use crate::api::ImageRepositorySpec;
+use crate::store::{SecretVersion, TagStore};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta as PartialObjectMetadata;
+use kube::runtime::reflector::Store;
+use sha2::{Digest, Sha256};
 
 fn at(secs: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_second(secs).expect("valid timestamp")

@@ -1,4 +1,5 @@
 use super::*;
+use base64::Engine as _;
 
 fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
