@@ -9,7 +9,8 @@
 //! ServiceAccount, client-side API limits (`--kube-api-qps`, `--kube-api-burst`) and
 //! `--concurrent` for every controller. (Flux's controller drops its client-side limit
 //! when kube-apiserver runs API Priority and Fairness, as it does by default; the run says
-//! which, and `KUBE_APISERVER_ARGS=--enable-priority-and-fairness=false` turns APF off.) The controllers are measured in turn, each on its own namespaces and shard
+//! which, and `KUBE_APISERVER_ARGS=--enable-priority-and-fairness=false` turns APF off.)
+//! The controllers are measured in turn, each on its own namespaces and shard
 //! (`sharding.fluxcd.io/key`, `--watch-label-selector`), and only one runs at a time, since
 //! kube-apiserver's `apiserver_request_total` does not say which client wrote. For each:
 //!

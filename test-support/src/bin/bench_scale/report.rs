@@ -84,7 +84,7 @@ pub fn print(args: &Args, measured: &[Figures], sweep: &Sweep, apf: bool) {
             cells.push(fmt(flux_value, row.decimals));
             cells.push(match (ours_value, flux_value) {
                 (Some(o), Some(x)) if x > 0.0 => format!("{:.2}", o / x),
-                (Some(o), Some(_)) if o == 0.0 => "0/0".into(),
+                (Some(0.0), Some(_)) => "0/0".into(),
                 _ => "n/a".into(),
             });
             if let Some(o) = ours_value {

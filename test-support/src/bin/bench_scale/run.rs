@@ -152,7 +152,7 @@ pub async fn sweep_registry(registry: &StandIn, repos: usize) -> Sweep {
 /// A running controller under measurement.
 enum Running {
     Ours(Vec<String>),
-    Flux(FluxController),
+    Flux(Box<FluxController>),
 }
 
 impl Running {
@@ -175,14 +175,14 @@ impl Running {
                 flags.extend(args.flux_args.split_whitespace().map(str::to_string));
                 let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
                 // As the same ServiceAccount as ours, as it would run in a cluster.
-                Running::Flux(
+                Running::Flux(Box::new(
                     FluxController::start(
                         "image-reflector-controller",
                         cluster.reflector_kubeconfig(),
                         &refs,
                     )
                     .await,
-                )
+                ))
             }
         };
         if let Running::Ours(flags) = &running {
@@ -277,11 +277,7 @@ impl Watch {
             .iter()
             .map(|o| {
                 (
-                    format!(
-                        "{}/{}",
-                        o.metadata.namespace.as_deref().unwrap_or_default(),
-                        o.metadata.name.as_deref().unwrap_or_default()
-                    ),
+                    id(o),
                     o.data["status"]["lastScanResult"]["revision"]
                         .as_str()
                         .unwrap_or_default()
@@ -296,6 +292,15 @@ impl Drop for Watch {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// `namespace/name`.
+fn id(o: &DynamicObject) -> String {
+    format!(
+        "{}/{}",
+        o.metadata.namespace.as_deref().unwrap_or_default(),
+        o.metadata.name.as_deref().unwrap_or_default()
+    )
 }
 
 fn is_ready(o: &DynamicObject) -> bool {
@@ -376,30 +381,17 @@ pub async fn measure(
         .await
         .unwrap_or_else(|e| panic!("create an ImageRepository: {e}"));
     let created_s = first_create.elapsed().as_secs_f64();
-    let timeout = Duration::from_secs(args.ready_timeout);
-    let mut last_report = Instant::now();
-    loop {
-        let ready = watch.count(is_ready);
-        if ready == objects.len() {
-            break;
-        }
-        running.peak_rss(cluster);
-        assert!(
-            first_create.elapsed() < timeout,
-            "only {ready}/{} Ready {timeout:?} after the first create; {}",
-            objects.len(),
-            running.log_tail(cluster)
-        );
-        if last_report.elapsed() > Duration::from_secs(30) {
-            println!(
-                "   {ready}/{} Ready after {:.0} s",
-                objects.len(),
-                first_create.elapsed().as_secs_f64()
-            );
-            last_report = Instant::now();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(
+        &watch,
+        |w| w.count(is_ready),
+        objects.len(),
+        "Ready",
+        first_create,
+        Duration::from_secs(args.ready_timeout),
+        &running,
+        cluster,
+    )
+    .await;
     let ready_s = first_create.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await; // trailing writes (events) land
     // The driver's own creates are not the controller's writes.
@@ -527,26 +519,51 @@ async fn set_interval(
         .await
         .unwrap_or_else(|e| panic!("patch the interval to {interval}: {e}"));
     let wanted: BTreeMap<String, i64> = patched.into_iter().collect();
-    let started = Instant::now();
+    wait_for(
+        watch,
+        |w| w.count(|o| wanted.get(&id(o)).is_some_and(|g| settled_at(o, *g))),
+        wanted.len(),
+        &format!("settled at interval {interval}"),
+        Instant::now(),
+        SETTLE_TIMEOUT,
+        running,
+        cluster,
+    )
+    .await;
+}
+
+/// Waits until `count` finds `wanted` objects, printing progress every 30 s; fails with the
+/// controller's log when it dies or `timeout` after `since`.
+#[allow(clippy::too_many_arguments)]
+async fn wait_for(
+    watch: &Watch,
+    count: impl Fn(&Watch) -> usize,
+    wanted: usize,
+    what: &str,
+    since: Instant,
+    timeout: Duration,
+    running: &Running,
+    cluster: &Cluster,
+) {
+    let mut last_report = Instant::now();
     loop {
-        let settled = watch.count(|o| {
-            let id = format!(
-                "{}/{}",
-                o.metadata.namespace.as_deref().unwrap_or_default(),
-                o.metadata.name.as_deref().unwrap_or_default()
-            );
-            wanted.get(&id).is_some_and(|g| settled_at(o, *g))
-        });
-        if settled == wanted.len() {
+        let done = count(watch);
+        if done == wanted {
             return;
         }
         running.peak_rss(cluster);
         assert!(
-            started.elapsed() < SETTLE_TIMEOUT,
-            "{settled}/{} objects patched to interval {interval} settled within {SETTLE_TIMEOUT:?}; {}",
-            wanted.len(),
+            since.elapsed() < timeout,
+            "only {done}/{wanted} {what} {timeout:?} after the start; {}",
             running.log_tail(cluster)
         );
+        if last_report.elapsed() > Duration::from_secs(30) {
+            println!(
+                "   {done}/{wanted} {what} after {:.0} s",
+                since.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
