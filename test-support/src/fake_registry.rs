@@ -5,7 +5,8 @@
 //! hostile registry would, sends endless `Link` chains, gigantic or slow pages, gzip
 //! bombs, or redirects elsewhere (`PageBody`, `redirect_to`). Debian's docker-registry
 //! (2.8) cannot paginate and registry 3 plays none of the quirks, hence this.
-//! `bench_registry` and `bench_registries` serve it as processes for the benchmarks.
+//! `bench_registries` serves it as a process for `make bench-scan`; the `bench_scale`
+//! driver runs it in-process.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
