@@ -15,6 +15,9 @@
 #   KUBE_API_QPS=50 KUBE_API_BURST=300 CONCURRENT=4   the same for every controller
 #   NAMESPACES=10 RESCAN_OBJECTS=200 RESCAN_INTERVAL=10s RESCAN_WINDOW=35 RESTART_WINDOW=60
 #   REGISTRY_DEFAULT_PAGE_SIZE=100 READY_TIMEOUT=3600
+#   KUBE_APISERVER_ARGS=--enable-priority-and-fairness=false   Flux then keeps its client-side
+#                            limit (with API Priority and Fairness on, kube-apiserver's default,
+#                            it drops it; image-reflector keeps it either way)
 #   SERVE_ARGS="..." FLUX_ARGS="..."   extra flags for image-reflector serve / Flux's controller
 #   PROFILE=release          or debug, to reuse a debug build
 # (every knob: target/release/bench_scale --help)
