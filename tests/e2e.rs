@@ -543,16 +543,7 @@ async fn the_requested_at_annotation_rescans_at_once() {
         .push_tags("stefanprodan/podinfo", &["1.1.0", "1.2.0"])
         .await;
     let requested = "2026-11-28T08:00:00.000000001Z";
-    c.kubectl_ok(&[
-        "annotate",
-        "--overwrite",
-        "imagerepository",
-        "podinfo",
-        "-n",
-        "flux-system",
-        &format!("reconcile.fluxcd.io/requestedAt={requested}"),
-    ])
-    .await;
+    c.request_scan("flux-system", "podinfo", requested).await;
     let repo = c
         .wait_for_repository(
             "flux-system",
@@ -954,16 +945,8 @@ async fn a_suspended_repository_is_not_scanned_until_resumed() {
         suspended["status"]["observedGeneration"],
         suspended["metadata"]["generation"]
     );
-    c.kubectl_ok(&[
-        "annotate",
-        "--overwrite",
-        "imagerepository",
-        "podinfo",
-        "-n",
-        "flux-system",
-        "reconcile.fluxcd.io/requestedAt=while-suspended",
-    ])
-    .await;
+    c.request_scan("flux-system", "podinfo", "while-suspended")
+        .await;
     c.wait_for_repository("flux-system", "podinfo", "the request handled", |o| {
         o["status"]["lastHandledReconcileAt"] == "while-suspended"
     })
@@ -1220,16 +1203,7 @@ async fn the_controller_recovers_by_itself_from_a_410_and_an_api_server_restart(
     c.registry
         .push_tags("stefanprodan/podinfo", &["1.1.0"])
         .await;
-    c.kubectl_ok(&[
-        "annotate",
-        "--overwrite",
-        "imagerepository",
-        "podinfo",
-        "-n",
-        "flux-system",
-        "reconcile.fluxcd.io/requestedAt=after-410",
-    ])
-    .await;
+    c.request_scan("flux-system", "podinfo", "after-410").await;
     c.wait_for_repository(
         "flux-system",
         "podinfo",
@@ -1259,16 +1233,8 @@ async fn the_controller_recovers_by_itself_from_a_410_and_an_api_server_restart(
     c.registry
         .push_tags("stefanprodan/podinfo", &["1.2.0"])
         .await;
-    c.kubectl_ok(&[
-        "annotate",
-        "--overwrite",
-        "imagerepository",
-        "podinfo",
-        "-n",
-        "flux-system",
-        "reconcile.fluxcd.io/requestedAt=after-restart",
-    ])
-    .await;
+    c.request_scan("flux-system", "podinfo", "after-restart")
+        .await;
     c.wait_for_repository(
         "flux-system",
         "podinfo",
@@ -1391,16 +1357,7 @@ async fn the_seed_cross_namespace_example_is_allowed_by_labels_refused_otherwise
 
     // A new tag moves latestRef; observedPreviousRef takes the old one.
     c.registry.push_tags("org/image", &["1.0.2"]).await;
-    c.kubectl_ok(&[
-        "annotate",
-        "--overwrite",
-        "imagerepository",
-        "app1",
-        "-n",
-        "apps",
-        "reconcile.fluxcd.io/requestedAt=new-tag",
-    ])
-    .await;
+    c.request_scan("apps", "app1", "new-tag").await;
     let moved = c
         .wait_for_policy("flux-system", "app1", "latestRef 1.0.2", |o| {
             o["status"]["latestRef"]["tag"] == "1.0.2"
@@ -2393,16 +2350,7 @@ spec:
     c.registry
         .push_tags("stefanprodan/podinfo", &["1.0.1"])
         .await;
-    c.kubectl_ok(&[
-        "annotate",
-        "--overwrite",
-        "imagerepository",
-        "podinfo",
-        "-n",
-        "flux-system",
-        "reconcile.fluxcd.io/requestedAt=pushed",
-    ])
-    .await;
+    c.request_scan("flux-system", "podinfo", "pushed").await;
     let delivered = sink
         .wait_for("about the move to 1.0.1", Duration::from_secs(60), |r| {
             r.json().is_some_and(|e| {
@@ -2461,16 +2409,7 @@ spec:
         ready_is(o, "True", Some("Succeeded")) && tag_count(o) == Some(2)
     })
     .await;
-    c.kubectl_ok(&[
-        "annotate",
-        "--overwrite",
-        "imagerepository",
-        "slow",
-        "-n",
-        "flux-system",
-        "reconcile.fluxcd.io/requestedAt=slow-please",
-    ])
-    .await;
+    c.request_scan("flux-system", "slow", "slow-please").await;
     let during = c
         .wait_for_repository("flux-system", "slow", "Reconciling=True", |o| {
             condition(o, "Reconciling").is_some_and(|r| r["status"] == "True")

@@ -76,7 +76,7 @@ pub enum ReconcileError {
     Scan(#[from] crate::scanner::ScanError),
     #[error("{0}")]
     Credentials(String),
-    #[error("tag store: {0}")]
+    #[error("{0}")]
     Store(#[from] crate::store::StoreError),
     #[error("Kubernetes API: {0}")]
     Kube(#[source] kube::Error),

@@ -84,43 +84,51 @@ pub fn start_watches(client: &Client, options: &ControllerOptions) -> (Caches, C
     };
     let repo_stream = forward(
         "ImageRepository",
-        watcher(namespaced_or_all::<ImageRepository>(client, ns), wc.clone())
-            .default_backoff()
-            .reflect(repo_writer)
-            .touched_objects(),
+        announced(
+            watcher(namespaced_or_all::<ImageRepository>(client, ns), wc.clone())
+                .default_backoff()
+                .reflect(repo_writer),
+            repositories.clone(),
+        ),
         changes.repositories.clone(),
     );
     let policy_stream = forward(
         "ImagePolicy",
-        watcher(namespaced_or_all::<ImagePolicy>(client, ns), wc)
-            .default_backoff()
-            .reflect(policy_writer)
-            .touched_objects(),
+        announced(
+            watcher(namespaced_or_all::<ImagePolicy>(client, ns), wc)
+                .default_backoff()
+                .reflect(policy_writer),
+            policies.clone(),
+        ),
         changes.policies.clone(),
     );
     let namespace_stream = forward(
         "Namespace",
-        watcher(
-            Api::<PartialObjectMetadata<Namespace>>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(strip_metadata)
-        .reflect(namespace_writer)
-        .touched_objects(),
+        announced(
+            watcher(
+                Api::<PartialObjectMetadata<Namespace>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .modify(strip_metadata)
+            .reflect(namespace_writer),
+            namespaces.clone(),
+        ),
         changes.namespaces.clone(),
     );
     // Secrets' metadata only: enough to notice a change, without caching secret data.
     let secret_stream = forward(
         "Secret",
-        watcher(
-            namespaced_or_all::<PartialObjectMetadata<Secret>>(client, ns),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .modify(strip_metadata)
-        .reflect(secret_writer)
-        .touched_objects(),
+        announced(
+            watcher(
+                namespaced_or_all::<PartialObjectMetadata<Secret>>(client, ns),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .modify(strip_metadata)
+            .reflect(secret_writer),
+            secrets.clone(),
+        ),
         changes.secrets.clone(),
     );
     let drivers = Drivers {
@@ -136,6 +144,32 @@ pub fn start_watches(client: &Client, options: &ControllerOptions) -> (Caches, C
         changes,
         drivers,
     )
+}
+
+/// The objects a watch changes, each handed on only once `cache` holds it: an update or
+/// deletion as it comes, and after a (re)list every object of the new list. kube's
+/// reflector swaps a new list into its store only when the list ends, so an object handed
+/// on while listing (`touched_objects`) can start a reconcile that reads the older copy
+/// still cached; the change that triggered it then looks handled, and the predicate
+/// filter of [`own_changes`] drops it for good. (Seen after an etcd restart: a requested
+/// rescan listed while the store still held the object before the request never ran.)
+fn announced<K>(
+    events: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    cache: Store<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    events.flat_map(move |event| {
+        let (now, listed) = match event {
+            Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => (Some(Ok(obj)), vec![]),
+            Ok(watcher::Event::InitDone) => (None, cache.state()),
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => (None, vec![]),
+            Err(e) => (Some(Err(e)), vec![]),
+        };
+        futures::stream::iter(now)
+            .chain(futures::stream::iter(listed).map(|obj| Ok(K::clone(&obj))))
+    })
 }
 
 fn forward<K, S>(
@@ -298,5 +332,41 @@ mod tests {
                 (Some(2), "third failure".to_string()),
             ]
         );
+    }
+
+    fn requested_at(obj: &ImageRepository) -> String {
+        obj.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.values().next().cloned())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_relisted_object_is_handed_on_only_once_the_cache_holds_it() {
+        let (cache, writer) = reflector::store::<ImageRepository>();
+        let events = futures::stream::iter([
+            Ok(watcher::Event::Apply(repository(1, "ready", "before"))),
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(repository(1, "ready", "after"))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(repository(2, "ready", "later"))),
+        ])
+        .reflect(writer);
+        let reader = cache.clone();
+        // Each object handed on, beside the copy the cache holds at that moment.
+        let seen: Vec<(String, String)> = announced(events, cache)
+            .filter_map(|r| async move { r.ok() })
+            .map(|obj| {
+                let cached = reader
+                    .get(&reflector::ObjectRef::from_obj(&obj))
+                    .map(|c| requested_at(&c))
+                    .unwrap_or_default();
+                (requested_at(&obj), cached)
+            })
+            .collect()
+            .await;
+        let pair = |a: &str| (a.to_string(), a.to_string());
+        assert_eq!(seen, [pair("before"), pair("after"), pair("later")]);
     }
 }

@@ -397,6 +397,21 @@ impl Cluster {
         ran.stdout
     }
 
+    /// Asks for a rescan of an ImageRepository as a user would: `kubectl annotate
+    /// --overwrite` of `reconcile.fluxcd.io/requestedAt=AT`.
+    pub async fn request_scan(&self, namespace: &str, name: &str, at: &str) {
+        self.kubectl_ok(&[
+            "annotate",
+            "--overwrite",
+            "-n",
+            namespace,
+            "imagerepository",
+            name,
+            &format!("reconcile.fluxcd.io/requestedAt={at}"),
+        ])
+        .await;
+    }
+
     /// `kubectl apply -f -` of `yaml` (as the user would, not through a client library).
     pub async fn apply_result(&self, yaml: &str) -> Ran {
         self.kubectl.apply_result(yaml).await

@@ -357,6 +357,30 @@ impl Chaos {
             && obj["status"]["lastScanResult"]["tagCount"].as_u64() == Some(expected.tags as u64)
     }
 
+    /// What an unhealed object shows against what was asked of it, and the last lines
+    /// image-reflector logged about it.
+    fn why_not_healed(&self, obj: &Value) -> String {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("?");
+        let expected = id_of(obj).and_then(|id| self.live.get(&id));
+        let log = self.c.reflector().log();
+        let about: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains(&format!("/{name}\"")) || l.contains(&format!("/{name}.")))
+            .collect();
+        format!(
+            "{name}: Ready {}, generation {} observed {}, requested {:?} handled {}, tags {} of {:?}; \
+             its last log lines:\n{}",
+            condition(obj, "Ready").cloned().unwrap_or_default(),
+            obj["metadata"]["generation"],
+            obj["status"]["observedGeneration"],
+            expected.and_then(|e| e.requested.as_deref()),
+            obj["status"]["lastHandledReconcileAt"],
+            obj["status"]["lastScanResult"]["tagCount"],
+            expected.map(|e| e.tags),
+            about[about.len().saturating_sub(8)..].join("\n"),
+        )
+    }
+
     /// Waits until every live object is healed and every deleted one is gone; fails
     /// after [`HEAL`] naming what is not. Returns how long it took.
     async fn settle(&mut self, what: &str) -> Duration {
@@ -365,7 +389,7 @@ impl Chaos {
             let unhealed: Vec<String> = objects
                 .iter()
                 .filter(|o| !chaos.healed(o))
-                .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+                .map(|o| chaos.why_not_healed(o))
                 .collect();
             let missing = chaos.live.keys().filter(|id| !names.contains(id)).count();
             let lingering = chaos.deleted.iter().filter(|id| names.contains(id)).count();

@@ -381,16 +381,7 @@ async fn fifty_repositories_of_one_registry_make_one_exchange_per_expiry_window(
     let request = |name: &'static str, at: &'static str| {
         let c = &c;
         async move {
-            c.kubectl_ok(&[
-                "annotate",
-                "--overwrite",
-                "-n",
-                "apps",
-                "imagerepository",
-                name,
-                &format!("reconcile.fluxcd.io/requestedAt={at}"),
-            ])
-            .await;
+            c.request_scan("apps", name, at).await;
             c.wait_for_repository("apps", name, "requestedAt handled", |o| {
                 o["status"]["lastHandledReconcileAt"] == at && ready_is(o, "True", None)
             })

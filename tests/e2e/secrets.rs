@@ -148,16 +148,7 @@ async fn failed_with(c: &Cluster, name: &str, reason: &str) {
 /// interval), and waits until each has handled the request.
 async fn rescan_all(c: &Cluster, names: &[&str], at: &str) {
     for name in names {
-        c.kubectl_ok(&[
-            "annotate",
-            "--overwrite",
-            "-n",
-            "apps",
-            "imagerepository",
-            name,
-            &format!("reconcile.fluxcd.io/requestedAt={at}"),
-        ])
-        .await;
+        c.request_scan("apps", name, at).await;
     }
     for name in names {
         c.wait_for_repository("apps", name, "the requested scan handled", |o| {
