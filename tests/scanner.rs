@@ -1,9 +1,9 @@
 //! The scanner against real servers on 127.0.0.1: Debian's docker-registry (anonymous,
-//! htpasswd, token auth, TLS, mutual TLS, plain HTTP), tinyproxy, microsocks, and the paginating
-//! stand-in for what registry 2.8 cannot do (pages, refused page sizes, port-less and
-//! foreign links, 429, loops, malformed JSON, stalls). Cloud registry logins are in
-//! `scanner/cloud.rs`; hostile registries (endless links, gigantic or slow pages, gzip
-//! bombs, redirects) in `scanner/hostile.rs`.
+//! htpasswd, token auth, TLS, mutual TLS, plain HTTP), registry 3 (real pages and `Link`),
+//! tinyproxy, microsocks, and the paginating stand-in for what no real registry here plays
+//! (refused page sizes, port-less and foreign links, 429, loops, malformed JSON, stalls).
+//! Cloud registry logins are in `scanner/cloud.rs`; hostile registries (endless links,
+//! gigantic or slow pages, gzip bombs, redirects) in `scanner/hostile.rs`.
 
 use image_reflector::reference::ImageRef;
 use image_reflector::scanner::{
@@ -648,6 +648,34 @@ async fn follows_relative_next_links_page_by_page() {
         "{:?}",
         stand_in.uris()
     );
+}
+
+#[tokio::test]
+async fn lists_a_repository_of_many_pages_from_registry_3_by_its_link_headers() {
+    // Registry 3 pages `tags/list` with `n` and `last` and a relative `Link`, and cuts an
+    // `n` above 1000 to 1000 without saying so: 1,050 tags are 11 pages of 100, or 2 when
+    // 5,000 are asked for.
+    let registry = Registry::start_v3();
+    let pushed = tags("v", 1_050);
+    registry.push_tags("team/app", &pushed).await;
+    for (page_size, pages) in [(100, 11), (5_000, 2)] {
+        let before = registry.requests_matching("GET /v2/team/app/tags/list");
+        let s = scanner_with(|c| c.page_size = page_size);
+        let out = s
+            .scan(&request(&registry.host(), "team/app"))
+            .await
+            .unwrap();
+        assert_eq!(
+            out.tags,
+            sorted_desc(pushed.clone()),
+            "page size {page_size}"
+        );
+        assert_eq!(
+            registry.requests_matching("GET /v2/team/app/tags/list") - before,
+            pages,
+            "page size {page_size}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -349,6 +349,13 @@ impl Cluster {
         reflector
     }
 
+    /// Stops image-reflector as a kubelet would (SIGTERM, SIGKILL after 30 s); returns its
+    /// exit status, None if it had to be killed.
+    pub async fn stop_reflector(&mut self) -> Option<std::process::ExitStatus> {
+        let mut r = self.reflector.take()?;
+        crate::stop_child(&mut r.child, Duration::from_secs(30)).await
+    }
+
     /// How image-reflector exited, if it did (a crash), without waiting; None while it
     /// runs (or when it was not started).
     pub fn reflector_exit(&mut self) -> Option<std::process::ExitStatus> {
@@ -635,6 +642,11 @@ impl Cluster {
 }
 
 impl Reflector {
+    /// Its process id (for /proc/PID/status); None once it has exited.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
     }

@@ -278,7 +278,7 @@ current-context: test
     }
 
     /// Write requests (POST, PUT, PATCH, APPLY, DELETE) the API server has answered so
-    /// far, from its `apiserver_request_total`, per `RESOURCE[.GROUP][/SUBRESOURCE]`
+    /// far, from its `apiserver_request_total`, per verb and `RESOURCE[.GROUP][/SUBRESOURCE]`
     /// (e.g. `imagerepositories.image.toolkit.fluxcd.io/status`, `events.events.k8s.io`).
     pub async fn writes(&self) -> WriteCounts {
         WriteCounts::parse(&self.metrics().await)
@@ -318,9 +318,11 @@ pub async fn client_from_kubeconfig(path: &Path) -> kube::Client {
     kube::Client::try_from(config).expect("kube client")
 }
 
-/// Write requests per resource, as counted by kube-apiserver.
+/// Write requests per resource and verb, as counted by kube-apiserver. Resources are
+/// named `RESOURCE[.GROUP][/SUBRESOURCE]`, verbs as the metric names them (`POST`, `PUT`,
+/// `PATCH`, `APPLY`, `DELETE`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WriteCounts(pub BTreeMap<String, u64>);
+pub struct WriteCounts(pub BTreeMap<(String, String), u64>);
 
 impl WriteCounts {
     const WRITE_VERBS: [&'static str; 5] = ["POST", "PUT", "PATCH", "APPLY", "DELETE"];
@@ -342,7 +344,8 @@ impl WriteCounts {
                     .map(|v| v.trim_end_matches('"'))
                     .unwrap_or("")
             };
-            if !Self::WRITE_VERBS.contains(&label("verb")) || !label("dry_run").is_empty() {
+            let verb = label("verb");
+            if !Self::WRITE_VERBS.contains(&verb) || !label("dry_run").is_empty() {
                 continue;
             }
             let mut key = label("resource").to_string();
@@ -353,14 +356,34 @@ impl WriteCounts {
                 key = format!("{key}/{}", label("subresource"));
             }
             let n = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
-            *counts.entry(key).or_insert(0) += n;
+            *counts.entry((key, verb.to_string())).or_insert(0) += n;
         }
         WriteCounts(counts)
     }
 
-    /// The writes of `key` (`RESOURCE[.GROUP][/SUBRESOURCE]`).
+    /// The writes of `key` (`RESOURCE[.GROUP][/SUBRESOURCE]`), every verb.
     pub fn get(&self, key: &str) -> u64 {
-        self.0.get(key).copied().unwrap_or(0)
+        self.0
+            .iter()
+            .filter(|((resource, _), _)| resource == key)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Every write counted.
+    pub fn total(&self) -> u64 {
+        self.0.values().sum()
+    }
+
+    /// Only the resources `keep` accepts.
+    pub fn only(&self, keep: impl Fn(&str) -> bool) -> WriteCounts {
+        WriteCounts(
+            self.0
+                .iter()
+                .filter(|((resource, _), _)| keep(resource))
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
+        )
     }
 
     /// The writes made after `earlier` was taken.
@@ -368,10 +391,31 @@ impl WriteCounts {
         WriteCounts(
             self.0
                 .iter()
-                .map(|(k, v)| (k.clone(), v.saturating_sub(earlier.get(k))))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.saturating_sub(earlier.0.get(k).copied().unwrap_or(0)),
+                    )
+                })
                 .filter(|(_, v)| *v > 0)
                 .collect(),
         )
+    }
+}
+
+/// `PATCH imagerepositories.image.toolkit.fluxcd.io/status 3, POST events 1`, or `none`.
+impl std::fmt::Display for WriteCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, ((resource, verb), n)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{verb} {resource} {n}")?;
+        }
+        Ok(())
     }
 }
 
@@ -380,7 +424,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn write_counts_sum_write_verbs_per_resource_and_skip_reads_and_dry_runs() {
+    fn write_counts_count_write_verbs_per_resource_and_skip_reads_and_dry_runs() {
         let text = r#"# HELP apiserver_request_total x
 apiserver_request_total{code="200",component="apiserver",dry_run="",group="image.toolkit.fluxcd.io",resource="imagerepositories",scope="resource",subresource="status",verb="PATCH",version="v1"} 3
 apiserver_request_total{code="409",component="apiserver",dry_run="",group="image.toolkit.fluxcd.io",resource="imagerepositories",scope="resource",subresource="status",verb="PUT",version="v1"} 1
@@ -399,9 +443,19 @@ apiserver_request_total{code="201",component="apiserver",dry_run="",group="",res
         assert_eq!(
             later.since(&counts).0,
             BTreeMap::from([(
-                "imagerepositories.image.toolkit.fluxcd.io/status".to_string(),
+                (
+                    "imagerepositories.image.toolkit.fluxcd.io/status".to_string(),
+                    "PATCH".to_string()
+                ),
                 4
             )])
         );
+        assert_eq!(
+            counts.to_string(),
+            "PATCH imagerepositories.image.toolkit.fluxcd.io/status 3, \
+             PUT imagerepositories.image.toolkit.fluxcd.io/status 1, POST secrets 2"
+        );
+        assert_eq!(counts.total(), 6);
+        assert_eq!(counts.only(|r| r.starts_with("secrets")).total(), 2);
     }
 }

@@ -5,7 +5,8 @@
 //! hostile registry would, sends endless `Link` chains, gigantic or slow pages, gzip
 //! bombs, or redirects elsewhere (`PageBody`, `redirect_to`). Debian's docker-registry
 //! (2.8) cannot paginate and registry 3 plays none of the quirks, hence this.
-//! `bench_registry` and `bench_registries` serve it as processes for the benchmarks.
+//! `bench_registries` serves it as a process for `make bench-scan`; the `bench_scale`
+//! driver runs it in-process.
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -65,6 +66,8 @@ pub struct StandInOptions {
     pub default_page_size: Option<usize>,
     /// Refuse `n` above this with the status (413 like Quay, 400 like distribution 3).
     pub max_page_size: Option<(usize, u16)>,
+    /// Answer at most this many tags per page, whatever `n` asks (as Docker Hub caps it).
+    pub page_size_cap: Option<usize>,
     pub link: LinkStyle,
     /// The first this many `tags/list` requests get 429 with `retry_after`.
     pub rate_limit_first: usize,
@@ -287,6 +290,11 @@ async fn v2(
         };
         return error(status, code, "page size too large");
     }
+    let n = match (n, opts.page_size_cap) {
+        (Some(n), Some(cap)) => Some(n.min(cap)),
+        (None, cap) => cap,
+        (n, None) => n,
+    };
     if let PageBody::TinyTags(count) = opts.body {
         return tiny_tags(name, count);
     }

@@ -93,6 +93,47 @@ pub async fn metrics_text(addr: std::net::SocketAddr) -> String {
         .expect("metrics body")
 }
 
+/// Sends SIGTERM to the process `pid` (through `kill(1)`, so that no `unsafe` is needed).
+pub fn send_sigterm(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM {pid} failed");
+}
+
+/// Stops a child as a kubelet stops a container: SIGTERM, then up to `grace` for it to
+/// exit, then SIGKILL. Returns the exit status of a graceful exit, None if it was killed.
+pub async fn stop_child(
+    child: &mut tokio::process::Child,
+    grace: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    if let Some(pid) = child.id() {
+        send_sigterm(pid);
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(Ok(status)) => Some(status),
+        _ => {
+            let _ = child.kill().await;
+            None
+        }
+    }
+}
+
+/// The peak resident set size of a running process in KiB (`VmHWM` of
+/// `/proc/PID/status`); None once the process is gone.
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it next).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,10 +1,12 @@
 //! A real OCI registry for tests: Debian's `docker-registry` (distribution 2.8) started
 //! on 127.0.0.1:0 with a temporary config, optionally with TLS (a CA made at test time),
 //! mutual TLS, htpasswd Basic auth or token auth, and push notifications to an endpoint
-//! (distribution's `notifications.endpoints`). Killed on drop.
+//! (distribution's `notifications.endpoints`); or registry 3 (`Registry::start_v3`), which
+//! pages `tags/list` as 2.8 does not. Killed on drop.
 //!
 //! ```ignore
 //! let registry = Registry::start(RegistryOptions::default());
+//! let paging = Registry::start_v3();       // target/control-plane/bin/registry
 //! registry.push_tags("team/app", &["1.0", "1.1"]).await;
 //! registry.host();                      // "127.0.0.1:PORT"
 //! registry.requests_matching("/tags/list");
@@ -67,10 +69,21 @@ pub struct RegistryNotifications {
     pub headers: Vec<(String, String)>,
 }
 
-/// A running `docker-registry`.
+/// Which distribution serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Server {
+    /// Debian's `docker-registry` 2.8: one page whatever `n` asks.
+    Debian,
+    /// Registry 3 from `make control-plane` (always on the filesystem): pages of `n` (at
+    /// most 1000) with a `Link` to the next.
+    V3,
+}
+
+/// A running `docker-registry` or registry 3.
 pub struct Registry {
     /// None while stopped.
     child: Option<Child>,
+    server: Server,
     dir: tempfile::TempDir,
     /// Whether the images live in files under `dir` (and so survive a restart).
     on_disk: bool,
@@ -98,10 +111,17 @@ impl Registry {
         Registry::start_with(options, &[], None)
     }
 
+    /// Registry 3 (distribution v3, `target/control-plane/bin/registry`), anonymous,
+    /// plain HTTP, filesystem storage: it pages `tags/list` with `n`, `last` and a `Link`
+    /// header, cuts `n` above 1000 to 1000, and returns every tag when no `n` is sent.
+    pub fn start_v3() -> Registry {
+        Registry::start_storing(Server::V3, RegistryOptions::default(), &[], None, true)
+    }
+
     /// [`Registry::start`] with the images in files instead of memory, so that they
     /// survive [`Registry::stop`] and [`Registry::start_again`].
     pub fn start_on_disk(options: RegistryOptions) -> Registry {
-        Registry::start_storing(options, &[], None, true)
+        Registry::start_storing(Server::Debian, options, &[], None, true)
     }
 
     /// [`Registry::start`] that sends push notifications to `notifications`.
@@ -123,16 +143,19 @@ impl Registry {
         names: &[&str],
         notifications: Option<RegistryNotifications>,
     ) -> Registry {
-        Registry::start_storing(options, names, notifications, false)
+        Registry::start_storing(Server::Debian, options, names, notifications, false)
     }
 
     fn start_storing(
+        server: Server,
         options: RegistryOptions,
         names: &[&str],
         notifications: Option<RegistryNotifications>,
         on_disk: bool,
     ) -> Registry {
-        require_tool("docker-registry", "docker-registry");
+        if server == Server::Debian {
+            require_tool("docker-registry", "docker-registry");
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         let storage = if on_disk {
             format!(
@@ -201,7 +224,7 @@ impl Registry {
             }
         }
         std::fs::write(dir.path().join("config.yml"), &config).expect("write registry config");
-        let (child, addr) = spawn_registry(dir.path());
+        let (child, addr) = spawn_registry(server, dir.path());
 
         let mut http = reqwest::Client::builder().pool_max_idle_per_host(64);
         if let Some(ca) = &ca {
@@ -215,6 +238,7 @@ impl Registry {
         }
         Registry {
             child: Some(child),
+            server,
             dir,
             on_disk,
             addr,
@@ -279,7 +303,7 @@ impl Registry {
         let config = std::fs::read_to_string(&path).expect("read registry config");
         let config = config.replace("addr: 127.0.0.1:0\n", &format!("addr: {}\n", self.addr));
         std::fs::write(&path, config).expect("write registry config");
-        let (child, addr) = spawn_registry(self.dir.path());
+        let (child, addr) = spawn_registry(self.server, self.dir.path());
         assert_eq!(addr, self.addr, "the registry came back on another address");
         self.child = Some(child);
     }
@@ -427,21 +451,25 @@ impl Registry {
 
 /// Starts `docker-registry serve DIR/config.yml`, appending to `DIR/access.log` and
 /// logging to a fresh `DIR/registry.log`; returns once it listens.
-fn spawn_registry(dir: &std::path::Path) -> (Child, SocketAddr) {
+fn spawn_registry(server: Server, dir: &std::path::Path) -> (Child, SocketAddr) {
+    let binary = match server {
+        Server::Debian => PathBuf::from("docker-registry"),
+        Server::V3 => crate::go_tool("registry"),
+    };
     let log_path = dir.join("registry.log");
     let access = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("access.log"))
         .expect("access log");
-    let child = Command::new("docker-registry")
+    let child = Command::new(&binary)
         .arg("serve")
         .arg(dir.join("config.yml"))
         .stdin(Stdio::null())
         .stdout(access)
         .stderr(std::fs::File::create(&log_path).expect("registry log"))
         .spawn()
-        .expect("start docker-registry");
+        .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
     (child, wait_for_listen(&log_path, Duration::from_secs(10)))
 }
 
@@ -461,7 +489,7 @@ fn wait_for_listen(log: &std::path::Path, timeout: Duration) -> SocketAddr {
         }
         assert!(
             start.elapsed() < timeout,
-            "docker-registry did not start within {timeout:?}; its log:\n{text}"
+            "the registry did not start within {timeout:?}; its log:\n{text}"
         );
         std::thread::sleep(Duration::from_millis(10));
     }

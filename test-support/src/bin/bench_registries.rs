@@ -1,7 +1,8 @@
 //! Serves the repositories `make bench-scan` lists, until stdin closes or SIGTERM/SIGINT:
 //! Debian's docker-registry with `bench/ten-thousand` (10,000 tags), and the paginating
 //! stand-in with `bench/hundred-thousand` (100,000 tags) twice, answering pages of 100 and
-//! of 1000 (also when the client sends no `n`, as skopeo does). Prints one
+//! of 1000 whatever `n` the client asks for (crane asks for 1000, skopeo for none), as
+//! Docker Hub caps its pages. Prints one
 //! `NAME=127.0.0.1:PORT` line per server, then `READY`.
 
 #![forbid(unsafe_code)]
@@ -26,7 +27,7 @@ async fn main() {
             repository: "bench/hundred-thousand".into(),
             tags: hundred.clone(),
             default_page_size: Some(page),
-            max_page_size: Some((page, 413)),
+            page_size_cap: Some(page),
             ..Default::default()
         })
         .await;
