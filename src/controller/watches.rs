@@ -87,6 +87,7 @@ pub fn start_watches(client: &Client, options: &ControllerOptions) -> (Caches, C
         announced(
             watcher(namespaced_or_all::<ImageRepository>(client, ns), wc.clone())
                 .default_backoff()
+                .modify(slim_metadata)
                 .reflect(repo_writer),
             repositories.clone(),
         ),
@@ -97,6 +98,7 @@ pub fn start_watches(client: &Client, options: &ControllerOptions) -> (Caches, C
         announced(
             watcher(namespaced_or_all::<ImagePolicy>(client, ns), wc)
                 .default_backoff()
+                .modify(slim_metadata)
                 .reflect(policy_writer),
             policies.clone(),
         ),
@@ -249,6 +251,21 @@ fn strip_metadata<K: Resource>(obj: &mut K) {
     meta.managed_fields = None;
 }
 
+/// kubectl's copy of the last applied object, an annotation nothing here reads.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Managed fields and kubectl's last-applied copy are dropped from the cached
+/// ImageRepositories and ImagePolicies: nothing reads them (the webhooks see managed
+/// fields in the review itself), and they were most of each cached object's size, and of
+/// each copy the change broadcast holds.
+fn slim_metadata<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
 /// `changes` without the changes a reconcile of the object itself has nothing to act on:
 /// only a new generation (the spec), annotations (`reconcile.fluxcd.io/requestedAt`),
 /// finalizers (kube's finalizer helper waits for its own patch), labels (an object
@@ -368,5 +385,20 @@ mod tests {
             .await;
         let pair = |a: &str| (a.to_string(), a.to_string());
         assert_eq!(seen, [pair("before"), pair("after"), pair("later")]);
+    }
+
+    #[test]
+    fn the_cache_keeps_the_requested_at_annotation_but_not_managed_fields_or_the_last_applied_copy()
+    {
+        let mut obj = repository(1, "ready", "now");
+        obj.metadata.managed_fields = Some(vec![Default::default()]);
+        obj.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(LAST_APPLIED.to_string(), "{\"spec\":{}}".to_string());
+        slim_metadata(&mut obj);
+        assert_eq!(obj.metadata.managed_fields, None);
+        assert_eq!(requested_at(&obj), "now");
+        assert_eq!(obj.metadata.annotations.map(|a| a.len()), Some(1));
     }
 }
