@@ -3,24 +3,29 @@
 //! parsing anything, with the same TLS setup as `image-reflector serve` (TLS 1.2/1.3,
 //! HTTP/1.1 + HTTP/2, aws-lc-rs).
 //!
-//!     cargo run --release --example webhook_baseline -- ADDR CERT_PEM KEY_PEM [BUSY_NS]
+//!     cargo run --release --example webhook_baseline -- ADDR CERT_PEM KEY_PEM [BUSY_NS | --echo-uid]
 //!
 //! Prints `listening on ADDR` once bound (port 0 picks a free port). With BUSY_NS, every
 //! request also keeps its thread busy for that many nanoseconds (a spin, no allocation):
 //! `make bench-webhook` uses it to show what a given handler cost does to the ratio on the
-//! machine at hand.
+//! machine at hand. With `--echo-uid` it answers with the request's uid, the least a
+//! webhook must read for kube-apiserver to accept its answer: the bare webhook that
+//! `bench_webhook_latency` registers beside image-reflector's.
 
 #![forbid(unsafe_code)]
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::http::header;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,15 +43,48 @@ async fn fixed(busy: Duration) -> ([(header::HeaderName, &'static str); 1], &'st
     ([(header::CONTENT_TYPE, "application/json")], ANSWER)
 }
 
+/// The envelope's `request.uid`, every other field skipped unread.
+#[derive(Deserialize)]
+struct Review<'a> {
+    #[serde(borrow)]
+    request: Uid<'a>,
+}
+
+#[derive(Deserialize)]
+struct Uid<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+}
+
+/// The allowing answer to the review in `body`, with its uid; 400 if there is none.
+async fn echo_uid(body: Bytes) -> Response {
+    match serde_json::from_slice::<Review>(&body) {
+        Ok(review) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {"uid": review.request.uid, "allowed": true},
+            })
+            .to_string(),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let (addr, cert, key, busy_ns) = match args.as_slice() {
-        [_, addr, cert, key] => (addr, cert, key, 0),
-        [_, addr, cert, key, busy] => (addr, cert, key, busy.parse::<u64>()?),
-        _ => return Err("usage: webhook_baseline ADDR CERT_PEM KEY_PEM [BUSY_NS]".into()),
+    let (addr, cert, key, mode) = match args.as_slice() {
+        [_, addr, cert, key] => (addr, cert, key, None),
+        [_, addr, cert, key, mode] => (addr, cert, key, Some(mode.as_str())),
+        _ => {
+            return Err(
+                "usage: webhook_baseline ADDR CERT_PEM KEY_PEM [BUSY_NS | --echo-uid]".into(),
+            );
+        }
     };
-    let busy = Duration::from_nanos(busy_ns);
     let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
     let key = PrivateKeyDer::from_pem_file(key)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -56,11 +94,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_single_cert(certs, key)?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    // The body is read (as a bare server must, for keep-alive) and not parsed.
-    let answer = move |_body: Bytes| fixed(busy);
-    let router = Router::new()
-        .route("/mutate", post(answer))
-        .route("/validate", post(answer));
+    let router = match mode {
+        Some("--echo-uid") => Router::new()
+            .route("/mutate", post(echo_uid))
+            .route("/validate", post(echo_uid)),
+        _ => {
+            let busy = Duration::from_nanos(mode.map(str::parse::<u64>).transpose()?.unwrap_or(0));
+            // The body is read (as a bare server must, for keep-alive) and not parsed.
+            let answer = move |_body: Bytes| fixed(busy);
+            Router::new()
+                .route("/mutate", post(answer))
+                .route("/validate", post(answer))
+        }
+    };
     let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
     println!("listening on {}", listener.local_addr()?);
     let builder = auto::Builder::new(TokioExecutor::new());

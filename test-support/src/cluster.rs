@@ -500,6 +500,12 @@ impl Cluster {
         }
     }
 
+    /// The webhook's serving certificate and key (PEM files), valid for the webhook
+    /// Service's name.
+    pub fn webhook_tls_files(&self) -> (&std::path::Path, &std::path::Path) {
+        (&self.cert_file, &self.key_file)
+    }
+
     /// A cluster-scoped object as `kubectl get -o json` shows it, without the fields the
     /// API server sets, so that it can be created again after it is deleted.
     pub async fn saved_object(&self, kind: &str, name: &str) -> Value {
