@@ -80,7 +80,7 @@ bench-policy: ## tag selection over 100,000 tags per policy kind, with and witho
 bench-scan: test-deps control-plane ## tag listing: ours vs crane ls and skopeo list-tags (10,000 tags; 100,000 in pages of 100 and 1000): wall time, peak RSS, ratios
 	CARGO=$(CARGO) ./bench/scan.sh
 
-bench-webhook: test-deps control-plane ## webhook throughput and latency vs a bare axum+rustls baseline (wrk, fixed-rate load), and the latency the webhooks add to a create through the real API server
+bench-webhook: test-deps control-plane ## webhook throughput and latency vs a bare axum+rustls baseline (wrk, fixed-rate load), and the latency the webhooks add to a create through the real API server beside a bare webhook's
 	CARGO=$(CARGO) ./bench/webhook.sh
 
 bench-push: test-deps control-plane ## push receiver: push-to-latestRef latency over 20 pushes (p50, max) and registry requests of a burst of 50 pushes

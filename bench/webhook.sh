@@ -200,8 +200,8 @@ p99_ratio=$(printf '%.2f' "$(median "${p99_ratios[@]}")")
 verdict=$(awk -v r="$p99_ratio" -v p="$ours_p99" 'BEGIN {print (r <= 1.3 && p < 2.0) ? "met" : "NOT met"}')
 echo "p99 at $RATE/s ours vs bare: ${ours_p99} ms vs ${base_p99} ms (ratio $p99_ratio, median of $RATE_ROUNDS pairs; target <= 1.3 and < 2 ms: $verdict)"
 
-# 4. Through the real API server: dry-run creates with and without the webhook
-#    configurations (test-support/src/bin/bench_webhook_latency.rs says how). Needs the
+# 4. Through the real API server: dry-run creates without webhooks, with ours and with
+#    bare ones (test-support/src/bin/bench_webhook_latency.rs says how). Needs the
 #    control plane of `make control-plane`; API_SERVER=0 leaves this phase out.
 if [ "${API_SERVER:-1}" = 1 ]; then
   echo
