@@ -12,6 +12,10 @@ struct Row {
     value: fn(&Figures) -> Option<f64>,
     decimals: usize,
     target: &'static str,
+    /// Whether the target applies to this run (the issue sets the memory target for
+    /// 1,000 x 1,000, and the time target under the same API limits for every
+    /// controller); a figure it does not apply to is printed as information.
+    judged: bool,
     /// Whether ours meets the target against this Flux figure (None: no Flux to compare).
     met: fn(ours: f64, flux: Option<f64>) -> bool,
 }
@@ -28,7 +32,12 @@ pub fn print(args: &Args, measured: &[Figures], sweep: &Sweep, apf: bool) {
             name: "time until all Ready (s)".into(),
             value: |f| Some(f.ready_s),
             decimals: 1,
-            target: "no slower than Flux (ratio <= 1)",
+            target: if apf {
+                "no slower than Flux under the same API limits: not here (APF on: Flux has none)"
+            } else {
+                "no slower than Flux under the same API limits (ratio <= 1)"
+            },
+            judged: !apf,
             met: |o, f| f.is_none_or(|f| o <= f),
         },
         Row {
@@ -38,19 +47,17 @@ pub fn print(args: &Args, measured: &[Figures], sweep: &Sweep, apf: bool) {
             target: if small_load {
                 "at most 1/4 of Flux's (ratio <= 0.25) and under 64 MiB"
             } else {
-                "at most 1/4 of Flux's (ratio <= 0.25)"
+                "none at this load (the target is for 1,000 x 1,000)"
             },
-            met: if small_load {
-                |o, f| o < 64.0 && f.is_none_or(|f| o <= f / 4.0)
-            } else {
-                |o, f| f.is_none_or(|f| o <= f / 4.0)
-            },
+            judged: small_load,
+            met: |o, f| o < 64.0 && f.is_none_or(|f| o <= f / 4.0),
         },
         Row {
             name: "API writes per unchanged rescan".into(),
             value: Figures::writes_per_rescan,
             decimals: 2,
             target: "no more than Flux's (ratio <= 1)",
+            judged: true,
             met: |o, f| f.is_none_or(|f| o <= f),
         },
         Row {
@@ -58,6 +65,7 @@ pub fn print(args: &Args, measured: &[Figures], sweep: &Sweep, apf: bool) {
             value: |f| Some(f.restart_requests as f64),
             decimals: 0,
             target: "0",
+            judged: true,
             met: |o, _| o == 0.0,
         },
     ];
@@ -97,7 +105,11 @@ pub fn print(args: &Args, measured: &[Figures], sweep: &Sweep, apf: bool) {
             verdicts.push(("", (row.met)(o, None)));
         }
         cells.push(row.target.into());
-        cells.push(verdict(&verdicts));
+        cells.push(if row.judged {
+            verdict(&verdicts)
+        } else {
+            "-".into()
+        });
         table.push(cells);
     }
     print_table(&table);
