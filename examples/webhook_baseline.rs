@@ -85,21 +85,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     };
-    let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(key)?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let router = match mode {
         Some("--echo-uid") => Router::new()
             .route("/mutate", post(echo_uid))
             .route("/validate", post(echo_uid)),
         _ => {
-            let busy = Duration::from_nanos(mode.map(str::parse::<u64>).transpose()?.unwrap_or(0));
+            let busy_ns = match mode {
+                None => 0,
+                Some(n) => n.parse::<u64>().map_err(|e| {
+                    format!("webhook_baseline: {n:?} is neither BUSY_NS (nanoseconds) nor --echo-uid: {e}")
+                })?,
+            };
+            let busy = Duration::from_nanos(busy_ns);
             // The body is read (as a bare server must, for keep-alive) and not parsed.
             let answer = move |_body: Bytes| fixed(busy);
             Router::new()
@@ -107,6 +104,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .route("/validate", post(answer))
         }
     };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("webhook_baseline: certificate {cert}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("webhook_baseline: key {key}: {e}"))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = tokio::net::TcpListener::bind(addr.as_str()).await?;
     println!("listening on {}", listener.local_addr()?);
     let builder = auto::Builder::new(TokioExecutor::new());
